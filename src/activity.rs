@@ -1,0 +1,315 @@
+//! The activity log's records and their hash chain. Pure: sealing and verification only; the
+//! store's single writer decides `seq` and `at` and persists.
+//!
+//! ## Canonical form (so a third party can recompute every hash)
+//!
+//! `hash = hex(SHA-256(canonical ‖ prev_hash))`, where `prev_hash` is the previous record's `hash`
+//! as 64 lowercase hex ASCII characters (64 `0`s before the first record), and `canonical` is the
+//! record as compact JSON (no whitespace, `serde_json` escaping: only `"`, `\` and control
+//! characters are escaped, other text is raw UTF-8) with exactly these keys in this order, absent
+//! values as `null`:
+//!
+//! `seq, at, kind, actor, tenant_id, order_id, product_id, file_id, link_id, ip, user_agent,
+//! range, bytes, outcome`
+//!
+//! `seq` and `bytes` are JSON integers; `at` is RFC 3339 UTC with microseconds
+//! (`2026-11-21T08:30:00.000000Z`). `seq` starts at 1 and has no gaps; `at` never decreases.
+
+use ring::digest;
+use serde::{Deserialize, Serialize};
+
+/// The kinds of API.md §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    #[serde(rename = "key.accessed")]
+    KeyAccessed,
+    #[serde(rename = "link.issued")]
+    LinkIssued,
+    #[serde(rename = "download.started")]
+    DownloadStarted,
+    #[serde(rename = "download.finished")]
+    DownloadFinished,
+    #[serde(rename = "download.refused")]
+    DownloadRefused,
+    #[serde(rename = "order.created")]
+    OrderCreated,
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+    #[serde(rename = "order.suspended")]
+    OrderSuspended,
+    #[serde(rename = "order.reactivated")]
+    OrderReactivated,
+    #[serde(rename = "order.revoked")]
+    OrderRevoked,
+    #[serde(rename = "support_request.created")]
+    SupportRequestCreated,
+}
+
+/// What a caller knows about an event; the writer seals it into a [`Record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    pub actor: Option<String>,
+    pub tenant_id: Option<String>,
+    pub order_id: Option<String>,
+    pub product_id: Option<String>,
+    pub file_id: Option<String>,
+    pub link_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub range: Option<String>,
+    pub bytes: Option<u64>,
+    pub outcome: Option<String>,
+}
+
+impl Entry {
+    pub fn new(kind: Kind) -> Entry {
+        Entry {
+            kind,
+            actor: None,
+            tenant_id: None,
+            order_id: None,
+            product_id: None,
+            file_id: None,
+            link_id: None,
+            ip: None,
+            user_agent: None,
+            range: None,
+            bytes: None,
+            outcome: None,
+        }
+    }
+}
+
+/// One record of the log, exactly the fields of API.md §4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub at: String,
+    pub kind: Kind,
+    pub actor: Option<String>,
+    pub tenant_id: Option<String>,
+    pub order_id: Option<String>,
+    pub product_id: Option<String>,
+    pub file_id: Option<String>,
+    pub link_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub range: Option<String>,
+    pub bytes: Option<u64>,
+    pub outcome: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: u64,
+    at: &'a str,
+    kind: Kind,
+    actor: &'a Option<String>,
+    tenant_id: &'a Option<String>,
+    order_id: &'a Option<String>,
+    product_id: &'a Option<String>,
+    file_id: &'a Option<String>,
+    link_id: &'a Option<String>,
+    ip: &'a Option<String>,
+    user_agent: &'a Option<String>,
+    range: &'a Option<String>,
+    bytes: Option<u64>,
+    outcome: &'a Option<String>,
+}
+
+impl Record {
+    /// Seals an entry as record `seq` at time `at`, chained to `prev_hash`.
+    pub fn seal(entry: Entry, seq: u64, at: String, prev_hash: &str) -> Record {
+        let mut r = Record {
+            seq,
+            at,
+            kind: entry.kind,
+            actor: entry.actor,
+            tenant_id: entry.tenant_id,
+            order_id: entry.order_id,
+            product_id: entry.product_id,
+            file_id: entry.file_id,
+            link_id: entry.link_id,
+            ip: entry.ip,
+            user_agent: entry.user_agent,
+            range: entry.range,
+            bytes: entry.bytes,
+            outcome: entry.outcome,
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        r.hash = r.compute_hash();
+        r
+    }
+
+    /// The canonical bytes that are hashed (before `prev_hash` is appended).
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(&Canonical {
+            seq: self.seq,
+            at: &self.at,
+            kind: self.kind,
+            actor: &self.actor,
+            tenant_id: &self.tenant_id,
+            order_id: &self.order_id,
+            product_id: &self.product_id,
+            file_id: &self.file_id,
+            link_id: &self.link_id,
+            ip: &self.ip,
+            user_agent: &self.user_agent,
+            range: &self.range,
+            bytes: self.bytes,
+            outcome: &self.outcome,
+        })
+        .expect("plain data serializes")
+    }
+
+    /// `hex(SHA-256(canonical ‖ prev_hash))`.
+    pub fn compute_hash(&self) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&self.canonical());
+        ctx.update(self.prev_hash.as_bytes());
+        hex::encode(ctx.finish())
+    }
+}
+
+/// The first place a chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {seq}: {reason}")]
+pub struct ChainError {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// Incremental chain verifier: feed records in `seq` order.
+pub struct ChainVerifier {
+    expected_seq: u64,
+    prev_hash: String,
+    last_at: String,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier {
+            expected_seq: 1,
+            prev_hash: GENESIS.to_owned(),
+            last_at: String::new(),
+        }
+    }
+}
+
+impl ChainVerifier {
+    pub fn push(&mut self, r: &Record) -> Result<(), ChainError> {
+        let fail = |reason: &str| {
+            Err(ChainError {
+                seq: r.seq,
+                reason: reason.to_owned(),
+            })
+        };
+        if r.seq != self.expected_seq {
+            return Err(ChainError {
+                seq: self.expected_seq,
+                reason: format!("missing; found seq {} instead", r.seq),
+            });
+        }
+        if r.prev_hash != self.prev_hash {
+            return fail("prev_hash does not match the previous record's hash");
+        }
+        if r.compute_hash() != r.hash {
+            return fail("hash does not match the record's contents");
+        }
+        if r.at < self.last_at {
+            return fail("time goes backwards");
+        }
+        self.expected_seq += 1;
+        self.prev_hash.clone_from(&r.hash);
+        self.last_at.clone_from(&r.at);
+        Ok(())
+    }
+
+    /// Records verified so far.
+    pub fn count(&self) -> u64 {
+        self.expected_seq - 1
+    }
+
+    pub fn last_hash(&self) -> &str {
+        &self.prev_hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<Record> {
+        let mut prev = GENESIS.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let mut e = Entry::new(Kind::DownloadStarted);
+                e.bytes = Some(seq * 10);
+                e.user_agent = Some("curl/8 \"quoted\" 繁體".into());
+                let r = Record::seal(e, seq, format!("2026-11-21T08:30:{seq:02}.000000Z"), &prev);
+                prev.clone_from(&r.hash);
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn canonical_form_is_the_documented_one() {
+        let r = &chain(1)[0];
+        let c = String::from_utf8(r.canonical()).unwrap();
+        assert_eq!(
+            c,
+            r#"{"seq":1,"at":"2026-11-21T08:30:01.000000Z","kind":"download.started","actor":null,"tenant_id":null,"order_id":null,"product_id":null,"file_id":null,"link_id":null,"ip":null,"user_agent":"curl/8 \"quoted\" 繁體","range":null,"bytes":10,"outcome":null}"#
+        );
+        let expected = hex::encode(digest::digest(
+            &digest::SHA256,
+            format!("{c}{GENESIS}").as_bytes(),
+        ));
+        assert_eq!(r.hash, expected);
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let mut v = ChainVerifier::default();
+        for r in chain(5) {
+            v.push(&r).unwrap();
+        }
+        assert_eq!(v.count(), 5);
+    }
+
+    #[test]
+    fn tampering_is_found_at_the_changed_record() {
+        let mut c = chain(5);
+        c[2].bytes = Some(1);
+        let mut v = ChainVerifier::default();
+        let err = c.iter().try_for_each(|r| v.push(r)).unwrap_err();
+        assert_eq!(err.seq, 3);
+    }
+
+    #[test]
+    fn a_removed_record_is_found() {
+        let mut c = chain(5);
+        c.remove(1);
+        let mut v = ChainVerifier::default();
+        assert_eq!(c.iter().try_for_each(|r| v.push(r)).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn kinds_serialize_as_contract_names() {
+        assert_eq!(
+            serde_json::to_string(&Kind::SupportRequestCreated).unwrap(),
+            "\"support_request.created\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Kind::KeyAccessed).unwrap(),
+            "\"key.accessed\""
+        );
+    }
+}

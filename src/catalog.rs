@@ -1,0 +1,259 @@
+//! Downloadable files: attaching them (path confined to `files_dir`, size and mtime taken at once,
+//! SHA-256 computed once in the background and kept) and the cache of open files with their
+//! precomputed response headers that the download path serves from.
+//!
+//! Files are treated as immutable once attached: a new build gets a new `file_id`. The open file
+//! handle is cached, so replacing the file on disk under the same path does not change what an
+//! already-loaded entry serves until restart.
+
+use crate::representation;
+use crate::store::{FileRecord, Op, Store, StoreError};
+use base64::Engine;
+use dashmap::DashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("path must be relative to files_dir and stay inside it")]
+    OutsideFilesDir,
+    #[error("file not found under files_dir")]
+    Missing,
+    #[error("not a regular file")]
+    NotAFile,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an attachment names.
+#[derive(Debug, Clone, Default)]
+pub struct FileSpec {
+    pub file_id: String,
+    pub product_id: Option<String>,
+    pub path: String,
+    pub filename: String,
+    pub version: Option<String>,
+    pub language: Option<String>,
+    pub file_type: Option<String>,
+}
+
+/// Resolves `rel` under `files_dir`, refusing absolute paths, `..`, and symlinks that lead out.
+pub fn confine(files_dir: &Path, rel: &str) -> Result<PathBuf, FileError> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || rel.contains('\0')
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(FileError::OutsideFilesDir);
+    }
+    let root = files_dir.canonicalize().map_err(|_| FileError::Missing)?;
+    let full = root
+        .join(p)
+        .canonicalize()
+        .map_err(|_| FileError::Missing)?;
+    if !full.starts_with(&root) {
+        return Err(FileError::OutsideFilesDir);
+    }
+    Ok(full)
+}
+
+/// A file ready to serve: open handle and the header values every response repeats.
+#[derive(Debug)]
+pub struct ServedFile {
+    pub rec: FileRecord,
+    pub file: Arc<File>,
+    pub etag: String,
+    pub last_modified: String,
+    pub content_type: &'static str,
+    pub content_disposition: String,
+    /// `sha-256=:<base64>:` once the digest is known.
+    pub repr_digest: Option<String>,
+}
+
+impl ServedFile {
+    fn open(files_dir: &Path, rec: FileRecord) -> Result<ServedFile, FileError> {
+        let full = confine(files_dir, &rec.path)?;
+        let file = File::open(full).map_err(|_| FileError::Missing)?;
+        let repr_digest = rec
+            .sha256
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .map(|raw| {
+                format!(
+                    "sha-256=:{}:",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )
+            });
+        Ok(ServedFile {
+            etag: representation::etag(rec.size, u128::from(rec.mtime_ns)),
+            last_modified: representation::http_date(u128::from(rec.mtime_ns)),
+            content_type: representation::content_type(&rec.filename),
+            content_disposition: representation::content_disposition(&rec.filename),
+            repr_digest,
+            file: Arc::new(file),
+            rec,
+        })
+    }
+}
+
+/// The catalog of files, backed by the store.
+pub struct Catalog {
+    store: Arc<Store>,
+    files_dir: PathBuf,
+    served: DashMap<String, Arc<ServedFile>>,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<Store>, files_dir: PathBuf) -> Catalog {
+        Catalog {
+            store,
+            files_dir,
+            served: DashMap::new(),
+        }
+    }
+
+    pub fn files_dir(&self) -> &Path {
+        &self.files_dir
+    }
+
+    /// Attaches (or replaces) a file: checks the path, records size and mtime durably, and starts
+    /// the SHA-256 in a background thread; `Repr-Digest` appears once it is stored.
+    pub async fn attach(self: &Arc<Self>, spec: FileSpec) -> Result<FileRecord, FileError> {
+        let full = confine(&self.files_dir, &spec.path)?;
+        let meta = std::fs::metadata(&full).map_err(|_| FileError::Missing)?;
+        if !meta.is_file() {
+            return Err(FileError::NotAFile);
+        }
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+        let rec = FileRecord {
+            file_id: spec.file_id,
+            product_id: spec.product_id,
+            path: spec.path,
+            filename: spec.filename,
+            size: meta.len(),
+            mtime_ns,
+            sha256: None,
+            version: spec.version,
+            language: spec.language,
+            file_type: spec.file_type,
+        };
+        self.store
+            .writer()
+            .commit(vec![Op::PutFile(rec.clone())])
+            .await?;
+        self.served.remove(&rec.file_id);
+        let me = self.clone();
+        let (id, size) = (rec.file_id.clone(), rec.size);
+        std::thread::Builder::new()
+            .name("keydrop-sha256".into())
+            .spawn(move || me.compute_digest(&id, &full, size))
+            .map_err(StoreError::from)?;
+        Ok(rec)
+    }
+
+    /// Hashes the file in 1 MiB reads, stores the digest, and refreshes the cached entry.
+    fn compute_digest(&self, file_id: &str, path: &Path, size: u64) {
+        let digest = (|| -> std::io::Result<String> {
+            let mut f = File::open(path)?;
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                ctx.update(&buf[..n]);
+            }
+            Ok(hex::encode(ctx.finish()))
+        })();
+        match digest {
+            Ok(sha256) => {
+                let op = Op::SetFileSha {
+                    file_id: file_id.to_owned(),
+                    size,
+                    sha256,
+                };
+                let rt = self.store.writer().send_durable(vec![op]);
+                if let Ok(rx) = rt {
+                    // Wait for durability on this (non-async) thread, then drop the stale entry.
+                    if let Ok(Ok(_)) = rx.blocking_recv() {
+                        self.served.remove(file_id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(file_id, error = %e, "could not hash file"),
+        }
+    }
+
+    /// The stored record of a file.
+    pub fn record(&self, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+        if let Some(s) = self.served.get(file_id) {
+            return Ok(Some(s.rec.clone()));
+        }
+        self.store.file(file_id)
+    }
+
+    /// The servable file, opening and caching it on first use; `None` if unknown or missing.
+    pub fn served(&self, file_id: &str) -> Result<Option<Arc<ServedFile>>, StoreError> {
+        if let Some(s) = self.served.get(file_id) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(rec) = self.store.file(file_id)? else {
+            return Ok(None);
+        };
+        match ServedFile::open(&self.files_dir, rec) {
+            Ok(s) => Ok(Some(
+                self.served
+                    .entry(file_id.to_owned())
+                    .or_insert(Arc::new(s))
+                    .clone(),
+            )),
+            Err(e) => {
+                tracing::error!(file_id, error = %e, "attached file cannot be opened");
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_never_escape_files_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let files = root.path().join("files");
+        std::fs::create_dir(&files).unwrap();
+        std::fs::write(files.join("ok.iso"), b"x").unwrap();
+        std::fs::write(root.path().join("secret"), b"s").unwrap();
+        assert!(confine(&files, "ok.iso").is_ok());
+        assert!(confine(&files, "./ok.iso").is_ok());
+        for bad in ["../secret", "/etc/passwd", "a/../../secret", "", "ok.iso\0"] {
+            assert!(
+                matches!(confine(&files, bad), Err(FileError::OutsideFilesDir)),
+                "{bad:?}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path().join("secret"), files.join("link")).unwrap();
+            assert!(matches!(
+                confine(&files, "link"),
+                Err(FileError::OutsideFilesDir)
+            ));
+        }
+        assert!(matches!(
+            confine(&files, "nope.iso"),
+            Err(FileError::Missing)
+        ));
+    }
+}

@@ -1,0 +1,262 @@
+//! The TOML configuration of API.md §2: every key has a default except the principals; relative
+//! paths are resolved against the config file's folder. Unknown keys are refused so a typo is
+//! caught at start-up rather than silently ignored.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub links: LinksConfig,
+    pub orders: OrdersConfig,
+    pub revocation: RevocationConfig,
+    pub principals: Vec<Principal>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub public_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub public_base_url: String,
+    /// Open connections per listener beyond which new ones get `503 unavailable` and are closed.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long downloads in flight may run before they are cut off.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub files_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinksConfig {
+    pub ttl_days: u32,
+    pub max_uses: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrdersConfig {
+    pub cancel_window_days: u32,
+    pub suspension_retention_days: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevocationConfig {
+    pub push_secret: Option<String>,
+    pub push_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub name: String,
+    pub role: String,
+    pub token_sha256: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            public_listen: "127.0.0.1:8080".parse().expect("literal"),
+            admin_listen: "127.0.0.1:8081".parse().expect("literal"),
+            public_base_url: "http://127.0.0.1:8080".into(),
+            max_connections: 10_000,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: "../data".into(),
+            files_dir: "../files".into(),
+        }
+    }
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        LinksConfig {
+            ttl_days: 14,
+            max_uses: 50,
+        }
+    }
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        OrdersConfig {
+            cancel_window_days: 60,
+            suspension_retention_days: 90,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            links: LinksConfig::default(),
+            orders: OrdersConfig::default(),
+            revocation: RevocationConfig::default(),
+            principals: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_paths(&base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The embedded defaults, as if a config file with no keys sat in `./config/`: the data
+    /// lands in `./data` and files are served from `./files`.
+    pub fn embedded_defaults() -> Config {
+        let mut cfg = Config::default();
+        cfg.resolve_paths(Path::new("config"));
+        cfg
+    }
+
+    /// Makes relative storage paths relative to `base` (the config file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.storage.data_dir, &mut self.storage.files_dir] {
+            if p.is_relative() {
+                *p = normalize(&base.join(&*p));
+            }
+        }
+        if let Some(f) = self.revocation.push_secret_file.as_mut() {
+            if f.is_relative() {
+                *f = normalize(&base.join(&*f));
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.links.max_uses == 0 || self.links.ttl_days == 0 {
+            return Err(ConfigError::Invalid(
+                "links.max_uses and links.ttl_days must be at least 1".into(),
+            ));
+        }
+        if !(self.server.public_base_url.starts_with("http://")
+            || self.server.public_base_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "server.public_base_url must start with http:// or https://".into(),
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be at least 1".into(),
+            ));
+        }
+        for p in &self.principals {
+            if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "principal {:?}: token_sha256 must be 64 hex characters",
+                    p.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `.` and folds `..` lexically, so `config/../data` reads as `data` in messages.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_contract_defaults_relative_to_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = dir.path().join("config");
+        std::fs::create_dir(&cfg_dir).unwrap();
+        std::fs::write(cfg_dir.join("keydrop.toml"), "").unwrap();
+        let cfg = Config::load(&cfg_dir.join("keydrop.toml")).unwrap();
+        assert_eq!(cfg.server.public_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.server.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(cfg.links.ttl_days, 14);
+        assert_eq!(cfg.links.max_uses, 50);
+        assert_eq!(cfg.orders.cancel_window_days, 60);
+        assert_eq!(cfg.orders.suspension_retention_days, 90);
+        assert_eq!(cfg.storage.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.storage.files_dir, dir.path().join("files"));
+    }
+
+    #[test]
+    fn shipped_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keydrop.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.links.max_uses, 50);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[links]\nmax_use = 3").is_err());
+        let mut cfg = Config::default();
+        cfg.links.max_uses = 0;
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! `GET`/`HEAD /d/{token}[/{name}]`: the customer's download, top to bottom.
+//!
+//! verify the token (no store touched for a bad one) → load the hot link → refuse if revoked,
+//! expired, suspended → conditional request (`304`) → `Range` / `If-Range` → `HEAD` answers here
+//! → reserve the response's bytes with the `download.started` record, durably → stream → on end,
+//! refund what was not sent and queue `download.finished`.
+//!
+//! Refusals of a correctly signed link are logged as `download.refused`; a bad token is not
+//! (nothing trustworthy to log, and logging it would let anyone fill the log).
+
+use crate::activity::{Entry, Kind};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::ledger::{HotLink, ReserveError};
+use crate::range::{bytes_range, RangeDecision};
+use crate::representation::{if_none_match_hits, if_range_matches, not_modified_since};
+use crate::state::AppState;
+use crate::store::Access;
+use crate::stream::{ConnDownloads, FileStream, Outcome};
+use chrono::{DateTime, TimeZone, Utc};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Who is asking, for the activity log.
+pub struct Client<'a> {
+    pub peer: SocketAddr,
+    pub headers: &'a HeaderMap,
+    pub conn: &'a ConnDownloads,
+}
+
+impl Client<'_> {
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn entry(&self, kind: Kind, link: &HotLink) -> Entry {
+        let mut e = Entry::new(kind);
+        e.actor = Some("customer".into());
+        e.tenant_id = link
+            .rec
+            .tenant_id
+            .clone()
+            .or_else(|| link.gate.tenant_id.clone());
+        e.order_id = Some(link.rec.order_id.clone());
+        e.product_id = link.rec.product_id.clone();
+        e.file_id = Some(link.rec.file_id.clone());
+        e.link_id = Some(link.rec.link_id.clone());
+        e.ip = Some(self.peer.ip().to_string());
+        e.user_agent = self.headers.get(header::USER_AGENT).map(|v| {
+            let s = String::from_utf8_lossy(v.as_bytes());
+            s.chars().take(512).collect()
+        });
+        e
+    }
+}
+
+/// Handles one download request. Refusals come back as `Err` and are rendered by the caller.
+pub async fn handle(
+    state: &Arc<AppState>,
+    method: &Method,
+    token: &str,
+    client: &Client<'_>,
+    now: DateTime<Utc>,
+) -> Result<Response<Body>, ApiError> {
+    if *method != Method::GET && *method != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let claims = state.keys.verify(token).map_err(|_| ApiError::Invalid)?;
+    tracing::Span::current().record("link_id", hex::encode(claims.link_id));
+    if state.is_draining() {
+        return Err(ApiError::Unavailable {
+            retry_after_secs: 5,
+        });
+    }
+    let link = state
+        .ledger
+        .link(&claims.link_id)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or(ApiError::Invalid)?;
+    let refuse = |err: ApiError| {
+        let mut e = client.entry(Kind::DownloadRefused, &link);
+        e.outcome = Some(err.code().to_owned());
+        e.range = client.header(header::RANGE).map(str::to_owned);
+        // A refusal record may lag: it never guards a byte.
+        let _ = state.store.writer().send(vec![crate::store::Op::Append(e)]);
+        err
+    };
+    match link.gate.access() {
+        Access::Revoked => return Err(refuse(ApiError::Revoked)),
+        _ if now.timestamp() >= link.rec.expires_at => {
+            let expired_at = Utc
+                .timestamp_opt(link.rec.expires_at, 0)
+                .single()
+                .unwrap_or_default();
+            return Err(refuse(ApiError::Expired { expired_at }));
+        }
+        Access::Suspended => return Err(refuse(ApiError::Suspended)),
+        Access::Open => {}
+    }
+    let file = match state
+        .catalog
+        .served(&link.rec.file_id)
+        .map_err(store_unavailable)?
+    {
+        Some(f) => f,
+        None => {
+            return Err(ApiError::Unavailable {
+                retry_after_secs: 60,
+            })
+        }
+    };
+    let size = file.rec.size;
+
+    let mut resp = Response::new(Body::empty());
+    {
+        let h = resp.headers_mut();
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        h.insert(header::ETAG, hv(&file.etag));
+        h.insert(header::LAST_MODIFIED, hv(&file.last_modified));
+    }
+
+    // Conditional GET (RFC 9110 §13.2.2): If-None-Match, else If-Modified-Since → 304, free.
+    let not_modified = match client.header(header::IF_NONE_MATCH) {
+        Some(inm) => if_none_match_hits(inm, &file.etag),
+        None => client
+            .header(header::IF_MODIFIED_SINCE)
+            .is_some_and(|ims| not_modified_since(ims, u128::from(file.rec.mtime_ns))),
+    };
+    if not_modified {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+
+    let range_header = client.headers.get(header::RANGE).map(HeaderValue::as_bytes);
+    let if_range_ok = client
+        .header(header::IF_RANGE)
+        .is_none_or(|ir| if_range_matches(ir, &file.etag, u128::from(file.rec.mtime_ns)));
+    let decision = if if_range_ok {
+        bytes_range(range_header, size)
+    } else {
+        RangeDecision::Full
+    };
+    let (start, len) = match decision {
+        RangeDecision::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
+        RangeDecision::Full => (0, size),
+        RangeDecision::Partial { start, end } => {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                hv(&format!("bytes {start}-{end}/{size}")),
+            );
+            (start, end - start + 1)
+        }
+    };
+    {
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(file.content_type),
+        );
+        h.insert(header::CONTENT_DISPOSITION, hv(&file.content_disposition));
+        if let Some(d) = &file.repr_digest {
+            h.insert("repr-digest", hv(d));
+        }
+    }
+    // What this response costs: its bytes, or one unit for an empty file.
+    let cost = if size == 0 { link.rec.unit } else { len };
+    if *method == Method::HEAD {
+        if !link.fits(cost) {
+            return Err(ApiError::Exhausted);
+        }
+        return Ok(resp);
+    }
+
+    let mut started = client.entry(Kind::DownloadStarted, &link);
+    started.bytes = Some(len);
+    started.range = matches!(decision, RangeDecision::Partial { .. })
+        .then(|| format!("bytes={start}-{}", start + len - 1));
+    started.outcome = Some("reserved".into());
+    match state.ledger.reserve(&link, cost, started).await {
+        Ok(()) => {}
+        Err(ReserveError::Exhausted) => return Err(refuse(ApiError::Exhausted)),
+        Err(ReserveError::Store(e)) => return Err(store_unavailable(e)),
+    }
+
+    let finished = {
+        let mut e = client.entry(Kind::DownloadFinished, &link);
+        e.range = matches!(decision, RangeDecision::Partial { .. })
+            .then(|| format!("bytes={start}-{}", start + len - 1));
+        e
+    };
+    let st = state.clone();
+    let hot = link.clone();
+    let settle: crate::stream::Settle = Box::new(move |sent: u64, outcome: Outcome| {
+        let refund = if size == 0 { 0 } else { len - sent };
+        let mut e = finished;
+        e.bytes = Some(sent);
+        e.outcome = Some(outcome.as_str().to_owned());
+        tracing::debug!(link_id = %hot.rec.link_id, sent, refund, outcome = outcome.as_str(), "download ended");
+        st.ledger.settle(&hot, refund, e);
+    });
+    if len == 0 {
+        (settle)(0, Outcome::Complete);
+        return Ok(resp);
+    }
+    let body = FileStream::new(
+        file.file.clone(),
+        start,
+        len,
+        link.gate.clone(),
+        client.conn,
+        settle,
+    );
+    *resp.body_mut() = Body::Stream(Box::pin(body));
+    Ok(resp)
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn store_unavailable(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store unavailable for a download");
+    ApiError::Unavailable {
+        retry_after_secs: 5,
+    }
+}

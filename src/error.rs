@@ -1,0 +1,191 @@
+//! Typed errors at the HTTP boundary and the one place that maps them to statuses and
+//! `application/problem+json` bodies (RFC 9457) or localized HTML pages.
+//!
+//! 5xx bodies say nothing internal: an [`ApiError::Internal`] carries its cause for the log only,
+//! and the client sees a generic text. Secrets never enter an error: variants carry codes, ids
+//! and timestamps, never tokens or keys.
+
+use crate::body::Body;
+use crate::pages;
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// A field-level validation message for `400 invalid_request`.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed token, bad signature, unknown link: one answer for all.
+    #[error("invalid link")]
+    Invalid,
+    #[error("link expired")]
+    Expired { expired_at: DateTime<Utc> },
+    #[error("link budget exhausted")]
+    Exhausted,
+    #[error("order revoked")]
+    Revoked,
+    #[error("order suspended")]
+    Suspended,
+    #[error("unavailable")]
+    Unavailable { retry_after_secs: u64 },
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("not found")]
+    NotFound,
+    #[error("invalid request")]
+    InvalidRequest { errors: Vec<FieldError> },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Expired { .. } | ApiError::Exhausted | ApiError::Revoked => StatusCode::GONE,
+            ApiError::Suspended => StatusCode::FORBIDDEN,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid => "invalid",
+            ApiError::Expired { .. } => "expired",
+            ApiError::Exhausted => "exhausted",
+            ApiError::Revoked => "revoked",
+            ApiError::Suspended => "suspended",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::NotFound => "not_found",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The problem+json document (English).
+    pub fn problem_json(&self) -> serde_json::Value {
+        let (title, detail) = pages::text(self.code(), pages::Lang::En);
+        let mut v = serde_json::json!({
+            "status": self.status().as_u16(),
+            "code": self.code(),
+            "title": title,
+            "detail": detail,
+        });
+        match self {
+            ApiError::Expired { expired_at } => {
+                v["expired_at"] = expired_at.to_rfc3339_opts(SecondsFormat::Secs, true).into();
+            }
+            ApiError::InvalidRequest { errors } => {
+                v["errors"] = serde_json::to_value(errors).unwrap_or_default();
+            }
+            _ => {}
+        }
+        v
+    }
+
+    /// Renders the refusal for a client: HTML if `accept` prefers it, else problem+json.
+    pub fn into_response(
+        self,
+        accept: Option<&str>,
+        accept_language: Option<&str>,
+    ) -> Response<Body> {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let status = self.status();
+        let (content_type, body) = if pages::prefers_html(accept) {
+            let lang = pages::negotiate_lang(accept_language);
+            (
+                "text/html; charset=utf-8",
+                pages::html_page(status.as_u16(), self.code(), lang),
+            )
+        } else {
+            ("application/problem+json", self.problem_json().to_string())
+        };
+        let mut resp = Response::new(Body::from_bytes(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            ApiError::Unavailable { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_status_and_code_table() {
+        let now = Utc::now();
+        let cases = [
+            (ApiError::Invalid, 404, "invalid"),
+            (ApiError::Expired { expired_at: now }, 410, "expired"),
+            (ApiError::Exhausted, 410, "exhausted"),
+            (ApiError::Revoked, 410, "revoked"),
+            (ApiError::Suspended, 403, "suspended"),
+            (
+                ApiError::Unavailable {
+                    retry_after_secs: 1,
+                },
+                503,
+                "unavailable",
+            ),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status);
+            assert_eq!(e.code(), code);
+            let p = e.problem_json();
+            assert_eq!(p["status"], status);
+            assert_eq!(p["code"], code);
+        }
+    }
+
+    #[test]
+    fn internal_errors_never_leak_their_cause() {
+        let r = ApiError::Internal("secret path /etc/x".into()).into_response(None, None);
+        assert_eq!(r.status(), 500);
+        let Body::Bytes(Some(b)) = r.into_body() else {
+            panic!()
+        };
+        assert!(!String::from_utf8_lossy(&b).contains("/etc/x"));
+    }
+
+    #[test]
+    fn expired_problem_carries_expired_at() {
+        let at = DateTime::parse_from_rfc3339("2026-11-21T08:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            ApiError::Expired { expired_at: at }.problem_json()["expired_at"],
+            "2026-11-21T08:30:00Z"
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Link budgets in memory: "does this reservation fit?" is one atomic step per link.
+//!
+//! The dashmap caches, per link that has been used since start, its record, its spent bytes
+//! (durable reservations, plus reservations in flight, minus refunds not yet durable) and a handle
+//! on its order's [`Gate`]. Entries are loaded from the store on first use. The invariant that
+//! keeps memory and disk honest (see [`crate::store`] for the writer's side):
+//!
+//! * a counter changes only under its link's mutex, and the matching op is sent to the writer in
+//!   the same critical section, so disk applies the same deltas in the same order;
+//! * a reservation is admitted in memory *before* it is made durable, and the response waits for
+//!   durability before its first byte — so disk never promises bytes memory did not count;
+//! * a refund is applied in memory first and made durable later (or lost in a crash, which leaves
+//!   the bytes spent: never over budget);
+//! * after a failed commit the store's epoch moves: the cache is dropped, the writer is flushed,
+//!   and entries are reloaded from disk, which is the truth.
+//!
+//! Orders' gates (open / suspended / revoked) are cached the same way. Closing a gate is durable
+//! first and then flips the in-memory flag, so the next request after the admin call returns is
+//! refused; it also bumps a watch counter that every connection listens to, so downloads already
+//! streaming on that order are cut off at once (see [`crate::server`]).
+
+use crate::activity::Entry;
+use crate::store::{Access, LinkRecord, Op, OrderGate, Store, StoreError};
+use crate::token::LinkId;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// An order's access state, shared by all its hot links and downloads in flight.
+#[derive(Debug)]
+pub struct Gate {
+    access: AtomicU8,
+    pub tenant_id: Option<String>,
+}
+
+impl Gate {
+    fn new(access: Access, tenant_id: Option<String>) -> Gate {
+        Gate {
+            access: AtomicU8::new(access as u8),
+            tenant_id,
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        match self.access.load(Ordering::Acquire) {
+            0 => Access::Open,
+            1 => Access::Suspended,
+            _ => Access::Revoked,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.access() == Access::Open
+    }
+}
+
+/// A link in use.
+#[derive(Debug)]
+pub struct HotLink {
+    pub id: LinkId,
+    pub rec: LinkRecord,
+    pub gate: Arc<Gate>,
+    spent: Mutex<u64>,
+}
+
+impl HotLink {
+    pub fn spent(&self) -> u64 {
+        *self.spent.lock().expect("not poisoned")
+    }
+
+    /// `max_uses × unit` bytes.
+    pub fn budget(&self) -> u64 {
+        self.rec.budget()
+    }
+
+    /// Would `cost` fit right now? (For `HEAD`, which reserves nothing.)
+    pub fn fits(&self, cost: u64) -> bool {
+        self.spent().saturating_add(cost) <= self.budget()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("budget exhausted")]
+    Exhausted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Ledger {
+    store: Arc<Store>,
+    links: DashMap<LinkId, Arc<HotLink>>,
+    gates: DashMap<String, Arc<Gate>>,
+    /// The store epoch this cache was loaded under.
+    epoch: AtomicU64,
+    revocations: watch::Sender<u64>,
+}
+
+impl Ledger {
+    pub fn new(store: Arc<Store>) -> Ledger {
+        let epoch = AtomicU64::new(store.epoch());
+        Ledger {
+            store,
+            links: DashMap::new(),
+            gates: DashMap::new(),
+            epoch,
+            revocations: watch::channel(0).0,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// A receiver that changes whenever some order's gate closes.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Drops the caches if a commit failed since they were loaded, after letting the writer
+    /// apply everything already queued (so a reload cannot miss an in-flight reservation).
+    async fn revalidate(&self) -> Result<(), StoreError> {
+        let current = self.store.epoch();
+        if self.epoch.load(Ordering::Acquire) != current {
+            self.store.writer().flush().await?;
+            self.links.clear();
+            self.gates.clear();
+            self.epoch.store(current, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The hot entry for a link, loading it from the store on first use; `None` if unknown.
+    pub async fn link(&self, id: &LinkId) -> Result<Option<Arc<HotLink>>, StoreError> {
+        self.revalidate().await?;
+        if let Some(l) = self.links.get(id) {
+            return Ok(Some(l.clone()));
+        }
+        let Some((rec, spent)) = self.store.link(id)? else {
+            return Ok(None);
+        };
+        let gate = self.gate(&rec.order_id, rec.tenant_id.clone())?;
+        let hot = Arc::new(HotLink {
+            id: *id,
+            rec,
+            gate,
+            spent: Mutex::new(spent),
+        });
+        // Two loaders may race; the first insert wins and both use it.
+        Ok(Some(self.links.entry(*id).or_insert(hot).clone()))
+    }
+
+    /// The gate of an order (open if the store has none).
+    pub fn gate(&self, order_id: &str, tenant_id: Option<String>) -> Result<Arc<Gate>, StoreError> {
+        if let Some(g) = self.gates.get(order_id) {
+            return Ok(g.clone());
+        }
+        let gate = match self.store.gate(order_id)? {
+            Some(g) => Gate::new(g.access, g.tenant_id.or(tenant_id)),
+            None => Gate::new(Access::Open, tenant_id),
+        };
+        Ok(self
+            .gates
+            .entry(order_id.to_owned())
+            .or_insert(Arc::new(gate))
+            .clone())
+    }
+
+    /// Reserves `cost` bytes of a link's budget together with its `download.started` record, and
+    /// returns once both are durable. Refused with [`ReserveError::Exhausted`] if it does not fit.
+    pub async fn reserve(
+        &self,
+        link: &Arc<HotLink>,
+        cost: u64,
+        started: Entry,
+    ) -> Result<(), ReserveError> {
+        let pending = {
+            let mut spent = link.spent.lock().expect("not poisoned");
+            if spent.saturating_add(cost) > link.budget() {
+                return Err(ReserveError::Exhausted);
+            }
+            let ops = vec![
+                Op::Reserve {
+                    link: link.id,
+                    bytes: cost,
+                },
+                Op::Append(started),
+            ];
+            let rx = self.store.writer().send_durable(ops)?;
+            *spent += cost;
+            rx
+        };
+        match pending.await {
+            Ok(Ok(_)) => Ok(()),
+            outcome => {
+                // Not durable: give the bytes back in memory (the epoch bump reloads the cache).
+                let mut spent = link.spent.lock().expect("not poisoned");
+                *spent = spent.saturating_sub(cost);
+                Err(match outcome {
+                    Ok(Err(e)) => e.into(),
+                    _ => StoreError::Closed.into(),
+                })
+            }
+        }
+    }
+
+    /// Hands back `refund` unsent bytes and queues the `download.finished` record. Does not wait.
+    pub fn settle(&self, link: &HotLink, refund: u64, finished: Entry) {
+        let mut spent = link.spent.lock().expect("not poisoned");
+        let mut ops = Vec::with_capacity(2);
+        if refund > 0 {
+            ops.push(Op::Refund {
+                link: link.id,
+                bytes: refund,
+            });
+        }
+        ops.push(Op::Append(finished));
+        if let Err(e) = self.store.writer().send(ops) {
+            tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
+            return;
+        }
+        *spent = spent.saturating_sub(refund);
+    }
+
+    /// Registers a freshly issued link (durably, with its `link.issued` record).
+    pub async fn put_link(&self, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
+        self.store
+            .writer()
+            .commit(vec![Op::PutLink(rec), Op::Append(issued)])
+            .await?;
+        Ok(())
+    }
+
+    /// Sets an order's access durably (with its activity record), then in memory. Closing a gate
+    /// notifies every connection so in-flight downloads of that order stop at once.
+    pub async fn set_access(
+        &self,
+        order_id: &str,
+        gate: OrderGate,
+        record: Option<Entry>,
+    ) -> Result<(), StoreError> {
+        let mut ops = vec![Op::PutGate {
+            order_id: order_id.to_owned(),
+            gate: gate.clone(),
+        }];
+        ops.extend(record.map(Op::Append));
+        self.store.writer().commit(ops).await?;
+        let g = self.gate(order_id, gate.tenant_id.clone())?;
+        g.access.store(gate.access as u8, Ordering::Release);
+        if gate.access != Access::Open {
+            self.revocations.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    /// Number of links cached.
+    pub fn hot_links(&self) -> usize {
+        self.links.len()
+    }
+}

@@ -1,0 +1,41 @@
+//! keydrop: an edge server that delivers purchased software through signed, byte-budgeted
+//! download links, with a tamper-evident activity log.
+//!
+//! Layout (imports point downwards only):
+//!
+//! | layer    | modules |
+//! |----------|---------|
+//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] |
+//! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) |
+//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) |
+//! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) |
+//! | shared   | [`config`] · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
+//!
+//! A download reads top to bottom in [`download::handle`]. The concurrency story — who writes
+//! redb, how group commit batches, why the ledger's memory and the disk cannot disagree — is told
+//! in [`store`] and [`ledger`].
+#![forbid(unsafe_code)]
+
+pub mod activity;
+pub mod body;
+pub mod catalog;
+pub mod config;
+pub mod demo;
+pub mod download;
+pub mod error;
+pub mod ledger;
+pub mod links;
+pub mod pages;
+pub mod range;
+pub mod representation;
+pub mod router;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod stream;
+pub mod token;
+pub mod verify;
+
+pub use server::{run, Listeners};
+pub use state::AppState;

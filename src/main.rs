@@ -1,0 +1,178 @@
+//! The `keydrop` command line (API.md §1): a thin shell over the library.
+
+use clap::{Parser, Subcommand};
+use keydrop::config::Config;
+use keydrop::{demo, run, AppState, Listeners};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "keydrop",
+    version,
+    about = "Delivers purchased software through signed, counted download links"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Config file; defaults to $KEYDROP_CONFIG, then config/keydrop.toml (embedded defaults if absent).
+        #[arg(long, env = "KEYDROP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Fresh data dir, sample product, order and link; then serve.
+    Demo {
+        /// Where the demo's data goes (wiped first).
+        #[arg(long, default_value = "demo-data")]
+        dir: PathBuf,
+    },
+    /// Admin tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Check the activity log's hash chain offline.
+    VerifyLog {
+        #[arg(long, env = "KEYDROP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Add a new link-signing key (older keys keep verifying until their file is removed).
+    RotateLinkKey {
+        #[arg(long, env = "KEYDROP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random admin token and its [[principals]] stanza.
+    New {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
+        None => {
+            let default = Path::new("config/keydrop.toml");
+            if default.exists() {
+                Config::load(default).map_err(|e| e.to_string())
+            } else {
+                Ok(Config::embedded_defaults())
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYDROP_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: Option<PathBuf>) -> Result<(), String> {
+    let cfg = load_config(config)?;
+    let public = tokio::net::TcpListener::bind(cfg.server.public_listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", cfg.server.public_listen))?;
+    let admin = tokio::net::TcpListener::bind(cfg.server.admin_listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", cfg.server.admin_listen))?;
+    tracing::info!(public = %public.local_addr().map_err(|e| e.to_string())?, admin = %admin.local_addr().map_err(|e| e.to_string())?, data_dir = %cfg.storage.data_dir.display(), "keydrop serving");
+    let state = AppState::open(cfg).map_err(|e| e.to_string())?;
+    run(Listeners { public, admin }, state, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Token {
+            command: TokenCommand::New { role, name },
+        } => {
+            let (token, sha) = demo::new_admin_token();
+            println!(
+                "token: {token}\n\n{}",
+                demo::principal_stanza(&name, &role, &sha)
+            );
+            Ok(())
+        }
+        Command::VerifyLog { config } => {
+            return match load_config(config)
+                .and_then(|c| keydrop::verify::verify_data_dir(&c.storage.data_dir))
+            {
+                Ok(r) => match r.first_bad {
+                    None => {
+                        println!(
+                            "activity log intact: {} records, last hash {}",
+                            r.records, r.last_hash
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Some((seq, why)) => {
+                        println!("activity log BROKEN at record {seq}: {why} ({} records verified before it)", r.records);
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("keydrop: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::RotateLinkKey { config } => load_config(config).and_then(|c| {
+            let id = keydrop::secrets::rotate_link_key(&c.storage.data_dir)
+                .map_err(|e| e.to_string())?;
+            println!("new link-signing key {id}; restart the server to sign with it");
+            Ok(())
+        }),
+        Command::Serve { config } => {
+            init_tracing();
+            runtime().block_on(serve(config))
+        }
+        Command::Demo { dir } => {
+            init_tracing();
+            runtime().block_on(async {
+                demo::run_demo(&dir, shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keydrop: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

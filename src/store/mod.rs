@@ -1,0 +1,239 @@
+//! The durable state: one redb database in `data_dir/keydrop.redb`.
+//!
+//! ## Who writes, and why memory and disk cannot disagree
+//!
+//! Exactly one thread, the writer ([`writer`]), opens write transactions. Everybody else sends it
+//! [`Op`]s in a [`Batch`] over one FIFO channel; it drains what is waiting (up to
+//! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, commits with
+//! `Durability::Immediate` (fsync), and only then answers each batch's reply slot. A request that
+//! must be durable before the client sees anything (a reservation, a link issue, a revocation)
+//! awaits that answer; one that may lag (a refund, a `download.finished` record, a refusal
+//! record) sends without awaiting, but still goes through the same ordered channel — so the
+//! activity log's `seq` order is the commit order, and the per-link spent counter on disk is the
+//! sum of the same deltas, in the same order, as the counter in memory.
+//!
+//! Reads (loading a link on first use, catalog lookups, log queries) use redb read transactions
+//! from any thread; they see the last committed state.
+//!
+//! The hot per-link counters live in the ledger's dashmap ([`crate::ledger`]). A counter there is
+//! only ever changed while its entry is locked *and* in the same critical section as the `send`
+//! of the matching op, so the channel carries every link's deltas in memory's order. Memory is
+//! therefore never behind the disk's promise: a reservation is admitted in memory first, and only
+//! then made durable; a refund is applied to memory first and reaches disk later (or, after a
+//! crash, never — the bytes stay spent, which is the safe side). After a crash the store is the
+//! truth: the dashmap is empty on start and every entry is loaded from the last commit, where
+//! every durable reservation is counted in full and a refund that was not yet durable is simply
+//! absent. If a commit fails, the writer bumps [`Store::epoch`]; the ledger then drops its cache
+//! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
+
+pub mod writer;
+
+use crate::activity::Record;
+use crate::token::LinkId;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use writer::{Batch, Op, Writer};
+
+pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
+pub(crate) const SPENT: TableDefinition<&[u8], u64> = TableDefinition::new("link_spent");
+pub(crate) const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+pub(crate) const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("order_gates");
+pub(crate) const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
+/// `(at in microseconds, seq)` → nothing: the time index for date-range queries.
+pub(crate) const ACTIVITY_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("activity_at");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the store's writer has stopped")]
+    Closed,
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+}
+
+macro_rules! redb_from {
+    ($($t:ty),*) => {$(impl From<$t> for StoreError {
+        fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+    })*};
+}
+redb_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A download link as stored. Budget arithmetic uses `unit` = the file's size at issue time (1
+/// for an empty file, whose every `GET` costs one unit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub link_id: String,
+    pub order_id: String,
+    pub tenant_id: Option<String>,
+    pub product_id: Option<String>,
+    pub file_id: String,
+    pub key_id: u32,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub unit: u64,
+}
+
+impl LinkRecord {
+    /// `max_uses × unit` bytes.
+    pub fn budget(&self) -> u64 {
+        u64::from(self.max_uses).saturating_mul(self.unit)
+    }
+}
+
+/// A downloadable file attached to a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub file_id: String,
+    pub product_id: Option<String>,
+    /// Relative to `files_dir`, already checked not to leave it.
+    pub path: String,
+    pub filename: String,
+    pub size: u64,
+    pub mtime_ns: u64,
+    pub sha256: Option<String>,
+    pub version: Option<String>,
+    pub language: Option<String>,
+    pub file_type: Option<String>,
+}
+
+/// What the download path needs to know about an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Open,
+    Suspended,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderGate {
+    pub access: Access,
+    pub tenant_id: Option<String>,
+}
+
+/// The database and its writer.
+pub struct Store {
+    db: Arc<Database>,
+    writer: Writer,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `data_dir/keydrop.redb`, makes sure every table exists, and
+    /// starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let db = Arc::new(Database::create(data_dir.join("keydrop.redb"))?);
+        {
+            let tx = db.begin_write()?;
+            tx.open_table(LINKS)?;
+            tx.open_table(SPENT)?;
+            tx.open_table(FILES)?;
+            tx.open_table(GATES)?;
+            tx.open_table(ACTIVITY)?;
+            tx.open_table(ACTIVITY_AT)?;
+            tx.commit()?;
+        }
+        let epoch = Arc::new(AtomicU64::new(0));
+        let writer = Writer::start(db.clone(), epoch.clone())?;
+        Ok(Store { db, writer, epoch })
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Bumped on every failed commit; caches compare it to know when to reload.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Makes everything sent so far durable and stops the writer thread.
+    pub async fn close(&self) {
+        self.writer.stop().await;
+    }
+
+    pub fn link(&self, id: &LinkId) -> Result<Option<(LinkRecord, u64)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(raw) = tx.open_table(LINKS)?.get(id.as_slice())? else {
+            return Ok(None);
+        };
+        let rec: LinkRecord = serde_json::from_slice(raw.value())?;
+        let spent = tx
+            .open_table(SPENT)?
+            .get(id.as_slice())?
+            .map_or(0, |v| v.value());
+        Ok(Some((rec, spent)))
+    }
+
+    pub fn file(&self, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let raw = tx.open_table(FILES)?.get(file_id)?;
+        Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
+    }
+
+    pub fn gate(&self, order_id: &str) -> Result<Option<OrderGate>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let raw = tx.open_table(GATES)?.get(order_id)?;
+        Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
+    }
+
+    /// Up to `limit` records with `seq > after_seq`, in order.
+    pub fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ACTIVITY)?;
+        let mut out = Vec::new();
+        for item in t.range(after_seq.saturating_add(1)..)?.take(limit) {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn record_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(ACTIVITY)?.len()?)
+    }
+}
+
+/// Reads every activity record of a database that no server has open (for `verify-log`),
+/// feeding them in order to `f`.
+pub fn scan_activity_offline(
+    path: &Path,
+    mut f: impl FnMut(Result<Record, String>) -> bool,
+) -> Result<(), StoreError> {
+    let db = redb::ReadOnlyDatabase::open(path)?;
+    let tx = db.begin_read()?;
+    let t = tx.open_table(ACTIVITY)?;
+    for item in t.iter()? {
+        let (k, v) = item?;
+        let r = serde_json::from_slice::<Record>(v.value())
+            .map_err(|e| format!("record {}: undecodable: {e}", k.value()));
+        if !f(r) {
+            break;
+        }
+    }
+    Ok(())
+}

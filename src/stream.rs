@@ -1,0 +1,241 @@
+//! Streaming a byte span of an open file as an HTTP body, in large reads done on the blocking
+//! pool (never on the async workers), with one read of look-ahead.
+//!
+//! Memory per download is bounded by two chunks ([`CHUNK`] each): the one hyper is writing and
+//! the one being read ahead — independent of the file's size. Each poll first checks the order's
+//! [`Gate`]: once the order is revoked or suspended, the body fails and hyper closes the
+//! connection. When the body is dropped — finished, cut off by the client, revoked, or at
+//! shutdown — its [`Settle`] callback runs exactly once with the bytes actually handed to hyper.
+
+use crate::ledger::Gate;
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use std::fs::File;
+use std::future::Future;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::task::JoinHandle;
+
+/// Bytes per read.
+pub const CHUNK: usize = 256 * 1024;
+
+/// How a download ended, for its `download.finished` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    Aborted,
+    Revoked,
+    Suspended,
+    ReadError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Aborted => "aborted",
+            Outcome::Revoked => "revoked",
+            Outcome::Suspended => "suspended",
+            Outcome::ReadError => "read_error",
+        }
+    }
+}
+
+/// Called once when the body ends, with the bytes sent.
+pub type Settle = Box<dyn FnOnce(u64, Outcome) + Send>;
+
+/// The downloads currently streaming on one connection, so the connection can be dropped when
+/// one of their orders is revoked even if the client has stopped reading.
+#[derive(Default, Clone)]
+pub struct ConnDownloads(Arc<Mutex<Vec<(u64, Arc<Gate>)>>>);
+
+impl ConnDownloads {
+    fn register(&self, gate: Arc<Gate>) -> Registration {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.lock().expect("not poisoned").push((id, gate));
+        Registration {
+            list: self.clone(),
+            id,
+        }
+    }
+
+    /// True if any download on this connection belongs to a closed order.
+    pub fn any_closed(&self) -> bool {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|(_, g)| !g.is_open())
+    }
+}
+
+struct Registration {
+    list: ConnDownloads,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.list
+            .0
+            .lock()
+            .expect("not poisoned")
+            .retain(|(id, _)| *id != self.id);
+    }
+}
+
+pub struct FileStream {
+    file: Arc<File>,
+    /// Next offset to read.
+    offset: u64,
+    /// Bytes not yet read.
+    unread: u64,
+    /// Bytes the response carries in all.
+    total: u64,
+    sent: u64,
+    pending: Option<JoinHandle<std::io::Result<Bytes>>>,
+    gate: Arc<Gate>,
+    outcome: Option<Outcome>,
+    settle: Option<Settle>,
+    _registration: Registration,
+}
+
+impl FileStream {
+    /// A body of `len` bytes of `file` from `start`.
+    pub fn new(
+        file: Arc<File>,
+        start: u64,
+        len: u64,
+        gate: Arc<Gate>,
+        conn: &ConnDownloads,
+        settle: Settle,
+    ) -> FileStream {
+        let _registration = conn.register(gate.clone());
+        let mut s = FileStream {
+            file,
+            offset: start,
+            unread: len,
+            total: len,
+            sent: 0,
+            pending: None,
+            gate,
+            outcome: None,
+            settle: Some(settle),
+            _registration,
+        };
+        s.start_read();
+        s
+    }
+
+    fn start_read(&mut self) {
+        if self.unread == 0 || self.pending.is_some() {
+            return;
+        }
+        let n = self.unread.min(CHUNK as u64) as usize;
+        let (file, offset) = (self.file.clone(), self.offset);
+        self.offset += n as u64;
+        self.unread -= n as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(n);
+            let mut filled = 0;
+            while filled < n {
+                match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+                    0 => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "file shrank while serving",
+                        ))
+                    }
+                    k => filled += k,
+                }
+            }
+            Ok(buf.freeze())
+        }));
+    }
+
+    fn fail(
+        &mut self,
+        outcome: Outcome,
+        msg: &'static str,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.outcome = Some(outcome);
+        if let Some(p) = self.pending.take() {
+            p.abort();
+        }
+        Poll::Ready(Some(Err(std::io::Error::other(msg))))
+    }
+}
+
+impl http_body::Body for FileStream {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        if this.outcome.is_some() && this.outcome != Some(Outcome::Complete) {
+            return Poll::Ready(None);
+        }
+        match this.gate.access() {
+            crate::store::Access::Open => {}
+            crate::store::Access::Suspended => {
+                return this.fail(Outcome::Suspended, "order suspended")
+            }
+            crate::store::Access::Revoked => return this.fail(Outcome::Revoked, "order revoked"),
+        }
+        let Some(pending) = this.pending.as_mut() else {
+            this.outcome = Some(Outcome::Complete);
+            return Poll::Ready(None);
+        };
+        match Pin::new(pending).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Ok(bytes))) => {
+                this.pending = None;
+                this.sent += bytes.len() as u64;
+                this.start_read();
+                if this.sent == this.total {
+                    this.outcome = Some(Outcome::Complete);
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Ok(Err(e))) => {
+                tracing::error!(error = %e, "read failed while streaming");
+                this.pending = None;
+                this.fail(Outcome::ReadError, "read failed")
+            }
+            Poll::Ready(Err(_)) => {
+                this.pending = None;
+                this.fail(Outcome::ReadError, "read task failed")
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent == self.total
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.total - self.sent)
+    }
+}
+
+impl Drop for FileStream {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.abort();
+        }
+        let outcome = match self.outcome {
+            Some(o) => o,
+            None if self.sent == self.total => Outcome::Complete,
+            None => Outcome::Aborted,
+        };
+        if let Some(settle) = self.settle.take() {
+            settle(self.sent, outcome);
+        }
+    }
+}
