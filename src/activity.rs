@@ -195,27 +195,15 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        ChainVerifier {
-            expected_seq: 1,
-            prev_hash: GENESIS.to_owned(),
-            last_at: String::new(),
-        }
+        ChainVerifier { expected_seq: 1, prev_hash: GENESIS.to_owned(), last_at: String::new() }
     }
 }
 
 impl ChainVerifier {
     pub fn push(&mut self, r: &Record) -> Result<(), ChainError> {
-        let fail = |reason: &str| {
-            Err(ChainError {
-                seq: r.seq,
-                reason: reason.to_owned(),
-            })
-        };
+        let fail = |reason: &str| Err(ChainError { seq: r.seq, reason: reason.to_owned() });
         if r.seq != self.expected_seq {
-            return Err(ChainError {
-                seq: self.expected_seq,
-                reason: format!("missing; found seq {} instead", r.seq),
-            });
+            return Err(ChainError { seq: self.expected_seq, reason: format!("missing; found seq {} instead", r.seq) });
         }
         if r.prev_hash != self.prev_hash {
             return fail("prev_hash does not match the previous record's hash");
@@ -268,10 +256,7 @@ mod tests {
             c,
             r#"{"seq":1,"at":"2026-11-21T08:30:01.000000Z","kind":"download.started","actor":null,"tenant_id":null,"order_id":null,"product_id":null,"file_id":null,"link_id":null,"ip":null,"user_agent":"curl/8 \"quoted\" 繁體","range":null,"bytes":10,"outcome":null}"#
         );
-        let expected = hex::encode(digest::digest(
-            &digest::SHA256,
-            format!("{c}{GENESIS}").as_bytes(),
-        ));
+        let expected = hex::encode(digest::digest(&digest::SHA256, format!("{c}{GENESIS}").as_bytes()));
         assert_eq!(r.hash, expected);
     }
 
@@ -303,13 +288,7 @@ mod tests {
 
     #[test]
     fn kinds_serialize_as_contract_names() {
-        assert_eq!(
-            serde_json::to_string(&Kind::SupportRequestCreated).unwrap(),
-            "\"support_request.created\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Kind::KeyAccessed).unwrap(),
-            "\"key.accessed\""
-        );
+        assert_eq!(serde_json::to_string(&Kind::SupportRequestCreated).unwrap(), "\"support_request.created\"");
+        assert_eq!(serde_json::to_string(&Kind::KeyAccessed).unwrap(), "\"key.accessed\"");
     }
 }

@@ -7,8 +7,7 @@ use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub type BoxStream =
-    Pin<Box<dyn http_body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static>>;
+pub type BoxStream = Pin<Box<dyn http_body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static>>;
 
 pub enum Body {
     Bytes(Option<Bytes>),
@@ -30,10 +29,7 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             Body::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(s) => s.as_mut().poll_frame(cx),

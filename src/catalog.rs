@@ -45,16 +45,12 @@ pub fn confine(files_dir: &Path, rel: &str) -> Result<PathBuf, FileError> {
     let p = Path::new(rel);
     if rel.is_empty()
         || rel.contains('\0')
-        || p.components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        || p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
         return Err(FileError::OutsideFilesDir);
     }
     let root = files_dir.canonicalize().map_err(|_| FileError::Missing)?;
-    let full = root
-        .join(p)
-        .canonicalize()
-        .map_err(|_| FileError::Missing)?;
+    let full = root.join(p).canonicalize().map_err(|_| FileError::Missing)?;
     if !full.starts_with(&root) {
         return Err(FileError::OutsideFilesDir);
     }
@@ -82,12 +78,7 @@ impl ServedFile {
             .sha256
             .as_deref()
             .and_then(|h| hex::decode(h).ok())
-            .map(|raw| {
-                format!(
-                    "sha-256=:{}:",
-                    base64::engine::general_purpose::STANDARD.encode(raw)
-                )
-            });
+            .map(|raw| format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(raw)));
         Ok(ServedFile {
             etag: representation::etag(rec.size, u128::from(rec.mtime_ns)),
             last_modified: representation::http_date(u128::from(rec.mtime_ns)),
@@ -109,11 +100,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(store: Arc<Store>, files_dir: PathBuf) -> Catalog {
-        Catalog {
-            store,
-            files_dir,
-            served: DashMap::new(),
-        }
+        Catalog { store, files_dir, served: DashMap::new() }
     }
 
     pub fn files_dir(&self) -> &Path {
@@ -145,10 +132,7 @@ impl Catalog {
             language: spec.language,
             file_type: spec.file_type,
         };
-        self.store
-            .writer()
-            .commit(vec![Op::PutFile(rec.clone())])
-            .await?;
+        self.store.writer().commit(vec![Op::PutFile(rec.clone())]).await?;
         self.served.remove(&rec.file_id);
         let me = self.clone();
         let (id, size) = (rec.file_id.clone(), rec.size);
@@ -176,11 +160,7 @@ impl Catalog {
         })();
         match digest {
             Ok(sha256) => {
-                let op = Op::SetFileSha {
-                    file_id: file_id.to_owned(),
-                    size,
-                    sha256,
-                };
+                let op = Op::SetFileSha { file_id: file_id.to_owned(), size, sha256 };
                 let rt = self.store.writer().send_durable(vec![op]);
                 if let Ok(rx) = rt {
                     // Wait for durability on this (non-async) thread, then drop the stale entry.
@@ -210,12 +190,7 @@ impl Catalog {
             return Ok(None);
         };
         match ServedFile::open(&self.files_dir, rec) {
-            Ok(s) => Ok(Some(
-                self.served
-                    .entry(file_id.to_owned())
-                    .or_insert(Arc::new(s))
-                    .clone(),
-            )),
+            Ok(s) => Ok(Some(self.served.entry(file_id.to_owned()).or_insert(Arc::new(s)).clone())),
             Err(e) => {
                 tracing::error!(file_id, error = %e, "attached file cannot be opened");
                 Ok(None)
@@ -238,22 +213,13 @@ mod tests {
         assert!(confine(&files, "ok.iso").is_ok());
         assert!(confine(&files, "./ok.iso").is_ok());
         for bad in ["../secret", "/etc/passwd", "a/../../secret", "", "ok.iso\0"] {
-            assert!(
-                matches!(confine(&files, bad), Err(FileError::OutsideFilesDir)),
-                "{bad:?}"
-            );
+            assert!(matches!(confine(&files, bad), Err(FileError::OutsideFilesDir)), "{bad:?}");
         }
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(root.path().join("secret"), files.join("link")).unwrap();
-            assert!(matches!(
-                confine(&files, "link"),
-                Err(FileError::OutsideFilesDir)
-            ));
+            assert!(matches!(confine(&files, "link"), Err(FileError::OutsideFilesDir)));
         }
-        assert!(matches!(
-            confine(&files, "nope.iso"),
-            Err(FileError::Missing)
-        ));
+        assert!(matches!(confine(&files, "nope.iso"), Err(FileError::Missing)));
     }
 }

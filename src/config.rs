@@ -9,15 +9,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -95,28 +89,19 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            data_dir: "../data".into(),
-            files_dir: "../files".into(),
-        }
+        StorageConfig { data_dir: "../data".into(), files_dir: "../files".into() }
     }
 }
 
 impl Default for LinksConfig {
     fn default() -> Self {
-        LinksConfig {
-            ttl_days: 14,
-            max_uses: 50,
-        }
+        LinksConfig { ttl_days: 14, max_uses: 50 }
     }
 }
 
 impl Default for OrdersConfig {
     fn default() -> Self {
-        OrdersConfig {
-            cancel_window_days: 60,
-            suspension_retention_days: 90,
-        }
+        OrdersConfig { cancel_window_days: 60, suspension_retention_days: 90 }
     }
 }
 
@@ -136,14 +121,10 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a config file, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_paths(&base);
         cfg.validate()?;
@@ -174,25 +155,17 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.links.max_uses == 0 || self.links.ttl_days == 0 {
-            return Err(ConfigError::Invalid(
-                "links.max_uses and links.ttl_days must be at least 1".into(),
-            ));
+            return Err(ConfigError::Invalid("links.max_uses and links.ttl_days must be at least 1".into()));
         }
-        if !(self.server.public_base_url.starts_with("http://")
-            || self.server.public_base_url.starts_with("https://"))
+        if !(self.server.public_base_url.starts_with("http://") || self.server.public_base_url.starts_with("https://"))
         {
-            return Err(ConfigError::Invalid(
-                "server.public_base_url must start with http:// or https://".into(),
-            ));
+            return Err(ConfigError::Invalid("server.public_base_url must start with http:// or https://".into()));
         }
         if self.server.max_connections == 0 {
-            return Err(ConfigError::Invalid(
-                "server.max_connections must be at least 1".into(),
-            ));
+            return Err(ConfigError::Invalid("server.max_connections must be at least 1".into()));
         }
         for p in &self.principals {
-            if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::Invalid(format!(
                     "principal {:?}: token_sha256 must be 64 hex characters",
                     p.name
@@ -210,9 +183,7 @@ fn normalize(p: &Path) -> PathBuf {
     for c in p.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
                 out.pop();
             }
             other => out.push(other.as_os_str()),

@@ -16,14 +16,8 @@ use tokio::net::TcpListener;
 /// A new random admin bearer token and the SHA-256 hex that goes in the config.
 pub fn new_admin_token() -> (String, String) {
     let raw: [u8; 32] = crate::secrets::random_bytes();
-    let token = format!(
-        "kd_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
-    let sha = hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        token.as_bytes(),
-    ));
+    let token = format!("kd_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
     (token, sha)
 }
 
@@ -36,15 +30,8 @@ pub fn principal_stanza(name: &str, role: &str, sha: &str) -> String {
 fn sample_product_key() -> String {
     const ALPHABET: &[u8] = b"BCDFGHJKMPQRTVWXY2346789";
     let raw: [u8; 25] = crate::secrets::random_bytes();
-    let chars: Vec<char> = raw
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect();
-    chars
-        .chunks(5)
-        .map(|c| c.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join("-")
+    let chars: Vec<char> = raw.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    chars.chunks(5).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
 }
 
 /// Writes `size` bytes of deterministic pseudo-random data (xorshift), so the sample has a real
@@ -92,15 +79,8 @@ pub async fn run_demo(
     let admin = bind_or_any(cfg.server.admin_listen).await?;
     cfg.server.public_base_url = format!("http://{}", public.local_addr()?);
     let (admin_token, admin_sha) = new_admin_token();
-    for (name, role) in [
-        ("demo-admin", "admin_agent"),
-        ("demo-global", "global_admin"),
-    ] {
-        cfg.principals.push(Principal {
-            name: name.into(),
-            role: role.into(),
-            token_sha256: admin_sha.clone(),
-        });
+    for (name, role) in [("demo-admin", "admin_agent"), ("demo-global", "global_admin")] {
+        cfg.principals.push(Principal { name: name.into(), role: role.into(), token_sha256: admin_sha.clone() });
     }
     let admin_url = format!("http://{}", admin.local_addr()?);
 
@@ -121,14 +101,7 @@ pub async fn run_demo(
         .await?;
     state
         .ledger
-        .set_access(
-            &order_id,
-            OrderGate {
-                access: Access::Open,
-                tenant_id: Some(tenant.clone()),
-            },
-            None,
-        )
+        .set_access(&order_id, OrderGate { access: Access::Open, tenant_id: Some(tenant.clone()) }, None)
         .await?;
     let link = issue_link(
         &state,
@@ -165,10 +138,7 @@ pub async fn run_demo(
     println!("  curl -r 0-1023 -o part.bin '{}'", link.url);
     println!("  curl -H 'Authorization: Bearer {admin_token}' {admin_url}/healthz");
     println!();
-    println!(
-        "Serving on {} (public) and {admin_url} (admin). Ctrl-C stops.",
-        state.config.server.public_base_url
-    );
+    println!("Serving on {} (public) and {admin_url} (admin). Ctrl-C stops.", state.config.server.public_base_url);
     run(Listeners { public, admin }, state, shutdown).await?;
     Ok(())
 }

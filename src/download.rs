@@ -25,6 +25,8 @@ use std::sync::Arc;
 /// Who is asking, for the activity log.
 pub struct Client<'a> {
     pub peer: SocketAddr,
+    /// HTTP/1.x: one response at a time on the connection.
+    pub exclusive_wire: bool,
     pub headers: &'a HeaderMap,
     pub conn: &'a ConnDownloads,
 }
@@ -37,11 +39,7 @@ impl Client<'_> {
     fn entry(&self, kind: Kind, link: &HotLink) -> Entry {
         let mut e = Entry::new(kind);
         e.actor = Some("customer".into());
-        e.tenant_id = link
-            .rec
-            .tenant_id
-            .clone()
-            .or_else(|| link.gate.tenant_id.clone());
+        e.tenant_id = link.rec.tenant_id.clone().or_else(|| link.gate.tenant_id.clone());
         e.order_id = Some(link.rec.order_id.clone());
         e.product_id = link.rec.product_id.clone();
         e.file_id = Some(link.rec.file_id.clone());
@@ -69,16 +67,9 @@ pub async fn handle(
     let claims = state.keys.verify(token).map_err(|_| ApiError::Invalid)?;
     tracing::Span::current().record("link_id", hex::encode(claims.link_id));
     if state.is_draining() {
-        return Err(ApiError::Unavailable {
-            retry_after_secs: 5,
-        });
+        return Err(ApiError::Unavailable { retry_after_secs: 5 });
     }
-    let link = state
-        .ledger
-        .link(&claims.link_id)
-        .await
-        .map_err(store_unavailable)?
-        .ok_or(ApiError::Invalid)?;
+    let link = state.ledger.link(&claims.link_id).await.map_err(store_unavailable)?.ok_or(ApiError::Invalid)?;
     let refuse = |err: ApiError| {
         let mut e = client.entry(Kind::DownloadRefused, &link);
         e.outcome = Some(err.code().to_owned());
@@ -90,26 +81,15 @@ pub async fn handle(
     match link.gate.access() {
         Access::Revoked => return Err(refuse(ApiError::Revoked)),
         _ if now.timestamp() >= link.rec.expires_at => {
-            let expired_at = Utc
-                .timestamp_opt(link.rec.expires_at, 0)
-                .single()
-                .unwrap_or_default();
+            let expired_at = Utc.timestamp_opt(link.rec.expires_at, 0).single().unwrap_or_default();
             return Err(refuse(ApiError::Expired { expired_at }));
         }
         Access::Suspended => return Err(refuse(ApiError::Suspended)),
         Access::Open => {}
     }
-    let file = match state
-        .catalog
-        .served(&link.rec.file_id)
-        .map_err(store_unavailable)?
-    {
+    let file = match state.catalog.served(&link.rec.file_id).map_err(store_unavailable)? {
         Some(f) => f,
-        None => {
-            return Err(ApiError::Unavailable {
-                retry_after_secs: 60,
-            })
-        }
+        None => return Err(ApiError::Unavailable { retry_after_secs: 60 }),
     };
     let size = file.rec.size;
 
@@ -117,10 +97,7 @@ pub async fn handle(
     {
         let h = resp.headers_mut();
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-store"),
-        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
         h.insert(header::ETAG, hv(&file.etag));
         h.insert(header::LAST_MODIFIED, hv(&file.last_modified));
     }
@@ -141,30 +118,20 @@ pub async fn handle(
     let if_range_ok = client
         .header(header::IF_RANGE)
         .is_none_or(|ir| if_range_matches(ir, &file.etag, u128::from(file.rec.mtime_ns)));
-    let decision = if if_range_ok {
-        bytes_range(range_header, size)
-    } else {
-        RangeDecision::Full
-    };
+    let decision = if if_range_ok { bytes_range(range_header, size) } else { RangeDecision::Full };
     let (start, len) = match decision {
         RangeDecision::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
         RangeDecision::Full => (0, size),
         RangeDecision::Partial { start, end } => {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            resp.headers_mut().insert(
-                header::CONTENT_RANGE,
-                hv(&format!("bytes {start}-{end}/{size}")),
-            );
+            resp.headers_mut().insert(header::CONTENT_RANGE, hv(&format!("bytes {start}-{end}/{size}")));
             (start, end - start + 1)
         }
     };
     {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(file.content_type),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
         h.insert(header::CONTENT_DISPOSITION, hv(&file.content_disposition));
         if let Some(d) = &file.repr_digest {
             h.insert("repr-digest", hv(d));
@@ -181,8 +148,8 @@ pub async fn handle(
 
     let mut started = client.entry(Kind::DownloadStarted, &link);
     started.bytes = Some(len);
-    started.range = matches!(decision, RangeDecision::Partial { .. })
-        .then(|| format!("bytes={start}-{}", start + len - 1));
+    started.range =
+        matches!(decision, RangeDecision::Partial { .. }).then(|| format!("bytes={start}-{}", start + len - 1));
     started.outcome = Some("reserved".into());
     match state.ledger.reserve(&link, cost, started).await {
         Ok(()) => {}
@@ -192,8 +159,8 @@ pub async fn handle(
 
     let finished = {
         let mut e = client.entry(Kind::DownloadFinished, &link);
-        e.range = matches!(decision, RangeDecision::Partial { .. })
-            .then(|| format!("bytes={start}-{}", start + len - 1));
+        e.range =
+            matches!(decision, RangeDecision::Partial { .. }).then(|| format!("bytes={start}-{}", start + len - 1));
         e
     };
     let st = state.clone();
@@ -210,14 +177,8 @@ pub async fn handle(
         (settle)(0, Outcome::Complete);
         return Ok(resp);
     }
-    let body = FileStream::new(
-        file.file.clone(),
-        start,
-        len,
-        link.gate.clone(),
-        client.conn,
-        settle,
-    );
+    let body =
+        FileStream::new(file.file.clone(), start, len, link.gate.clone(), client.conn, client.exclusive_wire, settle);
     *resp.body_mut() = Body::Stream(Box::pin(body));
     Ok(resp)
 }
@@ -228,7 +189,5 @@ fn hv(s: &str) -> HeaderValue {
 
 fn store_unavailable(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store unavailable for a download");
-    ApiError::Unavailable {
-        retry_after_secs: 5,
-    }
+    ApiError::Unavailable { retry_after_secs: 5 }
 }

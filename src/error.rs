@@ -97,21 +97,14 @@ impl ApiError {
     }
 
     /// Renders the refusal for a client: HTML if `accept` prefers it, else problem+json.
-    pub fn into_response(
-        self,
-        accept: Option<&str>,
-        accept_language: Option<&str>,
-    ) -> Response<Body> {
+    pub fn into_response(self, accept: Option<&str>, accept_language: Option<&str>) -> Response<Body> {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "internal error");
         }
         let status = self.status();
         let (content_type, body) = if pages::prefers_html(accept) {
             let lang = pages::negotiate_lang(accept_language);
-            (
-                "text/html; charset=utf-8",
-                pages::html_page(status.as_u16(), self.code(), lang),
-            )
+            ("text/html; charset=utf-8", pages::html_page(status.as_u16(), self.code(), lang))
         } else {
             ("application/problem+json", self.problem_json().to_string())
         };
@@ -151,13 +144,7 @@ mod tests {
             (ApiError::Exhausted, 410, "exhausted"),
             (ApiError::Revoked, 410, "revoked"),
             (ApiError::Suspended, 403, "suspended"),
-            (
-                ApiError::Unavailable {
-                    retry_after_secs: 1,
-                },
-                503,
-                "unavailable",
-            ),
+            (ApiError::Unavailable { retry_after_secs: 1 }, 503, "unavailable"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status);
@@ -172,20 +159,13 @@ mod tests {
     fn internal_errors_never_leak_their_cause() {
         let r = ApiError::Internal("secret path /etc/x".into()).into_response(None, None);
         assert_eq!(r.status(), 500);
-        let Body::Bytes(Some(b)) = r.into_body() else {
-            panic!()
-        };
+        let Body::Bytes(Some(b)) = r.into_body() else { panic!() };
         assert!(!String::from_utf8_lossy(&b).contains("/etc/x"));
     }
 
     #[test]
     fn expired_problem_carries_expired_at() {
-        let at = DateTime::parse_from_rfc3339("2026-11-21T08:30:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            ApiError::Expired { expired_at: at }.problem_json()["expired_at"],
-            "2026-11-21T08:30:00Z"
-        );
+        let at = DateTime::parse_from_rfc3339("2026-11-21T08:30:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(ApiError::Expired { expired_at: at }.problem_json()["expired_at"], "2026-11-21T08:30:00Z");
     }
 }

@@ -36,10 +36,7 @@ pub struct Gate {
 
 impl Gate {
     fn new(access: Access, tenant_id: Option<String>) -> Gate {
-        Gate {
-            access: AtomicU8::new(access as u8),
-            tenant_id,
-        }
+        Gate { access: AtomicU8::new(access as u8), tenant_id }
     }
 
     pub fn access(&self) -> Access {
@@ -100,13 +97,7 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(store: Arc<Store>) -> Ledger {
         let epoch = AtomicU64::new(store.epoch());
-        Ledger {
-            store,
-            links: DashMap::new(),
-            gates: DashMap::new(),
-            epoch,
-            revocations: watch::channel(0).0,
-        }
+        Ledger { store, links: DashMap::new(), gates: DashMap::new(), epoch, revocations: watch::channel(0).0 }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -141,12 +132,7 @@ impl Ledger {
             return Ok(None);
         };
         let gate = self.gate(&rec.order_id, rec.tenant_id.clone())?;
-        let hot = Arc::new(HotLink {
-            id: *id,
-            rec,
-            gate,
-            spent: Mutex::new(spent),
-        });
+        let hot = Arc::new(HotLink { id: *id, rec, gate, spent: Mutex::new(spent) });
         // Two loaders may race; the first insert wins and both use it.
         Ok(Some(self.links.entry(*id).or_insert(hot).clone()))
     }
@@ -160,33 +146,18 @@ impl Ledger {
             Some(g) => Gate::new(g.access, g.tenant_id.or(tenant_id)),
             None => Gate::new(Access::Open, tenant_id),
         };
-        Ok(self
-            .gates
-            .entry(order_id.to_owned())
-            .or_insert(Arc::new(gate))
-            .clone())
+        Ok(self.gates.entry(order_id.to_owned()).or_insert(Arc::new(gate)).clone())
     }
 
     /// Reserves `cost` bytes of a link's budget together with its `download.started` record, and
     /// returns once both are durable. Refused with [`ReserveError::Exhausted`] if it does not fit.
-    pub async fn reserve(
-        &self,
-        link: &Arc<HotLink>,
-        cost: u64,
-        started: Entry,
-    ) -> Result<(), ReserveError> {
+    pub async fn reserve(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
             if spent.saturating_add(cost) > link.budget() {
                 return Err(ReserveError::Exhausted);
             }
-            let ops = vec![
-                Op::Reserve {
-                    link: link.id,
-                    bytes: cost,
-                },
-                Op::Append(started),
-            ];
+            let ops = vec![Op::Reserve { link: link.id, bytes: cost }, Op::Append(started)];
             let rx = self.store.writer().send_durable(ops)?;
             *spent += cost;
             rx
@@ -210,10 +181,7 @@ impl Ledger {
         let mut spent = link.spent.lock().expect("not poisoned");
         let mut ops = Vec::with_capacity(2);
         if refund > 0 {
-            ops.push(Op::Refund {
-                link: link.id,
-                bytes: refund,
-            });
+            ops.push(Op::Refund { link: link.id, bytes: refund });
         }
         ops.push(Op::Append(finished));
         if let Err(e) = self.store.writer().send(ops) {
@@ -225,25 +193,14 @@ impl Ledger {
 
     /// Registers a freshly issued link (durably, with its `link.issued` record).
     pub async fn put_link(&self, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
-        self.store
-            .writer()
-            .commit(vec![Op::PutLink(rec), Op::Append(issued)])
-            .await?;
+        self.store.writer().commit(vec![Op::PutLink(rec), Op::Append(issued)]).await?;
         Ok(())
     }
 
     /// Sets an order's access durably (with its activity record), then in memory. Closing a gate
     /// notifies every connection so in-flight downloads of that order stop at once.
-    pub async fn set_access(
-        &self,
-        order_id: &str,
-        gate: OrderGate,
-        record: Option<Entry>,
-    ) -> Result<(), StoreError> {
-        let mut ops = vec![Op::PutGate {
-            order_id: order_id.to_owned(),
-            gate: gate.clone(),
-        }];
+    pub async fn set_access(&self, order_id: &str, gate: OrderGate, record: Option<Entry>) -> Result<(), StoreError> {
+        let mut ops = vec![Op::PutGate { order_id: order_id.to_owned(), gate: gate.clone() }];
         ops.extend(record.map(Op::Append));
         self.store.writer().commit(ops).await?;
         let g = self.gate(order_id, gate.tenant_id.clone())?;

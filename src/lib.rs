@@ -5,7 +5,7 @@
 //!
 //! | layer    | modules |
 //! |----------|---------|
-//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] |
+//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) |
 //! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) |
 //! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) |
@@ -20,6 +20,7 @@ pub mod activity;
 pub mod body;
 pub mod catalog;
 pub mod config;
+pub mod counted;
 pub mod demo;
 pub mod download;
 pub mod error;

@@ -10,11 +10,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 /// Everything but RFC 3986 unreserved characters is encoded in the file-name path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
@@ -61,11 +57,7 @@ pub enum IssueError {
 
 /// `{public_base_url}/d/{token}/{url-encoded file name}`.
 pub fn link_url(base: &str, token: &str, filename: &str) -> String {
-    format!(
-        "{}/d/{token}/{}",
-        base.trim_end_matches('/'),
-        utf8_percent_encode(filename, SEGMENT)
-    )
+    format!("{}/d/{token}/{}", base.trim_end_matches('/'), utf8_percent_encode(filename, SEGMENT))
 }
 
 fn ts(secs: i64) -> DateTime<Utc> {
@@ -82,18 +74,13 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
         Access::Suspended => return Err(IssueError::Suspended),
         Access::Open => {}
     }
-    let file = state
-        .catalog
-        .record(&req.file_id)?
-        .ok_or(IssueError::UnknownFile)?;
+    let file = state.catalog.record(&req.file_id)?.ok_or(IssueError::UnknownFile)?;
     let cfg = &state.config.links;
     let max_ttl = u64::from(cfg.ttl_days) * 86_400;
     let ttl = req.ttl_secs.unwrap_or(max_ttl).min(max_ttl);
     let max_uses = req.max_uses.unwrap_or(cfg.max_uses).min(cfg.max_uses);
     if ttl == 0 || max_uses == 0 {
-        return Err(IssueError::Invalid(
-            "ttl_seconds and max_uses must be at least 1",
-        ));
+        return Err(IssueError::Invalid("ttl_seconds and max_uses must be at least 1"));
     }
     let issued_at = req.now.timestamp();
     let expires_at = issued_at.saturating_add(ttl as i64);
@@ -155,10 +142,7 @@ pub async fn link_status(
     link_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<LinkStatus>, StoreError> {
-    let Some(id) = hex::decode(link_id)
-        .ok()
-        .and_then(|v| LinkId::try_from(v).ok())
-    else {
+    let Some(id) = hex::decode(link_id).ok().and_then(|v| LinkId::try_from(v).ok()) else {
         return Ok(None);
     };
     let Some(hot) = state.ledger.link(&id).await? else {

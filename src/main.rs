@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "keydrop",
-    version,
-    about = "Delivers purchased software through signed, counted download links"
-)]
+#[command(name = "keydrop", version, about = "Delivers purchased software through signed, counted download links")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,12 +79,8 @@ async fn shutdown_signal() {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYDROP_LOG")
-        .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYDROP_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn serve(config: Option<PathBuf>) -> Result<(), String> {
@@ -101,38 +93,29 @@ async fn serve(config: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("bind {}: {e}", cfg.server.admin_listen))?;
     tracing::info!(public = %public.local_addr().map_err(|e| e.to_string())?, admin = %admin.local_addr().map_err(|e| e.to_string())?, data_dir = %cfg.storage.data_dir.display(), "keydrop serving");
     let state = AppState::open(cfg).map_err(|e| e.to_string())?;
-    run(Listeners { public, admin }, state, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    run(Listeners { public, admin }, state, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Token {
-            command: TokenCommand::New { role, name },
-        } => {
+        Command::Token { command: TokenCommand::New { role, name } } => {
             let (token, sha) = demo::new_admin_token();
-            println!(
-                "token: {token}\n\n{}",
-                demo::principal_stanza(&name, &role, &sha)
-            );
+            println!("token: {token}\n\n{}", demo::principal_stanza(&name, &role, &sha));
             Ok(())
         }
         Command::VerifyLog { config } => {
-            return match load_config(config)
-                .and_then(|c| keydrop::verify::verify_data_dir(&c.storage.data_dir))
-            {
+            return match load_config(config).and_then(|c| keydrop::verify::verify_data_dir(&c.storage.data_dir)) {
                 Ok(r) => match r.first_bad {
                     None => {
-                        println!(
-                            "activity log intact: {} records, last hash {}",
-                            r.records, r.last_hash
-                        );
+                        println!("activity log intact: {} records, last hash {}", r.records, r.last_hash);
                         ExitCode::SUCCESS
                     }
                     Some((seq, why)) => {
-                        println!("activity log BROKEN at record {seq}: {why} ({} records verified before it)", r.records);
+                        println!(
+                            "activity log BROKEN at record {seq}: {why} ({} records verified before it)",
+                            r.records
+                        );
                         ExitCode::from(1)
                     }
                 },
@@ -143,8 +126,7 @@ fn main() -> ExitCode {
             };
         }
         Command::RotateLinkKey { config } => load_config(config).and_then(|c| {
-            let id = keydrop::secrets::rotate_link_key(&c.storage.data_dir)
-                .map_err(|e| e.to_string())?;
+            let id = keydrop::secrets::rotate_link_key(&c.storage.data_dir).map_err(|e| e.to_string())?;
             println!("new link-signing key {id}; restart the server to sign with it");
             Ok(())
         }),
@@ -154,11 +136,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { dir } => {
             init_tracing();
-            runtime().block_on(async {
-                demo::run_demo(&dir, shutdown_signal())
-                    .await
-                    .map_err(|e| e.to_string())
-            })
+            runtime().block_on(async { demo::run_demo(&dir, shutdown_signal()).await.map_err(|e| e.to_string()) })
         }
     };
     match result {
@@ -171,8 +149,5 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }

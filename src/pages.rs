@@ -32,11 +32,7 @@ fn weighted(header: &str) -> impl Iterator<Item = (&str, f32)> {
         let item = pieces.next()?.trim();
         let mut q = 1.0f32;
         for p in pieces {
-            if let Some(v) = p
-                .trim()
-                .strip_prefix("q=")
-                .or_else(|| p.trim().strip_prefix("Q="))
-            {
+            if let Some(v) = p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")) {
                 q = v.trim().parse().ok().filter(|q: &f32| q.is_finite())?;
             }
         }
@@ -152,10 +148,7 @@ pub fn text(code: &str, lang: Lang) -> (&'static str, &'static str) {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A complete HTML refusal page.
@@ -184,10 +177,7 @@ mod tests {
         assert_eq!(negotiate_lang(Some("fr-FR, ko;q=0.8, en;q=0.5")), Lang::Ko);
         assert_eq!(negotiate_lang(Some("zh-TW,zh;q=0.9")), Lang::ZhHant);
         assert_eq!(negotiate_lang(Some("zh-Hant-HK")), Lang::ZhHant);
-        assert_eq!(
-            negotiate_lang(Some("zh-CN,zh;q=0.9,en;q=0.8")),
-            Lang::ZhHans
-        );
+        assert_eq!(negotiate_lang(Some("zh-CN,zh;q=0.9,en;q=0.8")), Lang::ZhHans);
         assert_eq!(negotiate_lang(Some("zh")), Lang::ZhHans);
         assert_eq!(negotiate_lang(Some("de, fr")), Lang::En);
         assert_eq!(negotiate_lang(Some("ko;q=0, en")), Lang::En);
@@ -196,9 +186,7 @@ mod tests {
 
     #[test]
     fn browsers_get_html_scripts_get_json_rfc9110_12_5_1() {
-        assert!(prefers_html(Some(
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-        )));
+        assert!(prefers_html(Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")));
         assert!(!prefers_html(Some("*/*")));
         assert!(!prefers_html(None));
         assert!(!prefers_html(Some("application/json, text/html;q=0.5")));

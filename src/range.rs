@@ -56,11 +56,7 @@ pub fn bytes_range(header: Option<&[u8]>, len: u64) -> RangeDecision {
     let text = text.trim();
     let Some((unit, set)) = text.split_once('=') else {
         // No `=`: not a ranges-specifier at all; a unit we do not understand (RFC 9110 §14.2).
-        return if text.eq_ignore_ascii_case("bytes") {
-            RangeDecision::Unsatisfiable
-        } else {
-            RangeDecision::Full
-        };
+        return if text.eq_ignore_ascii_case("bytes") { RangeDecision::Unsatisfiable } else { RangeDecision::Full };
     };
     if !unit.trim().eq_ignore_ascii_case("bytes") {
         return RangeDecision::Full;
@@ -112,9 +108,7 @@ fn number(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(s.bytes().fold(0u64, |n, d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
+    Some(s.bytes().fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
 }
 
 /// The inclusive byte span a spec selects, if satisfiable (RFC 9110 §14.1.1–14.1.2). For an
@@ -122,9 +116,7 @@ fn number(s: &str) -> Option<u64> {
 /// caller answers `200` with the (empty) whole.
 fn resolve(spec: Spec, len: u64) -> Option<(u64, u64)> {
     match spec {
-        Spec::Int { first, last } => {
-            (first < len).then(|| (first, last.map_or(len - 1, |l| l.min(len - 1))))
-        }
+        Spec::Int { first, last } => (first < len).then(|| (first, last.map_or(len - 1, |l| l.min(len - 1)))),
         Spec::Suffix(0) => None,
         Spec::Suffix(_) if len == 0 => Some((0, 0)),
         Spec::Suffix(n) => Some((len - n.min(len), len - 1)),
@@ -148,44 +140,17 @@ mod tests {
     #[test]
     fn rfc9110_14_1_2_examples_on_10000_bytes() {
         assert_eq!(r("bytes=0-499", 10_000), Partial { start: 0, end: 499 });
-        assert_eq!(
-            r("bytes=500-999", 10_000),
-            Partial {
-                start: 500,
-                end: 999
-            }
-        );
-        assert_eq!(
-            r("bytes=-500", 10_000),
-            Partial {
-                start: 9_500,
-                end: 9_999
-            }
-        );
-        assert_eq!(
-            r("bytes=9500-", 10_000),
-            Partial {
-                start: 9_500,
-                end: 9_999
-            }
-        );
+        assert_eq!(r("bytes=500-999", 10_000), Partial { start: 500, end: 999 });
+        assert_eq!(r("bytes=-500", 10_000), Partial { start: 9_500, end: 9_999 });
+        assert_eq!(r("bytes=9500-", 10_000), Partial { start: 9_500, end: 9_999 });
         assert_eq!(r("bytes=0-0", 10_000), Partial { start: 0, end: 0 });
-        assert_eq!(
-            r("bytes=-1", 10_000),
-            Partial {
-                start: 9_999,
-                end: 9_999
-            }
-        );
+        assert_eq!(r("bytes=-1", 10_000), Partial { start: 9_999, end: 9_999 });
     }
 
     #[test]
     fn last_pos_beyond_end_is_clamped_rfc9110_14_1_2() {
         assert_eq!(r("bytes=5-999999", 10), Partial { start: 5, end: 9 });
-        assert_eq!(
-            r("bytes=0-99999999999999999999999999", 10),
-            Partial { start: 0, end: 9 }
-        );
+        assert_eq!(r("bytes=0-99999999999999999999999999", 10), Partial { start: 0, end: 9 });
     }
 
     #[test]
@@ -235,13 +200,7 @@ mod tests {
     fn several_ranges_get_the_whole_file_unless_none_is_satisfiable() {
         assert_eq!(r("bytes=0-1,5-6", 100), Full);
         assert_eq!(r("bytes=200-300,400-", 100), Unsatisfiable);
-        let many = format!(
-            "bytes={}",
-            (0..5000)
-                .map(|i| format!("{i}-{i}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let many = format!("bytes={}", (0..5000).map(|i| format!("{i}-{i}")).collect::<Vec<_>>().join(","));
         assert_eq!(r(&many, 100), Full);
     }
 

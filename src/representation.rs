@@ -32,13 +32,7 @@ const ATTR_CHAR_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
 pub fn content_disposition(filename: &str) -> String {
     let fallback: String = filename
         .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' { c } else { '_' })
         .collect();
     let encoded = utf8_percent_encode(filename, ATTR_CHAR_ESCAPES);
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
@@ -46,10 +40,7 @@ pub fn content_disposition(filename: &str) -> String {
 
 /// A `Content-Type` for a file name by its extension; `application/octet-stream` otherwise.
 pub fn content_type(filename: &str) -> &'static str {
-    let ext = filename
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
     match ext.as_str() {
         "iso" | "img" => "application/x-iso9660-image",
         "zip" => "application/zip",
@@ -119,9 +110,7 @@ pub fn if_none_match_hits(header: &str, current_etag: &str) -> bool {
     if header.trim() == "*" {
         return true;
     }
-    entity_tags(header)
-        .iter()
-        .any(|(_, tag)| *tag == current_etag)
+    entity_tags(header).iter().any(|(_, tag)| *tag == current_etag)
 }
 
 /// `If-Modified-Since` (RFC 9110 §13.1.3), evaluated only when there is no `If-None-Match`:
@@ -167,18 +156,13 @@ mod tests {
     #[test]
     fn content_disposition_fallback_cannot_break_out_of_its_quotes() {
         let cd = content_disposition("a\"b\\c\r\n.zip");
-        assert!(cd.starts_with(
-            "attachment; filename=\"a_b_c__.zip\"; filename*=UTF-8''a%22b%5Cc%0D%0A.zip"
-        ));
+        assert!(cd.starts_with("attachment; filename=\"a_b_c__.zip\"; filename*=UTF-8''a%22b%5Cc%0D%0A.zip"));
     }
 
     #[test]
     fn content_type_by_extension() {
         assert_eq!(content_type("x.ISO"), "application/x-iso9660-image");
-        assert_eq!(
-            content_type("setup.exe"),
-            "application/vnd.microsoft.portable-executable"
-        );
+        assert_eq!(content_type("setup.exe"), "application/vnd.microsoft.portable-executable");
         assert_eq!(content_type("noext"), "application/octet-stream");
     }
 

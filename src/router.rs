@@ -70,18 +70,9 @@ mod tests {
 
     #[test]
     fn download_paths_with_and_without_name() {
-        assert_eq!(
-            route(Listener::Public, "/d/abc"),
-            Endpoint::Download { token: "abc" }
-        );
-        assert_eq!(
-            route(Listener::Public, "/d/abc/Win%20Server.iso"),
-            Endpoint::Download { token: "abc" }
-        );
-        assert_eq!(
-            route(Listener::Public, "/d/abc/a/b"),
-            Endpoint::Download { token: "abc" }
-        );
+        assert_eq!(route(Listener::Public, "/d/abc"), Endpoint::Download { token: "abc" });
+        assert_eq!(route(Listener::Public, "/d/abc/Win%20Server.iso"), Endpoint::Download { token: "abc" });
+        assert_eq!(route(Listener::Public, "/d/abc/a/b"), Endpoint::Download { token: "abc" });
         assert_eq!(route(Listener::Public, "/d/"), Endpoint::NotFound);
         assert_eq!(route(Listener::Public, "/d"), Endpoint::NotFound);
     }

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 /// Fills `n` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the OS random source works");
+    SystemRandom::new().fill(&mut b).expect("the OS random source works");
     b
 }
 
@@ -30,9 +28,7 @@ pub fn load_or_create(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
         Err(e) => return Err(e),
     }
     let mut secret = vec![0u8; len];
-    SystemRandom::new()
-        .fill(&mut secret)
-        .map_err(|_| std::io::Error::other("OS random source failed"))?;
+    SystemRandom::new().fill(&mut secret).map_err(|_| std::io::Error::other("OS random source failed"))?;
     write_new_secret(path, &secret)?;
     // Re-read: if another process won the race, its secret is the one to use.
     std::fs::read(path)
@@ -110,10 +106,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.path().join("link-keys/1.key"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(d.path().join("link-keys/1.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -123,11 +116,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         load_link_keys(d.path()).unwrap();
         assert_eq!(rotate_link_key(d.path()).unwrap(), 2);
-        let ids: Vec<u32> = load_link_keys(d.path())
-            .unwrap()
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
+        let ids: Vec<u32> = load_link_keys(d.path()).unwrap().into_iter().map(|(i, _)| i).collect();
         assert_eq!(ids, vec![1, 2]);
     }
 }

@@ -11,6 +11,7 @@
 //! left (each dropped body refunds its unsent bytes); then flush the store and stop its writer.
 
 use crate::body::Body;
+use crate::counted::{Counted, Written};
 use crate::download::{self, Client};
 use crate::error::ApiError;
 use crate::router::{route, Endpoint, Listener};
@@ -28,6 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
+
+/// `TCP_NOTSENT_LOWAT` for accepted sockets, in bytes.
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
 /// The two bound listeners.
 pub struct Listeners {
@@ -110,14 +114,20 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        // Keep at most ~128 KiB of *unsent* data in the kernel (in-flight data is still governed
+        // by the congestion window, so throughput is unaffected): when a client disconnects, what
+        // sat unsent was never delivered, and this bounds how much of it a cut-off download is
+        // charged for.
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_over_cap(io));
+            tokio::spawn(refuse_over_cap(TokioIo::new(stream)));
             continue;
         };
+        let (counted, written) = Counted::new(stream);
+        let io = TokioIo::new(counted);
         let (state, phase, alive) = (state.clone(), phase.clone(), alive.clone());
         tokio::spawn(async move {
-            serve_connection(io, peer, kind, state, phase).await;
+            serve_connection(io, written, peer, kind, state, phase).await;
             drop(permit);
             drop(alive);
         });
@@ -127,35 +137,23 @@ async fn accept_loop(
 /// Answers every request on an over-cap connection with `503` and closes it.
 async fn refuse_over_cap(io: TokioIo<tokio::net::TcpStream>) {
     let svc = service_fn(|req: Request<Incoming>| async move {
-        let accept = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let lang = req
-            .headers()
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok());
-        Ok::<_, Infallible>(
-            ApiError::Unavailable {
-                retry_after_secs: 1,
-            }
-            .into_response(accept, lang),
-        )
+        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        let lang = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+        Ok::<_, Infallible>(ApiError::Unavailable { retry_after_secs: 1 }.into_response(accept, lang))
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(io, svc);
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(io, svc);
     let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
 }
 
 async fn serve_connection(
-    io: TokioIo<tokio::net::TcpStream>,
+    io: TokioIo<Counted>,
+    written: Written,
     peer: SocketAddr,
     kind: Listener,
     state: Arc<AppState>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let downloads = ConnDownloads::default();
+    let downloads = ConnDownloads::new(Some(written));
     let mut revocations = state.ledger.revocations();
     let svc = {
         let downloads = downloads.clone();
@@ -165,15 +163,15 @@ async fn serve_connection(
         })
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A 64 KiB buffer cap keeps at most about one body chunk queued in hyper (and bounds request
+    // heads at 64 KiB: larger ones get 431).
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = false;
@@ -217,27 +215,18 @@ async fn handle(
         let result = match endpoint {
             Endpoint::Healthz => Ok(json_ok("{\"status\":\"ok\"}")),
             Endpoint::Download { token } => {
-                let client = Client {
-                    peer,
-                    headers,
-                    conn: downloads,
-                };
+                let exclusive_wire = req.version() < http::Version::HTTP_2;
+                let client = Client { peer, exclusive_wire, headers, conn: downloads };
                 download::handle(state, req.method(), token, &client, chrono::Utc::now()).await
             }
             Endpoint::NotFound => Err(ApiError::NotFound),
         };
         let resp = result.unwrap_or_else(|e| {
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-            let lang = headers
-                .get(header::ACCEPT_LANGUAGE)
-                .and_then(|v| v.to_str().ok());
+            let lang = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
             e.into_response(accept, lang)
         });
-        tracing::info!(
-            status = resp.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
+        tracing::info!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
         resp
     }
     .instrument(span)
@@ -247,9 +236,6 @@ async fn handle(
 fn json_ok(body: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::from_bytes(body));
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

@@ -46,29 +46,29 @@ impl Outcome {
 /// Called once when the body ends, with the bytes sent.
 pub type Settle = Box<dyn FnOnce(u64, Outcome) + Send>;
 
-/// The downloads currently streaming on one connection, so the connection can be dropped when
-/// one of their orders is revoked even if the client has stopped reading.
+/// Per-connection context for downloads: the downloads currently streaming (so the connection
+/// can be dropped when one of their orders is revoked even if the client has stopped reading)
+/// and the socket's written-bytes counter (so a cut-off HTTP/1 response is charged only for what
+/// left the process).
 #[derive(Default, Clone)]
-pub struct ConnDownloads(Arc<Mutex<Vec<(u64, Arc<Gate>)>>>);
+pub struct ConnDownloads(Arc<Mutex<Vec<(u64, Arc<Gate>)>>>, Option<crate::counted::Written>);
 
 impl ConnDownloads {
+    /// Context for a connection whose socket writes are counted by `written`.
+    pub fn new(written: Option<crate::counted::Written>) -> ConnDownloads {
+        ConnDownloads(Arc::default(), written)
+    }
+
     fn register(&self, gate: Arc<Gate>) -> Registration {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.lock().expect("not poisoned").push((id, gate));
-        Registration {
-            list: self.clone(),
-            id,
-        }
+        Registration { list: self.clone(), id }
     }
 
     /// True if any download on this connection belongs to a closed order.
     pub fn any_closed(&self) -> bool {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .any(|(_, g)| !g.is_open())
+        self.0.lock().expect("not poisoned").iter().any(|(_, g)| !g.is_open())
     }
 }
 
@@ -79,11 +79,7 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.list
-            .0
-            .lock()
-            .expect("not poisoned")
-            .retain(|(id, _)| *id != self.id);
+        self.list.0.lock().expect("not poisoned").retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -100,6 +96,8 @@ pub struct FileStream {
     gate: Arc<Gate>,
     outcome: Option<Outcome>,
     settle: Option<Settle>,
+    /// The connection's written-bytes counter and its value when this response began (HTTP/1).
+    written: Option<(crate::counted::Written, u64)>,
     _registration: Registration,
 }
 
@@ -111,9 +109,11 @@ impl FileStream {
         len: u64,
         gate: Arc<Gate>,
         conn: &ConnDownloads,
+        exclusive_wire: bool,
         settle: Settle,
     ) -> FileStream {
         let _registration = conn.register(gate.clone());
+        let written = conn.1.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
         let mut s = FileStream {
             file,
             offset: start,
@@ -124,6 +124,7 @@ impl FileStream {
             gate,
             outcome: None,
             settle: Some(settle),
+            written,
             _registration,
         };
         s.start_read();
@@ -144,10 +145,7 @@ impl FileStream {
             while filled < n {
                 match file.read_at(&mut buf[filled..], offset + filled as u64)? {
                     0 => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "file shrank while serving",
-                        ))
+                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank while serving"))
                     }
                     k => filled += k,
                 }
@@ -156,11 +154,7 @@ impl FileStream {
         }));
     }
 
-    fn fail(
-        &mut self,
-        outcome: Outcome,
-        msg: &'static str,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn fail(&mut self, outcome: Outcome, msg: &'static str) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.outcome = Some(outcome);
         if let Some(p) = self.pending.take() {
             p.abort();
@@ -183,9 +177,7 @@ impl http_body::Body for FileStream {
         }
         match this.gate.access() {
             crate::store::Access::Open => {}
-            crate::store::Access::Suspended => {
-                return this.fail(Outcome::Suspended, "order suspended")
-            }
+            crate::store::Access::Suspended => return this.fail(Outcome::Suspended, "order suspended"),
             crate::store::Access::Revoked => return this.fail(Outcome::Revoked, "order revoked"),
         }
         let Some(pending) = this.pending.as_mut() else {
@@ -234,8 +226,14 @@ impl Drop for FileStream {
             None if self.sent == self.total => Outcome::Complete,
             None => Outcome::Aborted,
         };
+        // Bytes yielded to hyper but still in its queue when the connection died never left
+        // the process: charge at most what the socket accepted since this response began.
+        let sent = match (&self.written, outcome) {
+            (Some((w, at_start)), o) if o != Outcome::Complete => self.sent.min(w.get().saturating_sub(*at_start)),
+            _ => self.sent,
+        };
         if let Some(settle) = self.settle.take() {
-            settle(self.sent, outcome);
+            settle(sent, outcome);
         }
     }
 }

@@ -58,9 +58,7 @@ pub struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("KeyRing")
-            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("KeyRing").field("key_ids", &self.keys.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -68,10 +66,8 @@ impl KeyRing {
     /// Builds a ring from `(key_id, secret)` pairs. Panics on an empty list: a server without a
     /// signing key is a programming error, caught at start-up.
     pub fn new(keys: impl IntoIterator<Item = (u32, Vec<u8>)>) -> Self {
-        let keys: BTreeMap<_, _> = keys
-            .into_iter()
-            .map(|(id, secret)| (id, hmac::Key::new(hmac::HMAC_SHA256, &secret)))
-            .collect();
+        let keys: BTreeMap<_, _> =
+            keys.into_iter().map(|(id, secret)| (id, hmac::Key::new(hmac::HMAC_SHA256, &secret))).collect();
         assert!(!keys.is_empty(), "a key ring needs at least one key");
         KeyRing { keys }
     }
@@ -87,8 +83,7 @@ impl KeyRing {
 
     /// Signs a token for `link_id` with the current signing key.
     pub fn sign(&self, link_id: &LinkId, expires_at: i64) -> String {
-        self.sign_with(self.signing_key_id(), link_id, expires_at)
-            .expect("signing key is in the ring")
+        self.sign_with(self.signing_key_id(), link_id, expires_at).expect("signing key is in the ring")
     }
 
     /// Signs with a named key (tests and rotation tooling); `None` if the ring lacks it.
@@ -111,9 +106,7 @@ impl KeyRing {
             return Err(TokenError::Length);
         }
         let mut raw = [0u8; PAYLOAD_LEN + MAC_LEN + 2];
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(token.as_bytes(), &mut raw)
-            .map_err(|_| TokenError::Encoding)?;
+        let n = URL_SAFE_NO_PAD.decode_slice(token.as_bytes(), &mut raw).map_err(|_| TokenError::Encoding)?;
         if n != PAYLOAD_LEN + MAC_LEN {
             return Err(TokenError::Encoding);
         }
@@ -127,11 +120,7 @@ impl KeyRing {
         let mut link_id = [0u8; 16];
         link_id.copy_from_slice(&payload[5..21]);
         let expires_at = i64::from_be_bytes(payload[21..29].try_into().expect("8 bytes"));
-        Ok(Claims {
-            key_id,
-            link_id,
-            expires_at,
-        })
+        Ok(Claims { key_id, link_id, expires_at })
     }
 }
 
@@ -149,18 +138,9 @@ mod tests {
         let t = r.sign(&[5u8; 16], 1_900_000_000);
         assert_eq!(t.len(), TOKEN_LEN);
         assert!(t.len() <= 200);
-        assert!(t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         let c = r.verify(&t).unwrap();
-        assert_eq!(
-            c,
-            Claims {
-                key_id: 2,
-                link_id: [5u8; 16],
-                expires_at: 1_900_000_000
-            }
-        );
+        assert_eq!(c, Claims { key_id: 2, link_id: [5u8; 16], expires_at: 1_900_000_000 });
     }
 
     #[test]
@@ -192,21 +172,12 @@ mod tests {
     #[test]
     fn malformed_inputs_are_refused_without_panicking() {
         let r = ring();
-        for bad in [
-            "",
-            "abc",
-            &"A".repeat(TOKEN_LEN),
-            &"!".repeat(TOKEN_LEN),
-            &"A".repeat(10_000),
-        ] {
+        for bad in ["", "abc", &"A".repeat(TOKEN_LEN), &"!".repeat(TOKEN_LEN), &"A".repeat(10_000)] {
             assert!(r.verify(bad).is_err());
         }
         let mut wrong_version = URL_SAFE_NO_PAD.decode(r.sign(&[0; 16], 0)).unwrap();
         wrong_version[0] = 2;
-        assert_eq!(
-            r.verify(&URL_SAFE_NO_PAD.encode(wrong_version)),
-            Err(TokenError::Version)
-        );
+        assert_eq!(r.verify(&URL_SAFE_NO_PAD.encode(wrong_version)), Err(TokenError::Version));
     }
 
     #[test]

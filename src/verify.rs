@@ -36,9 +36,5 @@ pub fn verify_data_dir(data_dir: &Path) -> Result<Report, String> {
         }
     })
     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(Report {
-        records: v.count(),
-        last_hash: v.last_hash().to_owned(),
-        first_bad,
-    })
+    Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
 }

@@ -65,13 +65,7 @@ macro_rules! redb_from {
         fn from(e: $t) -> Self { StoreError::Db(e.into()) }
     })*};
 }
-redb_from!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+redb_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// A download link as stored. Budget arithmetic uses `unit` = the file's size at issue time (1
 /// for an empty file, whose every `GET` costs one unit).
@@ -181,10 +175,7 @@ impl Store {
             return Ok(None);
         };
         let rec: LinkRecord = serde_json::from_slice(raw.value())?;
-        let spent = tx
-            .open_table(SPENT)?
-            .get(id.as_slice())?
-            .map_or(0, |v| v.value());
+        let spent = tx.open_table(SPENT)?.get(id.as_slice())?.map_or(0, |v| v.value());
         Ok(Some((rec, spent)))
     }
 
@@ -220,17 +211,14 @@ impl Store {
 
 /// Reads every activity record of a database that no server has open (for `verify-log`),
 /// feeding them in order to `f`.
-pub fn scan_activity_offline(
-    path: &Path,
-    mut f: impl FnMut(Result<Record, String>) -> bool,
-) -> Result<(), StoreError> {
+pub fn scan_activity_offline(path: &Path, mut f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
     let db = redb::ReadOnlyDatabase::open(path)?;
     let tx = db.begin_read()?;
     let t = tx.open_table(ACTIVITY)?;
     for item in t.iter()? {
         let (k, v) = item?;
-        let r = serde_json::from_slice::<Record>(v.value())
-            .map_err(|e| format!("record {}: undecodable: {e}", k.value()));
+        let r =
+            serde_json::from_slice::<Record>(v.value()).map_err(|e| format!("record {}: undecodable: {e}", k.value()));
         if !f(r) {
             break;
         }

@@ -13,10 +13,7 @@
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
-use super::{
-    FileRecord, LinkRecord, OrderGate, StoreError, ACTIVITY, ACTIVITY_AT, FILES, GATES, LINKS,
-    SPENT,
-};
+use super::{FileRecord, LinkRecord, OrderGate, StoreError, ACTIVITY, ACTIVITY_AT, FILES, GATES, LINKS, SPENT};
 use crate::activity::{Entry, Record, GENESIS};
 use crate::token::LinkId;
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -107,44 +104,27 @@ impl Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
-        let handle = std::thread::Builder::new()
-            .name("keydrop-writer".into())
-            .spawn(move || run(db, rx, chain, epoch, st))?;
-        Ok(Writer {
-            tx,
-            thread: Arc::new(Mutex::new(Some(handle))),
-            stats,
-        })
+        let handle =
+            std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || run(db, rx, chain, epoch, st))?;
+        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats })
     }
 
     /// Queues ops without waiting. Never blocks; fails only if the writer has stopped.
     pub fn send(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.tx
-            .send(Msg::Batch(Batch { ops, reply: None }))
-            .map_err(|_| StoreError::Closed)
+        self.tx.send(Msg::Batch(Batch { ops, reply: None })).map_err(|_| StoreError::Closed)
     }
 
     /// Queues ops and returns a receiver that answers once they are durable. Synchronous, so it
     /// can be called under a lock; await the receiver after releasing it.
-    pub fn send_durable(
-        &self,
-        ops: Vec<Op>,
-    ) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
+    pub fn send_durable(&self, ops: Vec<Op>) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Batch(Batch {
-                ops,
-                reply: Some(reply),
-            }))
-            .map_err(|_| StoreError::Closed)?;
+        self.tx.send(Msg::Batch(Batch { ops, reply: Some(reply) })).map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
 
     /// Applies ops and waits until they are durable.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Committed, StoreError> {
-        self.send_durable(ops)?
-            .await
-            .map_err(|_| StoreError::Closed)?
+        self.send_durable(ops)?.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Waits until everything queued before this call is durable.
@@ -170,17 +150,9 @@ fn load_chain(db: &Database) -> Result<Chain, StoreError> {
     Ok(match last {
         Some((seq, raw)) => {
             let r: Record = serde_json::from_slice(&raw)?;
-            Chain {
-                next_seq: seq + 1,
-                prev_hash: r.hash,
-                last_at_us: at_micros(&r.at),
-            }
+            Chain { next_seq: seq + 1, prev_hash: r.hash, last_at_us: at_micros(&r.at) }
         }
-        None => Chain {
-            next_seq: 1,
-            prev_hash: GENESIS.to_owned(),
-            last_at_us: 0,
-        },
+        None => Chain { next_seq: 1, prev_hash: GENESIS.to_owned(), last_at_us: 0 },
     })
 }
 
@@ -217,19 +189,11 @@ fn run(
                 Err(_) => break,
             }
         }
-        let before = Chain {
-            next_seq: chain.next_seq,
-            prev_hash: chain.prev_hash.clone(),
-            last_at_us: chain.last_at_us,
-        };
+        let before =
+            Chain { next_seq: chain.next_seq, prev_hash: chain.prev_hash.clone(), last_at_us: chain.last_at_us };
         let result = apply(&db, &group, &mut chain);
-        stats
-            .batches
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        stats.ops.fetch_add(
-            group.iter().map(|b| b.ops.len() as u64).sum(),
-            Ordering::Relaxed,
-        );
+        stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+        stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
         match result {
             Ok(last_seqs) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -257,11 +221,7 @@ fn run(
 }
 
 /// Applies a group in one transaction; returns each batch's last appended `seq`.
-fn apply(
-    db: &Database,
-    group: &[Batch],
-    chain: &mut Chain,
-) -> Result<Vec<Option<u64>>, StoreError> {
+fn apply(db: &Database, group: &[Batch], chain: &mut Chain) -> Result<Vec<Option<u64>>, StoreError> {
     let tx = db.begin_write()?;
     let mut last_seqs = Vec::with_capacity(group.len());
     {
@@ -285,23 +245,16 @@ fn apply(
                         spent.insert(link.as_slice(), cur.saturating_sub(*bytes))?;
                     }
                     Op::PutLink(rec) => {
-                        let id = hex::decode(&rec.link_id)
-                            .map_err(|e| StoreError::CommitFailed(e.to_string()))?;
+                        let id = hex::decode(&rec.link_id).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
                         links.insert(id.as_slice(), serde_json::to_vec(rec)?.as_slice())?;
                         spent.insert(id.as_slice(), 0)?;
                     }
                     Op::PutFile(rec) => {
                         files.insert(rec.file_id.as_str(), serde_json::to_vec(rec)?.as_slice())?;
                     }
-                    Op::SetFileSha {
-                        file_id,
-                        size,
-                        sha256,
-                    } => {
-                        let existing: Option<FileRecord> = files
-                            .get(file_id.as_str())?
-                            .map(|v| serde_json::from_slice(v.value()))
-                            .transpose()?;
+                    Op::SetFileSha { file_id, size, sha256 } => {
+                        let existing: Option<FileRecord> =
+                            files.get(file_id.as_str())?.map(|v| serde_json::from_slice(v.value())).transpose()?;
                         if let Some(mut rec) = existing.filter(|r| r.size == *size) {
                             rec.sha256 = Some(sha256.clone());
                             files.insert(file_id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
@@ -313,12 +266,7 @@ fn apply(
                     Op::Append(entry) => {
                         let at_us = now_us.max(chain.last_at_us);
                         let seq = chain.next_seq;
-                        let rec = Record::seal(
-                            entry.clone(),
-                            seq,
-                            format_micros(at_us),
-                            &chain.prev_hash,
-                        );
+                        let rec = Record::seal(entry.clone(), seq, format_micros(at_us), &chain.prev_hash);
                         activity.insert(seq, serde_json::to_vec(&rec)?.as_slice())?;
                         activity_at.insert((at_us, seq), ())?;
                         chain.next_seq += 1;

@@ -1,0 +1,245 @@
+//! Test harness: a real keydrop server in-process on 127.0.0.1:0, a real HTTP client (hyper),
+//! readiness by polling, every await under a timeout, shutdown through a channel.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use keydrop::catalog::FileSpec;
+use keydrop::config::Config;
+use keydrop::links::{issue_link, link_status, IssueRequest, IssuedLink, LinkStatus};
+use keydrop::store::{Access, OrderGate};
+use keydrop::{run, AppState, Listeners};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const TENANT: &str = "3f2a9c4e-8d1b-4e6a-9f0c-5b7d2e1a4c8f";
+
+/// Awaits `f` for at most `secs` seconds, panicking with `what` on timeout.
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
+pub fn content(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(size + 8);
+    while v.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(size);
+    v
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub state: Arc<AppState>,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn test_config(root: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.storage.data_dir = root.join("data");
+    cfg.storage.files_dir = root.join("files");
+    cfg.server.shutdown_grace_secs = 10;
+    cfg
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = test_config(dir.path());
+        Server::start_with(dir, cfg).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, mut cfg: Config) -> Server {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (pa, aa) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        cfg.server.public_base_url = format!("http://{pa}");
+        let state = AppState::open(cfg).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Listeners { public, admin }, state.clone(), async {
+            let _ = rx.await;
+        }));
+        let s = Server { dir, state, public: pa, admin: aa, shutdown: Some(tx), task: Some(task) };
+        within(10, "server ready", async {
+            loop {
+                if let Ok((st, _, _)) = get(&format!("http://{pa}/healthz"), &[]).await {
+                    if st == 200 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        s
+    }
+
+    pub fn files_dir(&self) -> PathBuf {
+        self.state.config.storage.files_dir.clone()
+    }
+
+    /// Writes a file of `size` bytes under files_dir, attaches it, and waits for its digest.
+    pub async fn add_file(&self, file_id: &str, filename: &str, size: usize) -> Vec<u8> {
+        let data = content(size, file_id.len() as u64 * 31 + size as u64);
+        std::fs::write(self.files_dir().join(file_id), &data).unwrap();
+        self.state
+            .catalog
+            .attach(FileSpec {
+                file_id: file_id.into(),
+                product_id: Some("prod-1".into()),
+                path: file_id.into(),
+                filename: filename.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        within(30, "file digest", async {
+            while self.state.catalog.record(file_id).unwrap().unwrap().sha256.is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        data
+    }
+
+    pub async fn open_order(&self, order_id: &str) {
+        self.state
+            .ledger
+            .set_access(order_id, OrderGate { access: Access::Open, tenant_id: Some(TENANT.into()) }, None)
+            .await
+            .unwrap();
+    }
+
+    pub async fn set_access(&self, order_id: &str, access: Access) {
+        self.state
+            .ledger
+            .set_access(order_id, OrderGate { access, tenant_id: Some(TENANT.into()) }, None)
+            .await
+            .unwrap();
+    }
+
+    pub async fn issue(&self, order_id: &str, file_id: &str, max_uses: u32) -> IssuedLink {
+        self.issue_at(order_id, file_id, max_uses, None, chrono::Utc::now()).await
+    }
+
+    pub async fn issue_at(
+        &self,
+        order_id: &str,
+        file_id: &str,
+        max_uses: u32,
+        ttl_secs: Option<u64>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> IssuedLink {
+        issue_link(
+            &self.state,
+            IssueRequest {
+                order_id: order_id.into(),
+                tenant_id: Some(TENANT.into()),
+                product_id: None,
+                file_id: file_id.into(),
+                ttl_secs,
+                max_uses: Some(max_uses),
+                now,
+                actor: "test".into(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn status(&self, link: &IssuedLink) -> LinkStatus {
+        link_status(&self.state, &link.link_id, chrono::Utc::now()).await.unwrap().unwrap()
+    }
+
+    /// Waits until the link's spent bytes stop moving (refunds are asynchronous) and the writer
+    /// has made everything durable.
+    pub async fn settled(&self, link: &IssuedLink) -> LinkStatus {
+        within(10, "settle", async {
+            let mut last = u64::MAX;
+            loop {
+                self.state.store.writer().flush().await.unwrap();
+                let s = self.status(link).await;
+                if s.bytes_spent == last {
+                    return s;
+                }
+                last = s.bytes_spent;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+    }
+
+    pub async fn records(&self) -> Vec<keydrop::activity::Record> {
+        self.state.store.writer().flush().await.unwrap();
+        self.state.store.records_after(0, 1_000_000).unwrap()
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            within(30, "server stop", t).await.unwrap().unwrap();
+        }
+        self.dir
+    }
+
+    /// Triggers shutdown without waiting.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap()
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http()
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> http::Request<Empty<Bytes>> {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Empty::new()).unwrap()
+}
+
+/// One request on a fresh connection; the whole body is read.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<(u16, http::HeaderMap, Bytes), String> {
+    within(60, "request", async {
+        let resp = client().request(request(method, url, headers)).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, h, body))
+    })
+    .await
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, http::HeaderMap, Bytes), String> {
+    send("GET", url, headers).await
+}
+
+pub fn problem(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}

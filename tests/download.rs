@@ -1,0 +1,373 @@
+//! The download path end to end: a real server on 127.0.0.1:0 and a real HTTP client.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use keydrop::activity::Kind;
+use keydrop::store::Access;
+use std::time::{Duration, Instant};
+
+const ISO_NAME: &str = "Windows Server 2022 (繁體中文).iso";
+
+#[tokio::test]
+async fn full_download_matches_digest_and_carries_every_contract_header() {
+    let s = Server::start().await;
+    let data = s.add_file("ws2022", ISO_NAME, 3 * 1024 * 1024 + 17).await;
+    s.open_order("ord-1").await;
+    let link = s.issue("ord-1", "ws2022", 50).await;
+    assert!(link.url.starts_with(&format!("http://{}/d/", s.public)));
+    assert!(link.url.ends_with("/Windows%20Server%202022%20%28%E7%B9%81%E9%AB%94%E4%B8%AD%E6%96%87%29.iso"));
+
+    let (st, h, body) = get(&link.url, &[]).await.unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(body.len(), data.len());
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    assert_eq!(h["content-length"], data.len().to_string().as_str());
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(h["cache-control"], "private, no-store");
+    assert_eq!(h["content-type"], "application/x-iso9660-image");
+    let etag = h["etag"].to_str().unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"), "strong ETag: {etag}");
+    assert!(httpdate::parse_http_date(h["last-modified"].to_str().unwrap()).is_ok());
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename=\"Windows Server 2022 (____).iso\"; \
+         filename*=UTF-8''Windows%20Server%202022%20%28%E7%B9%81%E9%AB%94%E4%B8%AD%E6%96%87%29.iso"
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+    use base64::Engine;
+    let expected = format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(digest));
+    assert_eq!(h["repr-digest"], expected.as_str());
+
+    // `/d/{token}` alone works the same.
+    let bare = link.url.rsplit_once('/').unwrap().0;
+    let (st, _, body2) = get(bare, &[]).await.unwrap();
+    assert_eq!((st, body2.len()), (200, data.len()));
+
+    // HEAD: same headers, no body, no cost.
+    let before = s.settled(&link).await.bytes_spent;
+    let (st, hh, hb) = send("HEAD", &link.url, &[]).await.unwrap();
+    assert_eq!(st, 200);
+    assert!(hb.is_empty());
+    for name in [
+        "content-length",
+        "etag",
+        "last-modified",
+        "content-disposition",
+        "repr-digest",
+        "accept-ranges",
+        "cache-control",
+    ] {
+        assert_eq!(hh[name], h[name], "{name}");
+    }
+    let after = s.settled(&link).await;
+    assert_eq!(after.bytes_spent, before);
+    assert!((after.downloads_used - 2.0).abs() < 1e-9, "{}", after.downloads_used);
+
+    // The log: started+finished per GET, with bytes, IP, UA.
+    let recs = s.records().await;
+    let started: Vec<_> = recs.iter().filter(|r| r.kind == Kind::DownloadStarted).collect();
+    let finished: Vec<_> = recs.iter().filter(|r| r.kind == Kind::DownloadFinished).collect();
+    assert_eq!((started.len(), finished.len()), (2, 2));
+    assert!(finished.iter().all(|r| r.bytes == Some(data.len() as u64) && r.outcome.as_deref() == Some("complete")));
+    assert!(started
+        .iter()
+        .all(|r| r.ip.as_deref() == Some("127.0.0.1") && r.link_id.as_deref() == Some(link.link_id.as_str())));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ranges_if_range_and_conditional_requests_rfc9110() {
+    let s = Server::start().await;
+    let data = s.add_file("f", "f.bin", 100_000).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "f", 50).await;
+
+    let (st, h, b) = get(&link.url, &[("range", "bytes=10-19")]).await.unwrap();
+    assert_eq!(st, 206);
+    assert_eq!(h["content-range"], "bytes 10-19/100000");
+    assert_eq!(&b[..], &data[10..20]);
+    let etag = h["etag"].to_str().unwrap().to_owned();
+
+    let (st, _, b) = get(&link.url, &[("range", "bytes=-5")]).await.unwrap();
+    assert_eq!((st, &b[..]), (206, &data[99_995..]));
+
+    // If-Range matching → 206; stale → 200 whole file.
+    let (st, _, _) = get(&link.url, &[("range", "bytes=0-0"), ("if-range", &etag)]).await.unwrap();
+    assert_eq!(st, 206);
+    let (st, _, b) = get(&link.url, &[("range", "bytes=0-0"), ("if-range", "\"stale\"")]).await.unwrap();
+    assert_eq!((st, b.len()), (200, data.len()));
+
+    // Several ranges → 200 and the whole file.
+    let (st, _, b) = get(&link.url, &[("range", "bytes=0-1,5-6")]).await.unwrap();
+    assert_eq!((st, b.len()), (200, data.len()));
+
+    // Unsatisfiable → 416 with Content-Range: bytes */size, costs nothing.
+    let spent = s.settled(&link).await.bytes_spent;
+    let (st, h, b) = get(&link.url, &[("range", "bytes=100000-")]).await.unwrap();
+    assert_eq!(st, 416);
+    assert_eq!(h["content-range"], "bytes */100000");
+    assert_eq!(problem(&b)["code"], "range_not_satisfiable");
+    // If-None-Match → 304, costs nothing.
+    let (st, _, b) = get(&link.url, &[("if-none-match", &etag)]).await.unwrap();
+    assert_eq!((st, b.len()), (304, 0));
+    assert_eq!(s.settled(&link).await.bytes_spent, spent);
+    s.stop().await;
+}
+
+/// Fetches `[start, end)` of a link and returns the bytes.
+async fn fetch_range(url: &str, start: u64, end: u64) -> bytes::Bytes {
+    let (st, _, b) = get(url, &[("range", &format!("bytes={start}-{}", end - 1))]).await.unwrap();
+    assert_eq!(st, 206);
+    b
+}
+
+/// Three downloads fetched as 4 parallel ranges each, plus one cut off halfway and resumed with
+/// `Range`, cost 4.0 uses (±0.01): each costs what it received. The bytes that sat in socket
+/// buffers when the client cut off were sent and stay charged (never more than the budget), so
+/// the link has a fifth use: the resume must fit, and the next full GET must not.
+#[tokio::test]
+async fn parallel_ranges_and_a_resumed_download_cost_four_uses() {
+    let s = Server::start().await;
+    let size: u64 = 64 * 1024 * 1024;
+    let data = s.add_file("big", "big.iso", size as usize).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "big", 5).await;
+
+    // Three downloads, each fetched as 4 parallel ranges, like a download manager.
+    for _ in 0..3 {
+        let q = size / 4;
+        let parts = futures_join(link.url.clone(), q, size).await;
+        let whole: Vec<u8> = parts.concat();
+        assert_eq!(sha256_hex(&whole), sha256_hex(&data));
+    }
+
+    // One cut off halfway: a client with a 64 KiB receive window reads half the body, then
+    // drops the connection.
+    let mut got = cut_off_get(&link.url, size / 2).await;
+    let after_cut = s.settled(&link).await;
+    let slop = after_cut.bytes_spent - (3 * size + got.len() as u64);
+    println!("cut-off download: client read {} bytes, server charged {slop} more (socket buffers)", got.len());
+    assert!(slop <= size / 100, "a cut-off download is charged about what it received: {slop} extra");
+    assert!(after_cut.bytes_spent >= 3 * size + got.len() as u64, "never less than what the client got");
+
+    // Resume from where the client really is.
+    let rest = fetch_range(&link.url, got.len() as u64, size).await;
+    got.extend_from_slice(&rest);
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+
+    let st = s.settled(&link).await;
+    assert!((st.downloads_used - 4.0).abs() <= 0.01, "downloads_used = {}", st.downloads_used);
+
+    // Less than one copy's worth is left: a full GET is refused and sends nothing.
+    let (code, _, b) = get(&link.url, &[]).await.unwrap();
+    assert_eq!(code, 410);
+    assert_eq!(problem(&b)["code"], "exhausted");
+    assert_eq!(s.settled(&link).await.bytes_spent, st.bytes_spent);
+    s.stop().await;
+}
+
+/// A raw HTTP/1.1 GET over a socket with a small receive buffer; returns the first `want` body
+/// bytes (or a little more) and closes the connection.
+async fn cut_off_get(url: &str, want: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut stream = within(10, "connect", sock.connect(host.parse().unwrap())).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cut-off-test\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
+    let mut body = Vec::new();
+    while (body.len() as u64) < want {
+        let n = within(30, "read", stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "connection closed early");
+        if head.ends_with(b"\r\n\r\n") {
+            body.extend_from_slice(&buf[..n]);
+        } else {
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                body.extend_from_slice(&head[i + 4..]);
+                head.truncate(i + 4);
+                assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+            }
+        }
+    }
+    drop(stream);
+    body
+}
+
+async fn futures_join(url: String, q: u64, size: u64) -> Vec<bytes::Bytes> {
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            let end = if i == 3 { size } else { (i + 1) * q };
+            tokio::spawn(async move { fetch_range(&url, i * q, end).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(within(60, "range part", t).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn two_hundred_racing_gets_on_a_five_use_link_serve_exactly_five() {
+    let s = Server::start().await;
+    let data = s.add_file("mib", "one.bin", 1024 * 1024).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "mib", 5).await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (url, barrier) = (link.url.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                get(&url, &[]).await.unwrap()
+            })
+        })
+        .collect();
+    let (mut ok, mut exhausted) = (0, 0);
+    for t in tasks {
+        let (st, _, b) = within(120, "racer", t).await.unwrap();
+        match st {
+            200 => {
+                assert_eq!(b.len(), data.len());
+                ok += 1;
+            }
+            410 => {
+                assert_eq!(problem(&b)["code"], "exhausted");
+                exhausted += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, exhausted), (5, 195));
+    let st = s.settled(&link).await;
+    assert_eq!(st.bytes_spent, 5 * data.len() as u64);
+    assert_eq!(st.state, "exhausted");
+    let refused = s
+        .records()
+        .await
+        .iter()
+        .filter(|r| r.kind == Kind::DownloadRefused && r.outcome.as_deref() == Some("exhausted"))
+        .count();
+    assert_eq!(refused, 195);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn zero_byte_file_costs_one_use_per_get() {
+    let s = Server::start().await;
+    s.add_file("empty", "empty.txt", 0).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "empty", 2).await;
+    for _ in 0..2 {
+        let (st, h, b) = get(&link.url, &[]).await.unwrap();
+        assert_eq!((st, b.len()), (200, 0));
+        assert_eq!(h["content-length"], "0");
+    }
+    let (st, _, _) = get(&link.url, &[]).await.unwrap();
+    assert_eq!(st, 410);
+    assert!((s.settled(&link).await.downloads_used - 2.0).abs() < 1e-9);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_download_works() {
+    let s = Server::start().await;
+    let data = s.add_file("f", "f.bin", 700_000).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "f", 5).await;
+    let c: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let resp = within(30, "h2 get", c.request(request("GET", &link.url, &[]))).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = within(30, "h2 body", resp.into_body().collect()).await.unwrap().to_bytes();
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn revocation_cuts_off_a_download_in_flight_within_one_second() {
+    let s = Server::start().await;
+    let size = 64 * 1024 * 1024;
+    s.add_file("big", "big.iso", size).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "big", 5).await;
+    // A client that reads a little and then stops reading (stalled), and one that keeps reading slowly.
+    let stalled = within(30, "get", client().request(request("GET", &link.url, &[]))).await.unwrap();
+    let mut stalled_body = stalled.into_body();
+    within(30, "first frame", stalled_body.frame()).await.unwrap().unwrap();
+    let reading = within(30, "get", client().request(request("GET", &link.url, &[]))).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut body = reading.into_body();
+        let mut n = 0usize;
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    n += f.into_data().map(|d| d.len()).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(Err(_)) => return (n, Instant::now(), true),
+                None => return (n, Instant::now(), false),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let revoked_at = Instant::now();
+    s.set_access("o", Access::Revoked).await;
+    let (n, ended, errored) = within(5, "cut off", reader).await.unwrap();
+    assert!(n < size, "the reading download must not complete");
+    assert!(errored, "the body must end with an error, not a clean end");
+    assert!(ended.duration_since(revoked_at) < Duration::from_secs(1), "cut after {:?}", ended - revoked_at);
+    // The stalled one: its connection is closed by the server, so draining the body errors quickly.
+    let drained = within(5, "stalled cut", async {
+        loop {
+            match stalled_body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return true,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(drained, "stalled download must be cut, not completed");
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
+    // Next request: 410 revoked. Finished records say revoked or aborted.
+    let (st, _, b) = get(&link.url, &[]).await.unwrap();
+    assert_eq!((st, problem(&b)["code"].as_str().unwrap()), (410, "revoked"));
+    let st = s.settled(&link).await;
+    assert!(st.bytes_spent < 2 * size as u64, "unsent bytes were refunded: {}", st.bytes_spent);
+    assert_eq!(st.state, "revoked");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_download_in_flight_finish_and_refuses_new_connections() {
+    let mut s = Server::start().await;
+    let size = 16 * 1024 * 1024;
+    let data = s.add_file("f", "f.iso", size).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "f", 5).await;
+    let resp = within(30, "get", client().request(request("GET", &link.url, &[]))).await.unwrap();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    got.extend_from_slice(&within(30, "frame", body.frame()).await.unwrap().unwrap().into_data().unwrap());
+    let stopping = s.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are refused once the listener is closed.
+    let refused = tokio::net::TcpStream::connect(s.public).await;
+    assert!(refused.is_err(), "listener must be closed during shutdown");
+    while let Some(f) = within(30, "frame", body.frame()).await {
+        got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    within(30, "stopped", stopping).await.unwrap().unwrap();
+}
