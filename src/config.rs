@@ -16,7 +16,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -102,19 +102,6 @@ impl Default for LinksConfig {
 impl Default for OrdersConfig {
     fn default() -> Self {
         OrdersConfig { cancel_window_days: 60, suspension_retention_days: 90 }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            links: LinksConfig::default(),
-            orders: OrdersConfig::default(),
-            revocation: RevocationConfig::default(),
-            principals: Vec::new(),
-        }
     }
 }
 

@@ -51,24 +51,30 @@ pub type Settle = Box<dyn FnOnce(u64, Outcome) + Send>;
 /// and the socket's written-bytes counter (so a cut-off HTTP/1 response is charged only for what
 /// left the process).
 #[derive(Default, Clone)]
-pub struct ConnDownloads(Arc<Mutex<Vec<(u64, Arc<Gate>)>>>, Option<crate::counted::Written>);
+pub struct ConnDownloads {
+    streaming: Arc<Mutex<Vec<Streaming>>>,
+    written: Option<crate::counted::Written>,
+}
+
+/// A download in flight: its registration id and its order's gate.
+type Streaming = (u64, Arc<Gate>);
 
 impl ConnDownloads {
     /// Context for a connection whose socket writes are counted by `written`.
     pub fn new(written: Option<crate::counted::Written>) -> ConnDownloads {
-        ConnDownloads(Arc::default(), written)
+        ConnDownloads { streaming: Arc::default(), written }
     }
 
     fn register(&self, gate: Arc<Gate>) -> Registration {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.lock().expect("not poisoned").push((id, gate));
+        self.streaming.lock().expect("not poisoned").push((id, gate));
         Registration { list: self.clone(), id }
     }
 
     /// True if any download on this connection belongs to a closed order.
     pub fn any_closed(&self) -> bool {
-        self.0.lock().expect("not poisoned").iter().any(|(_, g)| !g.is_open())
+        self.streaming.lock().expect("not poisoned").iter().any(|(_, g)| !g.is_open())
     }
 }
 
@@ -79,7 +85,7 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.list.0.lock().expect("not poisoned").retain(|(id, _)| *id != self.id);
+        self.list.streaming.lock().expect("not poisoned").retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -113,7 +119,7 @@ impl FileStream {
         settle: Settle,
     ) -> FileStream {
         let _registration = conn.register(gate.clone());
-        let written = conn.1.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
+        let written = conn.written.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
         let mut s = FileStream {
             file,
             offset: start,

@@ -1,0 +1,231 @@
+//! Tests that need a real process: `kill -9` during downloads, SIGTERM with a download in
+//! flight, and `keydrop verify-log` on intact and tampered logs.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use keydrop::links::IssuedLink;
+use redb::ReadableTable;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keydrop");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc {
+    child: Child,
+    port: u16,
+    config: PathBuf,
+}
+
+fn write_config(root: &Path, port: u16) -> PathBuf {
+    let admin = free_port();
+    let path = root.join("keydrop.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\npublic_listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             public_base_url = \"http://127.0.0.1:{port}\"\nshutdown_grace_secs = 20\n\
+             [storage]\ndata_dir = \"data\"\nfiles_dir = \"files\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn spawn(root: &Path) -> Proc {
+    let port = free_port();
+    let config = write_config(root, port);
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYDROP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    within(20, "binary ready", async {
+        loop {
+            if let Ok((200, _, _)) = get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    Proc { child, port, config }
+}
+
+fn url_on(link: &IssuedLink, port: u16) -> String {
+    let token = link.url.split("/d/").nth(1).unwrap();
+    format!("http://127.0.0.1:{port}/d/{token}")
+}
+
+/// Prepares a data dir in-process (file, open order, link), then stops so the binary can own it.
+async fn prepare(size: usize, max_uses: u32) -> (tempfile::TempDir, Vec<u8>, IssuedLink) {
+    let s = Server::start().await;
+    let data = s.add_file("iso", "image.iso", size).await;
+    s.open_order("ord").await;
+    let link = s.issue("ord", "iso", max_uses).await;
+    (s.stop().await, data, link)
+}
+
+/// Reads a body slowly, returning the bytes received until the end or an error.
+async fn slow_read(url: String, delay_ms: u64) -> (u64, bool) {
+    let Ok(resp) = client().request(request("GET", &url, &[])).await else { return (0, false) };
+    if resp.status() != 200 {
+        return (0, false);
+    }
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                n += f.into_data().map(|d| d.len() as u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            Ok(None) => return (n, true),
+            _ => return (n, false),
+        }
+    }
+}
+
+async fn open_link_status(root: &Path, link: &IssuedLink) -> keydrop::links::LinkStatus {
+    let cfg = test_config(root);
+    let state = keydrop::AppState::open(cfg).unwrap();
+    let st = keydrop::links::link_status(&state, &link.link_id, chrono::Utc::now()).await.unwrap().unwrap();
+    state.store.close().await;
+    st
+}
+
+fn verify_log(config: &Path) -> (bool, String) {
+    let out = Command::new(BIN).args(["verify-log", "--config"]).arg(config).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_downloads_never_loses_a_reservation_or_overspends() {
+    let size = 4 * 1024 * 1024;
+    let max_uses = 25u32;
+    let budget = u64::from(max_uses) * size as u64;
+    let (root, _data, link) = prepare(size, max_uses).await;
+
+    // Phase 1: 20 slow downloads in flight, then kill -9.
+    let mut p = spawn(root.path()).await;
+    let url = url_on(&link, p.port);
+    let readers: Vec<_> = (0..20).map(|_| tokio::spawn(slow_read(url.clone(), 60))).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+    let (mut received_1, mut cut) = (0u64, 0);
+    for r in readers {
+        let (n, complete) = within(60, "reader", r).await.unwrap();
+        received_1 += n;
+        cut += usize::from(!complete);
+    }
+    assert!(received_1 > 0 && cut > 0, "downloads were in flight at the kill: {cut} cut, {received_1} bytes");
+
+    // After the crash: every byte a client received is counted; nothing beyond the budget.
+    let st = open_link_status(root.path(), &link).await;
+    assert!(st.bytes_spent >= received_1, "spent {} < received {received_1}", st.bytes_spent);
+    assert!(st.bytes_spent <= budget);
+    let (ok, out) = verify_log(&p.config);
+    assert!(ok, "chain after kill -9: {out}");
+
+    // Phase 2: restart on the same data dir and download until refused.
+    let mut p = spawn(root.path()).await;
+    let url = url_on(&link, p.port);
+    let mut received_2 = 0u64;
+    loop {
+        let (st, _, b) = get(&url, &[]).await.unwrap();
+        if st == 410 {
+            assert_eq!(problem(&b)["code"], "exhausted");
+            break;
+        }
+        assert_eq!(st, 200);
+        received_2 += b.len() as u64;
+    }
+    assert!(received_1 + received_2 <= budget, "served {} > budget {budget}", received_1 + received_2);
+    sigterm_and_wait(&mut p);
+    let st = open_link_status(root.path(), &link).await;
+    assert!(st.bytes_spent <= budget && st.bytes_spent >= received_1 + received_2);
+    let (ok, out) = verify_log(&p.config);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact"));
+}
+
+/// Sends SIGTERM with the `kill` command and waits for a clean exit.
+fn sigterm_and_wait(p: &mut Proc) {
+    let st = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_a_download_in_flight_complete_and_refuses_new_connections() {
+    let size = 16 * 1024 * 1024;
+    let (root, data, link) = prepare(size, 5).await;
+    let mut p = spawn(root.path()).await;
+    let url = url_on(&link, p.port);
+    let resp = within(10, "get", client().request(request("GET", &url, &[]))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::with_capacity(size);
+    got.extend_from_slice(&within(10, "frame", body.frame()).await.unwrap().unwrap().into_data().unwrap());
+
+    Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.is_err(), "new connections refused");
+
+    while let Some(f) = within(30, "frame", body.frame()).await {
+        got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(sha256_hex(&got), sha256_hex(&data), "the in-flight download completed intact");
+    let status = within(30, "exit", async { tokio::task::spawn_blocking(move || p.child.wait()).await }).await;
+    assert!(status.unwrap().unwrap().success());
+    let st = open_link_status(root.path(), &link).await;
+    assert_eq!(st.bytes_spent, size as u64);
+}
+
+#[tokio::test]
+async fn verify_log_names_the_first_tampered_record() {
+    let (root, _data, link) = prepare(1000, 5).await;
+    let p = write_config(root.path(), free_port());
+    let s = {
+        let cfg = test_config(root.path());
+        Server::start_with(root, cfg).await
+    };
+    for _ in 0..3 {
+        get(&link.url.replace(&link.url[7..link.url.find("/d/").unwrap()], &s.public.to_string()), &[]).await.unwrap();
+    }
+    let n = s.records().await.len() as u64;
+    assert!(n >= 7, "issued + 3 × (started, finished): {n}");
+    let root = s.stop().await;
+    let (ok, out) = verify_log(&p);
+    assert!(ok && out.contains(&format!("{n} records")), "{out}");
+
+    // Flip one byte inside record 4's JSON, straight in redb.
+    let db = redb::Database::create(root.path().join("data/keydrop.redb")).unwrap();
+    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("activity");
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_table(table).unwrap();
+        let mut raw = t.get(4).unwrap().unwrap().value().to_vec();
+        let text = String::from_utf8(raw.clone()).unwrap();
+        let at = text.find("\"bytes\":").unwrap() + 8;
+        raw[at] = if raw[at] == b'9' { b'8' } else { b'9' };
+        t.insert(4, raw.as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
+    drop(db);
+    let (ok, out) = verify_log(&p);
+    assert!(!ok, "tampering must be detected");
+    assert!(out.contains("record 4"), "{out}");
+}
