@@ -1,0 +1,253 @@
+//! `cargo bench --bench load [-- SCENARIO...]`: keydrop in-process on loopback, driven by a real
+//! HTTP/1.1 client over keep-alive connections. Durable counting and logging are on, as in
+//! production. Scenarios: `4k` (4 KiB files, 64 connections: downloads/s, p50/p99 time to first
+//! byte), `1m` (1 MiB files, 64 connections: GB/s), `1g` (one 1 GiB file, one stream: GB/s),
+//! `race` (1,000 concurrent GETs on a fresh 50-use link). `KEYDROP_BENCH_SECS` sets the length of
+//! the timed runs (default 10). Prints a table and writes `target/bench-load.json`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use keydrop::catalog::FileSpec;
+use keydrop::config::Config;
+use keydrop::links::{issue_link, IssueRequest};
+use keydrop::store::{Access, OrderGate};
+use keydrop::{run, AppState, Listeners};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    state: Arc<AppState>,
+    addr: std::net::SocketAddr,
+}
+
+async fn start() -> Bench {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut cfg = Config::default();
+    cfg.storage.data_dir = dir.path().join("data");
+    cfg.storage.files_dir = dir.path().join("files");
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = public.local_addr().unwrap();
+    cfg.server.public_base_url = format!("http://{addr}");
+    let state = AppState::open(cfg).unwrap();
+    tokio::spawn(run(Listeners { public, admin }, state.clone(), std::future::pending()));
+    state.ledger.set_access("bench-order", OrderGate { access: Access::Open, tenant_id: None }, None).await.unwrap();
+    Bench { _dir: dir, state, addr }
+}
+
+impl Bench {
+    async fn file(&self, id: &str, size: u64) {
+        let path = self.state.config.storage.files_dir.join(id);
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(size).unwrap(); // sparse: zeros, served from the page cache
+        drop(f);
+        // Warm the page cache.
+        let _ = std::fs::read(&path).map(|v| v.len());
+        self.state
+            .catalog
+            .attach(FileSpec {
+                file_id: id.into(),
+                path: id.into(),
+                filename: format!("{id}.bin"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Issues `n` links concurrently (they share group commits) and returns their paths.
+    async fn links(&self, file_id: &str, n: usize, max_uses: u32) -> Vec<String> {
+        let mut out = Vec::with_capacity(n);
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let state = self.state.clone();
+            let file_id = file_id.to_owned();
+            set.spawn(async move {
+                let l = issue_link(
+                    &state,
+                    IssueRequest {
+                        order_id: "bench-order".into(),
+                        tenant_id: None,
+                        product_id: None,
+                        file_id,
+                        ttl_secs: None,
+                        max_uses: Some(max_uses),
+                        now: chrono::Utc::now(),
+                        actor: "bench".into(),
+                    },
+                )
+                .await
+                .unwrap();
+                l.url.split_once("/d/").map(|(_, t)| format!("/d/{t}")).unwrap()
+            });
+            if i % 512 == 511 {
+                while let Some(r) = set.join_next().await {
+                    out.push(r.unwrap());
+                }
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: std::net::SocketAddr) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One GET on a keep-alive connection: (status, time to response head, body bytes).
+async fn fetch(sender: &mut Sender, path: &str) -> (u16, Duration, u64) {
+    let t0 = Instant::now();
+    sender.ready().await.unwrap();
+    let req = http::Request::get(path).header("host", "bench").body(Empty::new()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let ttfb = t0.elapsed();
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(f) = body.frame().await {
+        n += f.unwrap().into_data().map(|d| d.len() as u64).unwrap_or(0);
+    }
+    (status, ttfb, n)
+}
+
+struct LoadResult {
+    requests: u64,
+    refused: u64,
+    bytes: u64,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn load(addr: std::net::SocketAddr, paths: Arc<Vec<String>>, conns: usize, secs: u64) -> LoadResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (stop, next, paths) = (stop.clone(), next.clone(), paths.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr).await;
+            let (mut lat, mut refused, mut bytes) = (Vec::new(), 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize % paths.len();
+                let (st, ttfb, n) = fetch(&mut sender, &paths[i]).await;
+                if st != 200 {
+                    refused += 1;
+                }
+                lat.push(ttfb);
+                bytes += n;
+            }
+            (lat, refused, bytes)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut refused, mut bytes) = (Vec::new(), 0, 0);
+    for t in tasks {
+        let (l, r, b) = t.await.unwrap();
+        lat.extend(l);
+        refused += r;
+        bytes += b;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    LoadResult { requests: lat.len() as u64, refused, bytes, secs, p50_ms: pct(0.50), p99_ms: pct(0.99) }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
+    let secs: u64 = std::env::var("KEYDROP_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut json = serde_json::Map::new();
+    rt.block_on(async {
+        let b = start().await;
+        println!("{:<34} {:>14} {:>12} {:>10} {:>10}", "scenario", "rate", "throughput", "p50 ttfb", "p99 ttfb");
+        if want("4k") {
+            b.file("f4k", 4096).await;
+            let paths = Arc::new(b.links("f4k", 20_000, 50).await);
+            let r = load(b.addr, paths, 64, secs).await;
+            let rate = r.requests as f64 / r.secs;
+            println!(
+                "{:<34} {:>10.0} /s {:>9.1} MB/s {:>7.2} ms {:>7.2} ms",
+                "4 KiB x 64 conns",
+                rate,
+                r.bytes as f64 / r.secs / 1e6,
+                r.p50_ms,
+                r.p99_ms
+            );
+            assert_eq!(r.refused, 0, "budget ran out: issue more links");
+            json.insert("4k_downloads_per_sec".into(), rate.into());
+            json.insert("4k_p50_ttfb_ms".into(), r.p50_ms.into());
+            json.insert("4k_p99_ttfb_ms".into(), r.p99_ms.into());
+        }
+        if want("1m") {
+            b.file("f1m", 1 << 20).await;
+            let paths = Arc::new(b.links("f1m", 2_000, 50).await);
+            let r = load(b.addr, paths, 64, secs).await;
+            let gbps = r.bytes as f64 / r.secs / 1e9;
+            println!(
+                "{:<34} {:>10.0} /s {:>9.2} GB/s {:>7.2} ms {:>7.2} ms",
+                "1 MiB x 64 conns",
+                r.requests as f64 / r.secs,
+                gbps,
+                r.p50_ms,
+                r.p99_ms
+            );
+            json.insert("1m_gb_per_sec".into(), gbps.into());
+        }
+        if want("1g") {
+            b.file("f1g", 1 << 30).await;
+            let paths = b.links("f1g", 1, 50).await;
+            let mut sender = connect(b.addr).await;
+            fetch(&mut sender, &paths[0]).await; // warm
+            let t0 = Instant::now();
+            let (st, _, n) = fetch(&mut sender, &paths[0]).await;
+            let gbps = n as f64 / t0.elapsed().as_secs_f64() / 1e9;
+            assert_eq!((st, n), (200, 1 << 30));
+            println!("{:<34} {:>14} {:>9.2} GB/s", "1 GiB, one stream", "", gbps);
+            json.insert("1g_single_stream_gb_per_sec".into(), gbps.into());
+        }
+        if want("race") {
+            b.file("frace", 64 * 1024).await;
+            let path = Arc::new(b.links("frace", 1, 50).await.remove(0));
+            let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+            let addr = b.addr;
+            let tasks: Vec<_> = (0..1000)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        let mut s = connect(addr).await;
+                        barrier.wait().await;
+                        fetch(&mut s, &path).await.0
+                    })
+                })
+                .collect();
+            let mut got = 0;
+            for t in tasks {
+                got += u32::from(t.await.unwrap() == 200);
+            }
+            println!("{:<34} {:>14}", "race: 1000 GETs on a 50-use link", format!("{got} got it"));
+            json.insert("race_served".into(), got.into());
+        }
+    });
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../bench-load.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    println!("figures written to {}", out.display());
+}
