@@ -62,6 +62,7 @@ async fn bind_or_any(addr: std::net::SocketAddr) -> std::io::Result<TcpListener>
 /// Runs the demo in `root` (wiped first) until `shutdown` resolves.
 pub async fn run_demo(
     root: &Path,
+    sample_bytes: u64,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     if root.exists() {
@@ -70,7 +71,7 @@ pub async fn run_demo(
     let files = root.join("files");
     std::fs::create_dir_all(&files)?;
     let filename = "keydrop-sample-1.0.iso";
-    write_sample(&files.join(filename), 16 << 20)?;
+    write_sample(&files.join(filename), sample_bytes as usize)?;
 
     let mut cfg = Config::default();
     cfg.storage.data_dir = root.join("data");

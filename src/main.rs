@@ -26,6 +26,9 @@ enum Command {
         /// Where the demo's data goes (wiped first).
         #[arg(long, default_value = "demo-data")]
         dir: PathBuf,
+        /// Size of the generated sample file, in MiB.
+        #[arg(long, default_value_t = 16)]
+        sample_mib: u64,
     },
     /// Admin tokens.
     Token {
@@ -134,9 +137,11 @@ fn main() -> ExitCode {
             init_tracing();
             runtime().block_on(serve(config))
         }
-        Command::Demo { dir } => {
+        Command::Demo { dir, sample_mib } => {
             init_tracing();
-            runtime().block_on(async { demo::run_demo(&dir, shutdown_signal()).await.map_err(|e| e.to_string()) })
+            runtime().block_on(async {
+                demo::run_demo(&dir, sample_mib << 20, shutdown_signal()).await.map_err(|e| e.to_string())
+            })
         }
     };
     match result {
