@@ -221,6 +221,7 @@ async fn two_hundred_racing_gets_on_a_five_use_link_serve_exactly_five() {
     let data = s.add_file("mib", "one.bin", 1024 * 1024).await;
     s.open_order("o").await;
     let link = s.issue("o", "mib", 5).await;
+    let commits_before = s.state.store.writer().stats.commits.load(std::sync::atomic::Ordering::Relaxed);
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -247,6 +248,10 @@ async fn two_hundred_racing_gets_on_a_five_use_link_serve_exactly_five() {
         }
     }
     assert_eq!((ok, exhausted), (5, 195));
+    // Group commit: 5 reservations, 5 refunds/finished records and 195 refusal records share commits.
+    let commits = s.state.store.writer().stats.commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
+    assert!(commits < 205, "{commits} commits for 205 writes: no batching");
+    println!("racing GETs: {commits} commits for 205 logged writes");
     let st = s.settled(&link).await;
     assert_eq!(st.bytes_spent, 5 * data.len() as u64);
     assert_eq!(st.state, "exhausted");
@@ -370,4 +375,33 @@ async fn graceful_shutdown_lets_a_download_in_flight_finish_and_refuses_new_conn
     }
     assert_eq!(sha256_hex(&got), sha256_hex(&data));
     within(30, "stopped", stopping).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_connections = 3;
+    let s = Server::start_with(dir, cfg).await;
+    // Hold the three slots with idle keep-alive connections.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(within(5, "connect", tokio::net::TcpStream::connect(s.public)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, h, b) = get(&format!("http://{}/healthz", s.public), &[]).await.unwrap();
+    assert_eq!(st, 503);
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(problem(&b)["code"], "unavailable");
+    drop(held);
+    within(5, "slot freed", async {
+        loop {
+            if get(&format!("http://{}/healthz", s.public), &[]).await.unwrap().0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    s.stop().await;
 }
