@@ -44,6 +44,9 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub files_dir: PathBuf,
+    /// The key-encryption key for activation keys (32 bytes); default `data_dir/kek.key`,
+    /// generated with mode 0600 on first start.
+    pub kek_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,7 +92,7 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: "../data".into(), files_dir: "../files".into() }
+        StorageConfig { data_dir: "../data".into(), files_dir: "../files".into(), kek_file: None }
     }
 }
 
@@ -131,6 +134,11 @@ impl Config {
         for p in [&mut self.storage.data_dir, &mut self.storage.files_dir] {
             if p.is_relative() {
                 *p = normalize(&base.join(&*p));
+            }
+        }
+        if let Some(f) = self.storage.kek_file.as_mut() {
+            if f.is_relative() {
+                *f = normalize(&base.join(&*f));
             }
         }
         if let Some(f) = self.revocation.push_secret_file.as_mut() {

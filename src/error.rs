@@ -40,14 +40,47 @@ pub enum ApiError {
     NotFound,
     #[error("invalid request")]
     InvalidRequest { errors: Vec<FieldError> },
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("forbidden")]
+    Forbidden,
+    /// A 409 with one of the contract's codes (`customer_exists`, `out_of_keys`, `window_closed`…).
+    #[error("conflict: {code}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("unavailable in market")]
+    UnavailableInMarket { detail: String },
+    #[error("not found: {what}")]
+    Missing { what: &'static str },
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl ApiError {
+    /// `400 invalid_request` with one field error.
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidRequest { errors: vec![FieldError { field: field.to_owned(), message: message.into() }] }
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::Conflict { code, detail: detail.into() }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "store error");
+        ApiError::Unavailable { retry_after_secs: 5 }
+    }
+}
+
+impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Invalid | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Invalid | ApiError::NotFound | ApiError::Missing { .. } => StatusCode::NOT_FOUND,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::UnavailableInMarket { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Expired { .. } | ApiError::Exhausted | ApiError::Revoked => StatusCode::GONE,
             ApiError::Suspended => StatusCode::FORBIDDEN,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,7 +102,11 @@ impl ApiError {
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::Missing { .. } => "not_found",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden => "forbidden",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::UnavailableInMarket { .. } => "unavailable_in_market",
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::Internal(_) => "internal",
         }
@@ -90,7 +127,14 @@ impl ApiError {
             }
             ApiError::InvalidRequest { errors } => {
                 v["errors"] = serde_json::to_value(errors).unwrap_or_default();
+                if let Some(first) = errors.first() {
+                    v["detail"] = format!("{}: {}", first.field, first.message).into();
+                }
             }
+            ApiError::Conflict { detail, .. } | ApiError::UnavailableInMarket { detail } => {
+                v["detail"] = detail.clone().into();
+            }
+            ApiError::Missing { what } => v["detail"] = format!("no such {what}").into(),
             _ => {}
         }
         v
@@ -116,6 +160,9 @@ impl ApiError {
         match self {
             ApiError::Unavailable { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::Unauthenticated => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));

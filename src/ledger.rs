@@ -21,6 +21,7 @@
 
 use crate::activity::Entry;
 use crate::store::{Access, LinkRecord, Op, OrderGate, Store, StoreError};
+
 use crate::token::LinkId;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -31,12 +32,14 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Gate {
     access: AtomicU8,
+    /// The commit order of the change that set `access`; older changes never overwrite newer.
+    version: Mutex<u64>,
     pub tenant_id: Option<String>,
 }
 
 impl Gate {
     fn new(access: Access, tenant_id: Option<String>) -> Gate {
-        Gate { access: AtomicU8::new(access as u8), tenant_id }
+        Gate { access: AtomicU8::new(access as u8), version: Mutex::new(0), tenant_id }
     }
 
     pub fn access(&self) -> Access {
@@ -200,11 +203,33 @@ impl Ledger {
     /// Sets an order's access durably (with its activity record), then in memory. Closing a gate
     /// notifies every connection so in-flight downloads of that order stop at once.
     pub async fn set_access(&self, order_id: &str, gate: OrderGate, record: Option<Entry>) -> Result<(), StoreError> {
-        let mut ops = vec![Op::PutGate { order_id: order_id.to_owned(), gate: gate.clone() }];
-        ops.extend(record.map(Op::Append));
-        self.store.writer().commit(ops).await?;
+        let (order, g) = (order_id.to_owned(), gate.clone());
+        let version = self
+            .store
+            .writer()
+            .txn(move |tx| {
+                let v = tx.put_gate(&order, &g)?;
+                if let Some(r) = record {
+                    tx.append(r)?;
+                }
+                Ok(v)
+            })
+            .await?;
+        self.gate_changed(order_id, gate, version)
+    }
+
+    /// Applies a durable gate change (version from [`crate::store::writer::Tx::put_gate`]) to
+    /// memory, unless a newer change got there first.
+    pub fn gate_changed(&self, order_id: &str, gate: OrderGate, version: u64) -> Result<(), StoreError> {
         let g = self.gate(order_id, gate.tenant_id.clone())?;
-        g.access.store(gate.access as u8, Ordering::Release);
+        {
+            let mut v = g.version.lock().expect("not poisoned");
+            if *v > version {
+                return Ok(());
+            }
+            *v = version;
+            g.access.store(gate.access as u8, Ordering::Release);
+        }
         if gate.access != Access::Open {
             self.revocations.send_modify(|n| *n += 1);
         }

@@ -6,8 +6,8 @@
 //! | layer    | modules |
 //! |----------|---------|
 //! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] |
-//! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) |
-//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) |
+//! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
+//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) |
 //! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) |
 //! | shared   | [`config`] · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
 //!
@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod admin;
 pub mod body;
 pub mod catalog;
 pub mod config;
@@ -24,8 +25,11 @@ pub mod counted;
 pub mod demo;
 pub mod download;
 pub mod error;
+pub mod keys;
 pub mod ledger;
 pub mod links;
+pub mod model;
+pub mod orders;
 pub mod pages;
 pub mod range;
 pub mod representation;

@@ -143,6 +143,17 @@ pub fn text(code: &str, lang: Lang) -> (&'static str, &'static str) {
         ("method_not_allowed", _) => ("Method not allowed", "Download links answer GET and HEAD only."),
         ("not_found", _) => ("Not found", "There is nothing at this address."),
         ("invalid_request", _) => ("Invalid request", "The request could not be understood."),
+        ("unauthenticated", _) => ("Unauthenticated", "Send Authorization: Bearer <token> of a configured principal."),
+        ("forbidden", _) => ("Forbidden", "Your role may not do this."),
+        ("unavailable_in_market", _) => ("Unavailable in market", "This product is not sold in the customer's country."),
+        ("customer_exists", _) => ("Customer exists", "A customer with this tenant id or domain already exists."),
+        ("out_of_keys", _) => ("Out of keys", "The product's key pool is empty; nothing was bought."),
+        ("window_closed", _) => ("Cancellation window closed", "The cancellation window has passed."),
+        ("not_cancellable", _) => ("Not cancellable", "This order cannot be cancelled."),
+        ("support_request_required", _) => ("Support request required", "This order can only be cancelled through a support request."),
+        ("already_cancelled", _) => ("Already cancelled", "This order was cancelled already."),
+        ("not_a_subscription", _) => ("Not a subscription", "Only subscriptions can be suspended, reactivated or renewed."),
+        ("retention_expired", _) => ("Retention expired", "The suspension lasted longer than the retention period; the order has expired."),
         _ => ("Error", "The request could not be completed. Please try again later."),
     }
 }

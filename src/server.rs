@@ -208,17 +208,29 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
-    let endpoint = route(kind, &path);
-    let span = tracing::info_span!("request", method = %req.method(), route = endpoint.name(), %peer, link_id = tracing::field::Empty);
+    let endpoint = route(kind, req.method(), &path);
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = endpoint.name(),
+        %peer,
+        link_id = tracing::field::Empty,
+        principal = tracing::field::Empty,
+    );
     async move {
-        let headers = req.headers();
+        let (parts, body) = req.into_parts();
+        let headers = &parts.headers;
         let result = match endpoint {
             Endpoint::Healthz => Ok(json_ok("{\"status\":\"ok\"}")),
             Endpoint::Download { token } => {
-                let exclusive_wire = req.version() < http::Version::HTTP_2;
+                let exclusive_wire = parts.version < http::Version::HTTP_2;
                 let client = Client { peer, exclusive_wire, headers, conn: downloads };
-                download::handle(state, req.method(), token, &client, chrono::Utc::now()).await
+                download::handle(state, &parts.method, token, &client, state.now()).await
             }
+            Endpoint::Admin(call) => {
+                crate::admin::handle(state, call, &parts.method, headers, parts.uri.query(), body, peer).await
+            }
+            Endpoint::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
             Endpoint::NotFound => Err(ApiError::NotFound),
         };
         let resp = result.unwrap_or_else(|e| {

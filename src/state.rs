@@ -7,7 +7,8 @@ use crate::ledger::Ledger;
 use crate::secrets;
 use crate::store::{Store, StoreError};
 use crate::token::KeyRing;
-use std::sync::atomic::{AtomicBool, Ordering};
+use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,11 @@ pub struct AppState {
     pub ledger: Ledger,
     pub catalog: Arc<Catalog>,
     pub keys: KeyRing,
+    /// Seals and opens activation keys at rest.
+    pub sealer: crate::keys::Sealer,
     draining: AtomicBool,
+    /// Seconds added to the wall clock (tests move time forward; always 0 in production).
+    clock_offset: AtomicI64,
 }
 
 impl AppState {
@@ -35,10 +40,31 @@ impl AppState {
         std::fs::create_dir_all(&data_dir).map_err(dd_err)?;
         std::fs::create_dir_all(&config.storage.files_dir).map_err(dd_err)?;
         let keys = KeyRing::new(secrets::load_link_keys(&data_dir).map_err(dd_err)?);
+        let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
+        let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
         let store = Arc::new(Store::open(&data_dir)?);
         let ledger = Ledger::new(store.clone());
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
-        Ok(Arc::new(AppState { config, store, ledger, catalog, keys, draining: AtomicBool::new(false) }))
+        Ok(Arc::new(AppState {
+            config,
+            store,
+            ledger,
+            catalog,
+            keys,
+            sealer,
+            draining: AtomicBool::new(false),
+            clock_offset: AtomicI64::new(0),
+        }))
+    }
+
+    /// The time every decision uses.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves this server's clock forward (tests of windows, expiry and retention).
+    pub fn advance_clock(&self, secs: i64) {
+        self.clock_offset.fetch_add(secs, Ordering::Relaxed);
     }
 
     /// True once shutdown has begun: new downloads are refused with `503`.

@@ -42,6 +42,22 @@ pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("li
 pub(crate) const SPENT: TableDefinition<&[u8], u64> = TableDefinition::new("link_spent");
 pub(crate) const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 pub(crate) const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("order_gates");
+
+/// The `&str → bytes` tables (JSON values unless noted). Composite keys join parts with `\0`.
+pub const KV_TABLES: [&str; 12] = [
+    "files",
+    "order_gates",
+    "products",
+    "customers",
+    "customer_domains", // domain (lowercase) → tenant_id
+    "orders",
+    "tenant_orders", // tenant_id \0 purchased_at \0 order_id → nothing
+    writer::ORDER_LINKS,
+    "key_pool",   // product_id \0 seq (20 digits) → sealed key (raw)
+    "order_keys", // order_id \0 item_id → sealed key (raw)
+    "support_requests",
+    "meta",
+];
 pub(crate) const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
 /// `(at in microseconds, seq)` → nothing: the time index for date-range queries.
 pub(crate) const ACTIVITY_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("activity_at");
@@ -140,8 +156,9 @@ impl Store {
             let tx = db.begin_write()?;
             tx.open_table(LINKS)?;
             tx.open_table(SPENT)?;
-            tx.open_table(FILES)?;
-            tx.open_table(GATES)?;
+            for name in KV_TABLES {
+                tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
+            }
             tx.open_table(ACTIVITY)?;
             tx.open_table(ACTIVITY_AT)?;
             tx.commit()?;
@@ -199,6 +216,42 @@ impl Store {
         for item in t.range(after_seq.saturating_add(1)..)?.take(limit) {
             let (_, v) = item?;
             out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A JSON value from a key/value table.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.get_raw(table, key)?.map(|v| serde_json::from_slice(&v)).transpose()?)
+    }
+
+    pub fn get_raw(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
+        let v = t.get(key)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    /// Up to `limit` `(key, value)` pairs whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_owned(), v.value().to_vec()));
         }
         Ok(out)
     }

@@ -13,10 +13,13 @@
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
-use super::{FileRecord, LinkRecord, OrderGate, StoreError, ACTIVITY, ACTIVITY_AT, FILES, GATES, LINKS, SPENT};
+use super::{FileRecord, LinkRecord, OrderGate, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{Entry, Record, GENESIS};
 use crate::token::LinkId;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +28,6 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BATCH: usize = 4096;
 
 /// One change to apply.
-#[derive(Debug)]
 pub enum Op {
     /// `spent += bytes` for a link (a reservation).
     Reserve {
@@ -52,13 +54,23 @@ pub enum Op {
     },
     /// Appends an activity record.
     Append(Entry),
+    /// Runs a read-modify-write inside the group's transaction (the admin API's atomic steps:
+    /// take a key from the pool, check a window and revoke). The closure must validate before
+    /// it writes: a domain refusal is returned *inside* its output and writes nothing; an `Err`
+    /// fails the whole group.
+    Txn(TxnFn),
 }
 
+/// A closure run by the writer; its output is handed back through [`Committed::output`].
+pub type TxnFn = Box<dyn FnOnce(&mut Tx<'_, '_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+
 /// What a durable batch reports back.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct Committed {
     /// `seq` of the last record this batch appended, if any.
     pub last_seq: Option<u64>,
+    /// The output of the batch's last [`Op::Txn`], if any.
+    pub output: Option<Box<dyn Any + Send>>,
 }
 
 pub type Reply = oneshot::Sender<Result<Committed, StoreError>>;
@@ -96,6 +108,8 @@ struct Chain {
     next_seq: u64,
     prev_hash: String,
     last_at_us: u64,
+    /// Counts gate changes in commit order (memory only: caches start empty after a restart).
+    gate_version: u64,
 }
 
 impl Writer {
@@ -127,6 +141,16 @@ impl Writer {
         self.send_durable(ops)?.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `f` atomically in the writer's next transaction and returns its output once durable.
+    pub async fn txn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let op = Op::Txn(Box::new(move |tx| f(tx).map(|v| Box::new(v) as Box<dyn Any + Send>)));
+        let out = self.commit(vec![op]).await?.output.ok_or(StoreError::Closed)?;
+        out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::CommitFailed("txn output type".into()))
+    }
+
     /// Waits until everything queued before this call is durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.commit(Vec::new()).await.map(|_| ())
@@ -150,9 +174,9 @@ fn load_chain(db: &Database) -> Result<Chain, StoreError> {
     Ok(match last {
         Some((seq, raw)) => {
             let r: Record = serde_json::from_slice(&raw)?;
-            Chain { next_seq: seq + 1, prev_hash: r.hash, last_at_us: at_micros(&r.at) }
+            Chain { next_seq: seq + 1, prev_hash: r.hash, last_at_us: at_micros(&r.at), gate_version: 0 }
         }
-        None => Chain { next_seq: 1, prev_hash: GENESIS.to_owned(), last_at_us: 0 },
+        None => Chain { next_seq: 1, prev_hash: GENESIS.to_owned(), last_at_us: 0, gate_version: 0 },
     })
 }
 
@@ -189,17 +213,16 @@ fn run(
                 Err(_) => break,
             }
         }
-        let before =
-            Chain { next_seq: chain.next_seq, prev_hash: chain.prev_hash.clone(), last_at_us: chain.last_at_us };
-        let result = apply(&db, &group, &mut chain);
+        let before = Chain { prev_hash: chain.prev_hash.clone(), ..chain };
+        let result = apply(&db, &mut group, &mut chain);
         stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
         stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
         match result {
-            Ok(last_seqs) => {
+            Ok(results) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                for (b, last_seq) in group.drain(..).zip(last_seqs) {
+                for (b, committed) in group.drain(..).zip(results) {
                     if let Some(r) = b.reply {
-                        let _ = r.send(Ok(Committed { last_seq }));
+                        let _ = r.send(Ok(committed));
                     }
                 }
             }
@@ -220,65 +243,163 @@ fn run(
     tracing::debug!("store writer stopped");
 }
 
-/// Applies a group in one transaction; returns each batch's last appended `seq`.
-fn apply(db: &Database, group: &[Batch], chain: &mut Chain) -> Result<Vec<Option<u64>>, StoreError> {
+/// The open tables of one write transaction, and the chain position; what [`Op::Txn`] closures
+/// work with.
+pub struct Tx<'a, 't> {
+    links: &'a mut Table<'t, &'static [u8], &'static [u8]>,
+    spent: &'a mut Table<'t, &'static [u8], u64>,
+    kv: &'a mut BTreeMap<&'static str, Table<'t, &'static str, &'static [u8]>>,
+    activity: &'a mut Table<'t, u64, &'static [u8]>,
+    activity_at: &'a mut Table<'t, (u64, u64), ()>,
+    chain: &'a mut Chain,
+    now_us: u64,
+    last_seq: Option<u64>,
+}
+
+impl<'t> Tx<'_, 't> {
+    fn kv(&mut self, table: &'static str) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
+        self.kv.get_mut(table).ok_or_else(|| StoreError::CommitFailed(format!("unknown table {table}")))
+    }
+
+    pub fn get_raw(&mut self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv(table)?.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn get_json<T: DeserializeOwned>(&mut self, table: &'static str, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(self.get_raw(table, key)?.map(|v| serde_json::from_slice(&v)).transpose()?)
+    }
+
+    pub fn put_raw(&mut self, table: &'static str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.kv(table)?.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn put_json<T: Serialize>(&mut self, table: &'static str, key: &str, value: &T) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(value)?;
+        self.put_raw(table, key, &v)
+    }
+
+    pub fn remove(&mut self, table: &'static str, key: &str) -> Result<(), StoreError> {
+        self.kv(table)?.remove(key)?;
+        Ok(())
+    }
+
+    /// Up to `limit` `(key, value)` pairs whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &mut self,
+        table: &'static str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let t = self.kv(table)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes an order's gate and returns the change's version (increasing in commit order), for
+    /// [`crate::ledger::Ledger::gate_changed`].
+    pub fn put_gate(&mut self, order_id: &str, gate: &OrderGate) -> Result<u64, StoreError> {
+        self.put_json(GATES_KV, order_id, gate)?;
+        self.chain.gate_version += 1;
+        Ok(self.chain.gate_version)
+    }
+
+    /// Appends an activity record in this transaction and returns its `seq`.
+    pub fn append(&mut self, entry: Entry) -> Result<u64, StoreError> {
+        let at_us = self.now_us.max(self.chain.last_at_us);
+        let seq = self.chain.next_seq;
+        let rec = Record::seal(entry, seq, format_micros(at_us), &self.chain.prev_hash);
+        self.activity.insert(seq, serde_json::to_vec(&rec)?.as_slice())?;
+        self.activity_at.insert((at_us, seq), ())?;
+        self.chain.next_seq += 1;
+        self.chain.prev_hash = rec.hash;
+        self.chain.last_at_us = at_us;
+        self.last_seq = Some(seq);
+        Ok(seq)
+    }
+
+    fn apply(&mut self, op: Op) -> Result<Option<Box<dyn Any + Send>>, StoreError> {
+        match op {
+            Op::Reserve { link, bytes } => {
+                let cur = self.spent.get(link.as_slice())?.map_or(0, |v| v.value());
+                self.spent.insert(link.as_slice(), cur.saturating_add(bytes))?;
+            }
+            Op::Refund { link, bytes } => {
+                let cur = self.spent.get(link.as_slice())?.map_or(0, |v| v.value());
+                self.spent.insert(link.as_slice(), cur.saturating_sub(bytes))?;
+            }
+            Op::PutLink(rec) => {
+                let id = hex::decode(&rec.link_id).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
+                self.links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
+                self.spent.insert(id.as_slice(), 0)?;
+                self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
+            }
+            Op::PutFile(rec) => self.put_json(FILES_KV, &rec.file_id, &rec)?,
+            Op::SetFileSha { file_id, size, sha256 } => {
+                let existing: Option<FileRecord> = self.get_json(FILES_KV, &file_id)?;
+                if let Some(mut rec) = existing.filter(|r| r.size == size) {
+                    rec.sha256 = Some(sha256);
+                    self.put_json(FILES_KV, &file_id, &rec)?;
+                }
+            }
+            Op::PutGate { order_id, gate } => {
+                self.put_gate(&order_id, &gate)?;
+            }
+            Op::Append(entry) => {
+                self.append(entry)?;
+            }
+            Op::Txn(f) => return f(self).map(Some),
+        }
+        Ok(None)
+    }
+}
+
+const FILES_KV: &str = "files";
+const GATES_KV: &str = "order_gates";
+/// `order_id \0 link_id` → nothing: the links of an order.
+pub const ORDER_LINKS: &str = "order_links";
+
+/// Applies a group in one transaction; returns what each batch reports.
+fn apply(db: &Database, group: &mut [Batch], chain: &mut Chain) -> Result<Vec<Committed>, StoreError> {
     let tx = db.begin_write()?;
-    let mut last_seqs = Vec::with_capacity(group.len());
+    let mut results = Vec::with_capacity(group.len());
     {
         let mut links = tx.open_table(LINKS)?;
         let mut spent = tx.open_table(SPENT)?;
-        let mut files = tx.open_table(FILES)?;
-        let mut gates = tx.open_table(GATES)?;
         let mut activity = tx.open_table(ACTIVITY)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
-        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
-        for b in group {
-            let mut last = None;
-            for op in &b.ops {
-                match op {
-                    Op::Reserve { link, bytes } => {
-                        let cur = spent.get(link.as_slice())?.map_or(0, |v| v.value());
-                        spent.insert(link.as_slice(), cur.saturating_add(*bytes))?;
-                    }
-                    Op::Refund { link, bytes } => {
-                        let cur = spent.get(link.as_slice())?.map_or(0, |v| v.value());
-                        spent.insert(link.as_slice(), cur.saturating_sub(*bytes))?;
-                    }
-                    Op::PutLink(rec) => {
-                        let id = hex::decode(&rec.link_id).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
-                        links.insert(id.as_slice(), serde_json::to_vec(rec)?.as_slice())?;
-                        spent.insert(id.as_slice(), 0)?;
-                    }
-                    Op::PutFile(rec) => {
-                        files.insert(rec.file_id.as_str(), serde_json::to_vec(rec)?.as_slice())?;
-                    }
-                    Op::SetFileSha { file_id, size, sha256 } => {
-                        let existing: Option<FileRecord> =
-                            files.get(file_id.as_str())?.map(|v| serde_json::from_slice(v.value())).transpose()?;
-                        if let Some(mut rec) = existing.filter(|r| r.size == *size) {
-                            rec.sha256 = Some(sha256.clone());
-                            files.insert(file_id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
-                        }
-                    }
-                    Op::PutGate { order_id, gate } => {
-                        gates.insert(order_id.as_str(), serde_json::to_vec(gate)?.as_slice())?;
-                    }
-                    Op::Append(entry) => {
-                        let at_us = now_us.max(chain.last_at_us);
-                        let seq = chain.next_seq;
-                        let rec = Record::seal(entry.clone(), seq, format_micros(at_us), &chain.prev_hash);
-                        activity.insert(seq, serde_json::to_vec(&rec)?.as_slice())?;
-                        activity_at.insert((at_us, seq), ())?;
-                        chain.next_seq += 1;
-                        chain.prev_hash = rec.hash;
-                        chain.last_at_us = at_us;
-                        last = Some(seq);
-                    }
+        let mut kv = BTreeMap::new();
+        for name in KV_TABLES {
+            kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
+        }
+        let mut t = Tx {
+            links: &mut links,
+            spent: &mut spent,
+            kv: &mut kv,
+            activity: &mut activity,
+            activity_at: &mut activity_at,
+            chain,
+            now_us: chrono::Utc::now().timestamp_micros().max(0) as u64,
+            last_seq: None,
+        };
+        for b in group.iter_mut() {
+            t.last_seq = None;
+            let mut output = None;
+            for op in std::mem::take(&mut b.ops) {
+                if let Some(o) = t.apply(op)? {
+                    output = Some(o);
                 }
             }
-            last_seqs.push(last);
+            results.push(Committed { last_seq: t.last_seq, output });
         }
     }
     tx.commit()?;
-    Ok(last_seqs)
+    Ok(results)
 }

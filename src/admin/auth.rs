@@ -1,0 +1,121 @@
+//! Admin authentication: `Authorization: Bearer <token>` of a configured principal, matched by
+//! the SHA-256 of the token against every principal's `token_sha256` in constant time (every
+//! principal is compared, so timing says nothing about which prefix matched). No principals
+//! configured means no admin access at all: authentication fails closed.
+
+use crate::config::Principal as PrincipalConfig;
+use crate::error::ApiError;
+use http::HeaderMap;
+
+/// The roles of API.md §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    AdminAgent,
+    GlobalAdmin,
+    BillingAdmin,
+    SalesAgent,
+    HelpdeskAgent,
+    AccountAdmin,
+    ReferralAdmin,
+    MarketingContentAdmin,
+}
+
+impl Role {
+    pub const ALL: [Role; 8] = [
+        Role::AdminAgent,
+        Role::GlobalAdmin,
+        Role::BillingAdmin,
+        Role::SalesAgent,
+        Role::HelpdeskAgent,
+        Role::AccountAdmin,
+        Role::ReferralAdmin,
+        Role::MarketingContentAdmin,
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::AdminAgent => "admin_agent",
+            Role::GlobalAdmin => "global_admin",
+            Role::BillingAdmin => "billing_admin",
+            Role::SalesAgent => "sales_agent",
+            Role::HelpdeskAgent => "helpdesk_agent",
+            Role::AccountAdmin => "account_admin",
+            Role::ReferralAdmin => "referral_admin",
+            Role::MarketingContentAdmin => "marketing_content_admin",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Finds the principal a request's bearer token belongs to.
+pub fn authenticate(headers: &HeaderMap, principals: &[PrincipalConfig]) -> Result<Principal, ApiError> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 512)
+        .ok_or(ApiError::Unauthenticated)?;
+    let presented = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut found = None;
+    for p in principals {
+        let Ok(expected) = hex::decode(&p.token_sha256) else { continue };
+        // Constant-time comparison of the digests; keep scanning to not reveal the position.
+        let equal = expected.len() == presented.as_ref().len()
+            && expected.iter().zip(presented.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if equal && found.is_none() {
+            found = Some(p);
+        }
+    }
+    let p = found.ok_or(ApiError::Unauthenticated)?;
+    let role = Role::parse(&p.role).ok_or_else(|| {
+        tracing::error!(principal = %p.name, "principal has an unknown role");
+        ApiError::Forbidden
+    })?;
+    Ok(Principal { name: p.name.clone(), role })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(name: &str, role: &str, token: &str) -> PrincipalConfig {
+        PrincipalConfig {
+            name: name.into(),
+            role: role.into(),
+            token_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes())),
+        }
+    }
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_token_finds_its_principal() {
+        let ps = [principal("alice", "admin_agent", "t-alice"), principal("bob", "global_admin", "t-bob")];
+        let p = authenticate(&headers("Bearer t-bob"), &ps).unwrap();
+        assert_eq!((p.name.as_str(), p.role), ("bob", Role::GlobalAdmin));
+    }
+
+    #[test]
+    fn missing_wrong_or_unconfigured_fails_closed() {
+        let ps = [principal("alice", "admin_agent", "t-alice")];
+        assert!(matches!(authenticate(&HeaderMap::new(), &ps), Err(ApiError::Unauthenticated)));
+        assert!(matches!(authenticate(&headers("Bearer nope"), &ps), Err(ApiError::Unauthenticated)));
+        assert!(matches!(authenticate(&headers("Basic t-alice"), &ps), Err(ApiError::Unauthenticated)));
+        assert!(matches!(authenticate(&headers("Bearer t-alice"), &[]), Err(ApiError::Unauthenticated)));
+    }
+}

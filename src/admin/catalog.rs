@@ -1,0 +1,195 @@
+//! Catalog calls: products, their files, their key pools. Keys are sealed before they reach the
+//! writer and never appear in any answer.
+
+use super::input::{got, Fields};
+use super::{check_id, Ctx, Reply};
+use crate::catalog::{FileError, FileSpec};
+use crate::error::ApiError;
+use crate::model::{CancelPolicy, Product, ProductKind};
+use crate::orders::{is_country, market_list};
+use crate::store::FileRecord;
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+const PRODUCT_FIELDS: &[&str] = &[
+    "name",
+    "kind",
+    "term_days",
+    "unit_price_cents",
+    "currency",
+    "cancel_policy",
+    "unavailable_markets",
+    "key_required",
+];
+
+pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    check_id("product_id", product_id)?;
+    let mut f = Fields::new(body, PRODUCT_FIELDS);
+    let name = f.req_str("name", 200);
+    let kind = f.req_enum("kind", &["perpetual", "subscription"]);
+    let term_days = f.opt_u64("term_days", 1, 3650);
+    let price = f.req_u64("unit_price_cents", 0, 1_000_000_000_000);
+    let currency = f.req_str("currency", 3);
+    let policy = f.req_enum("cancel_policy", &["standard", "none", "support_request"]);
+    let markets = f.str_array("unavailable_markets", false, 300, 64).unwrap_or_default();
+    let key_required = f.opt_bool("key_required").unwrap_or(false);
+    if let Some(c) = &currency {
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            f.error("currency", "must be an ISO 4217 code such as USD");
+        }
+    }
+    if kind == Some("subscription") && term_days.is_none() {
+        f.error("term_days", "is required for subscriptions");
+    }
+    for (i, m) in markets.iter().enumerate() {
+        if !(is_country(m) || market_list(m).is_some()) {
+            f.error(
+                &format!("unavailable_markets[{i}]"),
+                "must be an ISO 3166-1 alpha-2 code or a shipped list such as @azure-reservations",
+            );
+        }
+    }
+    f.finish()?;
+    let product = Product {
+        product_id: product_id.to_owned(),
+        name: got(name),
+        kind: if kind == Some("subscription") { ProductKind::Subscription } else { ProductKind::Perpetual },
+        term_days: if kind == Some("subscription") { term_days.map(|d| d as u32) } else { None },
+        unit_price_cents: got(price),
+        currency: got(currency),
+        cancel_policy: match policy {
+            Some("none") => CancelPolicy::None,
+            Some("support_request") => CancelPolicy::SupportRequest,
+            _ => CancelPolicy::Standard,
+        },
+        unavailable_markets: markets,
+        key_required,
+        updated_at: ctx.state.now(),
+    };
+    let p = product.clone();
+    let created = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            let existed = tx.get_raw("products", &p.product_id)?.is_some();
+            tx.put_json("products", &p.product_id, &p)?;
+            Ok(!existed)
+        })
+        .await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, product_json(ctx, &product)?))
+}
+
+fn file_json(f: &FileRecord) -> Value {
+    json!({
+        "file_id": f.file_id, "product_id": f.product_id, "version": f.version, "language": f.language,
+        "file_type": f.file_type, "path": f.path, "filename": f.filename, "size": f.size, "sha256": f.sha256,
+    })
+}
+
+/// The files attached to a product.
+pub fn files_of(ctx: &Ctx<'_>, product_id: &str) -> Result<Vec<FileRecord>, ApiError> {
+    let all = ctx.state.store.scan_prefix("files", "", usize::MAX)?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<FileRecord>(&v).ok())
+        .filter(|f| f.product_id.as_deref() == Some(product_id))
+        .collect())
+}
+
+fn keys_available(ctx: &Ctx<'_>, product_id: &str) -> Result<usize, ApiError> {
+    Ok(ctx.state.store.scan_prefix("key_pool", &format!("{product_id}\0"), usize::MAX)?.len())
+}
+
+fn product_json(ctx: &Ctx<'_>, p: &Product) -> Result<Value, ApiError> {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    v["files"] = files_of(ctx, &p.product_id)?.iter().map(file_json).collect();
+    v["keys_available"] = keys_available(ctx, &p.product_id)?.into();
+    Ok(v)
+}
+
+pub fn load_product(ctx: &Ctx<'_>, product_id: &str) -> Result<Product, ApiError> {
+    ctx.state.store.get_json("products", product_id)?.ok_or(ApiError::Missing { what: "product" })
+}
+
+pub async fn put_file(
+    ctx: &Ctx<'_>,
+    product_id: &str,
+    file_id: &str,
+    body: &Map<String, Value>,
+) -> Result<Reply, ApiError> {
+    check_id("file_id", file_id)?;
+    load_product(ctx, product_id)?;
+    let mut f = Fields::new(body, &["version", "language", "file_type", "path", "filename"]);
+    let version = f.opt_str("version", 64);
+    let language = f.opt_str("language", 35);
+    let file_type = f.opt_str("file_type", 32);
+    let path = f.req_str("path", 1024);
+    let filename = f.req_str("filename", 255);
+    if filename.as_deref().is_some_and(|n| n.contains(['/', '\\'])) {
+        f.error("filename", "must be a file name, not a path");
+    }
+    f.finish()?;
+    let existed = ctx.state.catalog.record(file_id)?.is_some();
+    let spec = FileSpec {
+        file_id: file_id.to_owned(),
+        product_id: Some(product_id.to_owned()),
+        path: got(path),
+        filename: got(filename),
+        version,
+        language,
+        file_type,
+    };
+    let rec = ctx.state.catalog.attach(spec).await.map_err(|e| match e {
+        FileError::OutsideFilesDir => ApiError::field("path", "must be relative to files_dir and stay inside it"),
+        FileError::Missing => ApiError::field("path", "no such file under files_dir"),
+        FileError::NotAFile => ApiError::field("path", "is not a regular file"),
+        FileError::Store(s) => s.into(),
+    })?;
+    Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, file_json(&rec)))
+}
+
+pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    load_product(ctx, product_id)?;
+    let mut f = Fields::new(body, &["keys"]);
+    let keys = f.str_array("keys", true, 10_000, 256);
+    if keys.as_ref().is_some_and(Vec::is_empty) {
+        f.error("keys", "must not be empty");
+    }
+    f.finish()?;
+    let sealed: Vec<Vec<u8>> = got(keys).iter().map(|k| ctx.state.sealer.seal(product_id, k.trim())).collect();
+    let pid = product_id.to_owned();
+    let (added, available) = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            let counter = format!("key_seq\0{pid}");
+            let mut seq: u64 = tx.get_json("meta", &counter)?.unwrap_or(0);
+            for s in &sealed {
+                seq += 1;
+                tx.put_raw("key_pool", &format!("{pid}\0{seq:020}"), s)?;
+            }
+            tx.put_json("meta", &counter, &seq)?;
+            let available = tx.scan_prefix("key_pool", &format!("{pid}\0"), usize::MAX)?.len();
+            Ok((sealed.len(), available))
+        })
+        .await?;
+    Ok((StatusCode::CREATED, json!({ "added": added, "available": available })))
+}
+
+pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let mut products = Vec::new();
+    for (_, v) in ctx.state.store.scan_prefix("products", "", usize::MAX)? {
+        if let Ok(p) = serde_json::from_slice::<Product>(&v) {
+            products.push(product_json(ctx, &p)?);
+        }
+    }
+    Ok((StatusCode::OK, json!({ "products": products })))
+}
+
+pub fn get(ctx: &Ctx<'_>, product_id: &str) -> Result<Reply, ApiError> {
+    let p = load_product(ctx, product_id)?;
+    Ok((StatusCode::OK, product_json(ctx, &p)?))
+}

@@ -1,0 +1,125 @@
+//! Customer calls: create, look up by tenant GUID or domain, and the purchased-software list.
+
+use super::input::{got, Fields};
+use super::{Ctx, Reply};
+use crate::error::ApiError;
+use crate::model::{Customer, Order, OrderStatus};
+use crate::orders::{effective_status, is_country, is_guid};
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+fn valid_domain(d: &str) -> bool {
+    d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    let mut f = Fields::new(body, &["tenant_id", "domain", "name", "country"]);
+    let tenant_id = f.req_str("tenant_id", 36);
+    let domain = f.req_str("domain", 253).map(|d| d.to_ascii_lowercase());
+    let name = f.req_str("name", 200);
+    let country = f.req_str("country", 2);
+    if tenant_id.as_deref().is_some_and(|t| !is_guid(t)) {
+        f.error("tenant_id", "must be a GUID such as 3f2a9c4e-8d1b-4e6a-9f0c-5b7d2e1a4c8f");
+    }
+    if domain.as_deref().is_some_and(|d| !valid_domain(d)) {
+        f.error("domain", "must be a domain name such as contoso.com");
+    }
+    if country.as_deref().is_some_and(|c| !is_country(c)) {
+        f.error("country", "must be an ISO 3166-1 alpha-2 code such as US");
+    }
+    f.finish()?;
+    let c = Customer {
+        tenant_id: got(tenant_id).to_ascii_lowercase(),
+        domain: got(domain),
+        name: got(name),
+        country: got(country),
+        created_at: ctx.state.now(),
+    };
+    let stored = c.clone();
+    let created = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            if tx.get_raw("customers", &stored.tenant_id)?.is_some() {
+                return Ok(Err("a customer with this tenant_id exists"));
+            }
+            if tx.get_raw("customer_domains", &stored.domain)?.is_some() {
+                return Ok(Err("a customer with this domain exists"));
+            }
+            tx.put_json("customers", &stored.tenant_id, &stored)?;
+            tx.put_raw("customer_domains", &stored.domain, stored.tenant_id.as_bytes())?;
+            Ok(Ok(()))
+        })
+        .await?;
+    created.map_err(|d| ApiError::conflict("customer_exists", d))?;
+    Ok((StatusCode::CREATED, serde_json::to_value(&c).unwrap_or_default()))
+}
+
+/// A customer by tenant GUID (any case) or by domain.
+pub fn lookup(ctx: &Ctx<'_>, tenant_or_domain: &str) -> Result<Option<Customer>, ApiError> {
+    let key = tenant_or_domain.to_ascii_lowercase();
+    if is_guid(&key) {
+        return Ok(ctx.state.store.get_json("customers", &key)?);
+    }
+    match ctx.state.store.get_raw("customer_domains", &key)? {
+        Some(t) => Ok(ctx.state.store.get_json("customers", &String::from_utf8_lossy(&t))?),
+        None => Ok(None),
+    }
+}
+
+pub fn get(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
+    let c: Customer = ctx
+        .state
+        .store
+        .get_json("customers", &tenant_id.to_ascii_lowercase())?
+        .ok_or(ApiError::Missing { what: "customer" })?;
+    Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
+}
+
+pub fn find(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let domain = ctx.query_param("domain").ok_or_else(|| ApiError::field("domain", "is required"))?;
+    let c = lookup(ctx, &domain)?.ok_or(ApiError::Missing { what: "customer" })?;
+    Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
+}
+
+/// A tenant's orders, newest first.
+pub fn orders_of(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Vec<Order>, ApiError> {
+    let mut out = Vec::new();
+    for (k, _) in ctx.state.store.scan_prefix("tenant_orders", &format!("{tenant_id}\0"), usize::MAX)?.into_iter().rev()
+    {
+        if let Some(order_id) = k.rsplit('\0').next() {
+            if let Some(o) = ctx.state.store.get_json::<Order>("orders", order_id)? {
+                out.push(o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn software(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
+    let tenant_id = tenant_id.to_ascii_lowercase();
+    ctx.state.store.get_raw("customers", &tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
+    let now = ctx.state.now();
+    let retention = ctx.state.config.orders.suspension_retention_days;
+    let mut items = Vec::new();
+    for o in orders_of(ctx, &tenant_id)? {
+        let status = effective_status(&o, now, retention);
+        for i in &o.items {
+            items.push(json!({
+                "order_id": o.order_id, "item_id": i.item_id, "product_id": i.product_id, "name": i.name,
+                "kind": i.kind, "status": status, "purchased_at": o.purchased_at,
+                "key_available": i.has_key && status == OrderStatus::Active,
+            }));
+        }
+    }
+    Ok((StatusCode::OK, json!({ "items": items })))
+}

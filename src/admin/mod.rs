@@ -1,0 +1,132 @@
+//! The admin API (API.md §4) on the admin listener: authenticate, check the endpoint's roles,
+//! read the body, dispatch to one handler per call. Every answer is JSON; every refusal is a
+//! problem body from [`crate::error`].
+
+pub mod auth;
+mod catalog;
+mod customers;
+pub mod input;
+mod orders;
+mod support;
+
+use crate::activity::{Entry, Kind};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::router::{Admin, Caller};
+use crate::state::AppState;
+use auth::Principal;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What every handler gets: the state, the caller, and the request's identity for the log.
+pub struct Ctx<'a> {
+    pub state: &'a Arc<AppState>,
+    pub who: Principal,
+    pub peer: SocketAddr,
+    pub user_agent: Option<String>,
+    pub query: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// An activity entry with this call's actor, IP and user agent.
+    pub fn entry(&self, kind: Kind) -> Entry {
+        let mut e = Entry::new(kind);
+        e.actor = Some(self.who.name.clone());
+        e.ip = Some(self.peer.ip().to_string());
+        e.user_agent = self.user_agent.clone();
+        e
+    }
+
+    /// A query-string parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name)
+                .then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+        })
+    }
+}
+
+pub type Reply = (StatusCode, Value);
+
+/// Handles one admin call.
+pub async fn handle<B>(
+    state: &Arc<AppState>,
+    call: Admin,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: B,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let who = auth::authenticate(headers, &state.config.principals)?;
+    tracing::Span::current().record("principal", who.name.as_str());
+    match call.caller() {
+        Caller::Roles(roles) if !roles.contains(&who.role) => return Err(ApiError::Forbidden),
+        _ => {}
+    }
+    let obj: Map<String, Value> = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        input::read_object(body).await?
+    } else {
+        Map::new()
+    };
+    let user_agent =
+        headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect());
+    let ctx = Ctx { state, who, peer, user_agent, query: query.map(str::to_owned) };
+    let (status, value) = match call {
+        Admin::PutProduct { product_id } => catalog::put_product(&ctx, &product_id, &obj).await?,
+        Admin::PutFile { product_id, file_id } => catalog::put_file(&ctx, &product_id, &file_id, &obj).await?,
+        Admin::AddKeys { product_id } => catalog::add_keys(&ctx, &product_id, &obj).await?,
+        Admin::ListProducts => catalog::list(&ctx)?,
+        Admin::GetProduct { product_id } => catalog::get(&ctx, &product_id)?,
+        Admin::CreateCustomer => customers::create(&ctx, &obj).await?,
+        Admin::FindCustomer => customers::find(&ctx)?,
+        Admin::GetCustomer { tenant_id } => customers::get(&ctx, &tenant_id)?,
+        Admin::Software { tenant_id } => customers::software(&ctx, &tenant_id)?,
+        Admin::Buy { tenant_id } => orders::buy(&ctx, &tenant_id, &obj).await?,
+        Admin::GetOrder { order_id } => orders::get(&ctx, &order_id)?,
+        Admin::PatchOrder { order_id } => orders::patch(&ctx, &order_id, &obj).await?,
+        Admin::Downloads { order_id } => orders::downloads(&ctx, &order_id, &obj).await?,
+        Admin::Keys { order_id } => orders::keys(&ctx, &order_id).await?,
+        Admin::Cancellation { order_id } => orders::cancellation(&ctx, &order_id)?,
+        Admin::Cancel { order_id } => orders::cancel(&ctx, &order_id, &obj).await?,
+        Admin::Suspend { order_id } => orders::suspend(&ctx, &order_id).await?,
+        Admin::Reactivate { order_id } => orders::reactivate(&ctx, &order_id).await?,
+        Admin::GetLink { link_id } => match crate::links::link_status(state, &link_id, state.now()).await? {
+            Some(s) => (StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
+            None => return Err(ApiError::Missing { what: "link" }),
+        },
+        Admin::CreateSupportRequest => support::create(&ctx, &obj).await?,
+        Admin::GetSupportRequest { request_id } => support::get(&ctx, &request_id)?,
+    };
+    Ok(json(status, &value))
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::from_bytes(value.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A fresh id: `prefix` and 16 random hex digits.
+pub fn new_id(prefix: &str) -> String {
+    let raw: [u8; 8] = crate::secrets::random_bytes();
+    format!("{prefix}{}", hex::encode(raw))
+}
+
+/// Identifiers chosen by callers (product and file ids): 1–64 of `A-Z a-z 0-9 . _ -`.
+pub fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(ApiError::field(field, "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"));
+    }
+    Ok(())
+}

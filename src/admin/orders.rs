@@ -1,0 +1,441 @@
+//! Order calls: buy, read, "get keys and downloads", keys, cancellation (preview and cancel),
+//! subscriptions (suspend, reactivate, auto-renew). Each state change runs as one writer
+//! transaction together with its gate change and activity record; the in-memory gate follows
+//! after the commit, so the next download request already sees it.
+
+use super::catalog::{files_of, load_product};
+use super::input::{got, Fields};
+use super::{new_id, Ctx, Reply};
+use crate::activity::Kind;
+use crate::error::ApiError;
+use crate::links::{issue_link, IssueError, IssueRequest};
+use crate::model::{Customer, Order, OrderItem, OrderStatus, ProductKind};
+use crate::orders::{cancellation as preview, effective_status, tax_included, unavailable_in};
+use crate::store::{writer::ORDER_LINKS, Access, OrderGate};
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
+    ctx.state.store.get_json("orders", order_id)?.ok_or(ApiError::Missing { what: "order" })
+}
+
+fn order_json(ctx: &Ctx<'_>, o: &Order) -> Value {
+    let status = effective_status(o, ctx.state.now(), ctx.state.config.orders.suspension_retention_days);
+    json!({
+        "order_id": o.order_id, "tenant_id": o.tenant_id, "status": status, "purchased_at": o.purchased_at,
+        "items": o.items.iter().map(|i| json!({
+            "item_id": i.item_id, "product_id": i.product_id, "kind": i.kind, "quantity": i.quantity,
+            "unit_price_cents": i.unit_price_cents,
+        })).collect::<Vec<_>>(),
+        "currency": o.currency, "total_cents": o.total_cents, "tax_included": o.tax_included,
+        "auto_renew": o.auto_renew, "suspended_at": o.suspended_at, "cancelled_at": o.cancelled_at,
+        "credit_cents": o.credit_cents,
+    })
+}
+
+/// Refuses access to an order's keys and links unless it is active (and not revoked by a push).
+fn require_active(ctx: &Ctx<'_>, o: &Order) -> Result<(), ApiError> {
+    match effective_status(o, ctx.state.now(), ctx.state.config.orders.suspension_retention_days) {
+        OrderStatus::Cancelled | OrderStatus::Expired => return Err(ApiError::Revoked),
+        OrderStatus::Suspended => return Err(ApiError::Suspended),
+        OrderStatus::Active => {}
+    }
+    match ctx.state.ledger.gate(&o.order_id, Some(o.tenant_id.clone()))?.access() {
+        Access::Revoked => Err(ApiError::Revoked),
+        Access::Suspended => Err(ApiError::Suspended),
+        Access::Open => Ok(()),
+    }
+}
+
+pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    let tenant_id = tenant_id.to_ascii_lowercase();
+    let customer: Customer =
+        ctx.state.store.get_json("customers", &tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
+    let now = ctx.state.now();
+    let mut f = Fields::new(body, &["items", "purchased_at"]);
+    let items = f.objects("items", 100, &["product_id", "quantity"], |i| {
+        let p = i.req_str("product_id", 64);
+        let q = i.req_u64("quantity", 1, 100_000);
+        Some((p?, q? as u32))
+    });
+    let purchased_at = f.opt_time("purchased_at");
+    if purchased_at.is_some_and(|t| t > now) {
+        f.error("purchased_at", "must not be in the future");
+    }
+    let mut lines = Vec::new();
+    for (i, (pid, qty)) in items.clone().unwrap_or_default().into_iter().enumerate() {
+        match load_product(ctx, &pid) {
+            Ok(p) => lines.push((p, qty)),
+            Err(ApiError::Missing { .. }) => f.error(&format!("items[{i}].product_id"), "no such product"),
+            Err(e) => return Err(e),
+        }
+    }
+    if lines.windows(2).any(|w| w[0].0.currency != w[1].0.currency) {
+        f.error("items", "all products of one order must have the same currency");
+    }
+    if lines.windows(2).any(|w| w[0].0.kind != w[1].0.kind) {
+        f.error("items", "an order holds either perpetual or subscription products, not both");
+    }
+    f.finish()?;
+    if let Some((p, _)) = lines.iter().find(|(p, _)| unavailable_in(&p.unavailable_markets, &customer.country)) {
+        return Err(ApiError::UnavailableInMarket {
+            detail: format!("{} is not available in {}", p.product_id, customer.country),
+        });
+    }
+    let order = Order {
+        order_id: new_id("ord_"),
+        tenant_id: tenant_id.clone(),
+        status: OrderStatus::Active,
+        purchased_at: purchased_at.unwrap_or(now),
+        items: lines
+            .iter()
+            .map(|(p, q)| OrderItem {
+                item_id: new_id("itm_"),
+                product_id: p.product_id.clone(),
+                kind: p.kind,
+                quantity: *q,
+                unit_price_cents: p.unit_price_cents,
+                name: p.name.clone(),
+                cancel_policy: p.cancel_policy,
+                term_days: p.term_days,
+                has_key: p.key_required,
+            })
+            .collect(),
+        currency: lines[0].0.currency.clone(),
+        total_cents: lines.iter().map(|(p, q)| p.unit_price_cents.saturating_mul(u64::from(*q))).sum(),
+        tax_included: tax_included(&customer.country),
+        auto_renew: (lines[0].0.kind == ProductKind::Subscription).then_some(true),
+        suspended_at: None,
+        cancelled_at: None,
+        credit_cents: None,
+        cancel_reason: None,
+    };
+    let mut created = ctx.entry(Kind::OrderCreated);
+    created.tenant_id = Some(tenant_id.clone());
+    created.order_id = Some(order.order_id.clone());
+    created.product_id = (order.items.len() == 1).then(|| order.items[0].product_id.clone());
+    created.outcome = Some("created".into());
+    let o = order.clone();
+    let version = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            // Check every pool first: an order that cannot get all its keys buys nothing.
+            let mut needed: std::collections::BTreeMap<&str, usize> = Default::default();
+            for i in o.items.iter().filter(|i| i.has_key) {
+                *needed.entry(i.product_id.as_str()).or_default() += 1;
+            }
+            let mut taken = Vec::new();
+            for (pid, n) in &needed {
+                let keys = tx.scan_prefix("key_pool", &format!("{pid}\0"), *n)?;
+                if keys.len() < *n {
+                    return Ok(Err(pid.to_string()));
+                }
+                taken.extend(keys);
+            }
+            for i in o.items.iter().filter(|i| i.has_key) {
+                let idx =
+                    taken.iter().position(|(k, _)| k.starts_with(&format!("{}\0", i.product_id))).expect("checked");
+                let (pool_key, sealed) = taken.remove(idx);
+                tx.remove("key_pool", &pool_key)?;
+                tx.put_raw("order_keys", &format!("{}\0{}", o.order_id, i.item_id), &sealed)?;
+            }
+            tx.put_json("orders", &o.order_id, &o)?;
+            let index = format!("{}\0{}\0{}", o.tenant_id, o.purchased_at.format("%Y%m%dT%H%M%S%.6f"), o.order_id);
+            tx.put_raw("tenant_orders", &index, b"")?;
+            let v =
+                tx.put_gate(&o.order_id, &OrderGate { access: Access::Open, tenant_id: Some(o.tenant_id.clone()) })?;
+            tx.append(created)?;
+            Ok(Ok(v))
+        })
+        .await?;
+    let version = version.map_err(|pid| {
+        ApiError::conflict("out_of_keys", format!("no activation keys left for {pid}; nothing was bought"))
+    })?;
+    ctx.state.ledger.gate_changed(
+        &order.order_id,
+        OrderGate { access: Access::Open, tenant_id: Some(tenant_id) },
+        version,
+    )?;
+    Ok((StatusCode::CREATED, order_json(ctx, &order)))
+}
+
+pub fn get(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    Ok((StatusCode::OK, order_json(ctx, &load(ctx, order_id)?)))
+}
+
+/// Decrypts the keys of an order's items (optionally of one product), writing `key.accessed`
+/// for each, durably, before they are returned.
+async fn open_keys(ctx: &Ctx<'_>, o: &Order, product: Option<&str>) -> Result<Vec<(String, String, String)>, ApiError> {
+    let mut out = Vec::new();
+    let mut records = Vec::new();
+    for i in o.items.iter().filter(|i| i.has_key && product.is_none_or(|p| p == i.product_id)) {
+        let Some(sealed) = ctx.state.store.get_raw("order_keys", &format!("{}\0{}", o.order_id, i.item_id))? else {
+            continue;
+        };
+        let key = ctx.state.sealer.open(&i.product_id, &sealed).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut e = ctx.entry(Kind::KeyAccessed);
+        e.tenant_id = Some(o.tenant_id.clone());
+        e.order_id = Some(o.order_id.clone());
+        e.product_id = Some(i.product_id.clone());
+        e.outcome = Some("disclosed".into());
+        records.push(crate::store::Op::Append(e));
+        out.push((i.item_id.clone(), i.product_id.clone(), key));
+    }
+    if !records.is_empty() {
+        ctx.state.store.writer().commit(records).await?;
+    }
+    Ok(out)
+}
+
+pub async fn keys(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    let o = load(ctx, order_id)?;
+    require_active(ctx, &o)?;
+    let keys = open_keys(ctx, &o, None).await?;
+    let keys: Vec<Value> = keys
+        .into_iter()
+        .map(|(item_id, product_id, key)| json!({"item_id": item_id, "product_id": product_id, "key": key}))
+        .collect();
+    Ok((StatusCode::OK, json!({ "keys": keys })))
+}
+
+pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    let o = load(ctx, order_id)?;
+    let cfg = &ctx.state.config.links;
+    let max_ttl = u64::from(cfg.ttl_days) * 86_400;
+    let mut f = Fields::new(body, &["product_id", "version", "language", "file_type", "ttl_seconds", "max_uses"]);
+    let product_id = f.req_str("product_id", 64);
+    let version = f.opt_str("version", 64);
+    let language = f.opt_str("language", 35);
+    let file_type = f.opt_str("file_type", 32);
+    let ttl = f.opt_u64("ttl_seconds", 1, max_ttl);
+    let max_uses = f.opt_u64("max_uses", 1, u64::from(cfg.max_uses));
+    if product_id.as_ref().is_some_and(|p| !o.items.iter().any(|i| &i.product_id == p)) {
+        f.error("product_id", "is not part of this order");
+    }
+    f.finish()?;
+    require_active(ctx, &o)?;
+    let product_id = got(product_id);
+    let files: Vec<_> = files_of(ctx, &product_id)?
+        .into_iter()
+        .filter(|r| version.as_ref().is_none_or(|v| r.version.as_ref() == Some(v)))
+        .filter(|r| language.as_ref().is_none_or(|v| r.language.as_ref() == Some(v)))
+        .filter(|r| file_type.as_ref().is_none_or(|v| r.file_type.as_ref() == Some(v)))
+        .collect();
+    if files.is_empty() {
+        return Err(ApiError::Missing { what: "file matching the request" });
+    }
+    let key = open_keys(ctx, &o, Some(&product_id)).await?.into_iter().next().map(|(_, _, k)| k);
+    let mut links = Vec::new();
+    for file in files {
+        let req = IssueRequest {
+            order_id: o.order_id.clone(),
+            tenant_id: Some(o.tenant_id.clone()),
+            product_id: Some(product_id.clone()),
+            file_id: file.file_id,
+            ttl_secs: ttl,
+            max_uses: max_uses.map(|m| m as u32),
+            now: ctx.state.now(),
+            actor: ctx.who.name.clone(),
+        };
+        let link = issue_link(ctx.state, req).await.map_err(|e| match e {
+            IssueError::Revoked => ApiError::Revoked,
+            IssueError::Suspended => ApiError::Suspended,
+            IssueError::UnknownFile => ApiError::Missing { what: "file" },
+            IssueError::Invalid(m) => ApiError::field("max_uses", m),
+            IssueError::Store(s) => s.into(),
+        })?;
+        links.push(serde_json::to_value(&link).unwrap_or_default());
+    }
+    Ok((StatusCode::CREATED, json!({ "key": key, "links": links })))
+}
+
+pub fn cancellation(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    let o = load(ctx, order_id)?;
+    let cfg = &ctx.state.config.orders;
+    let p = preview(&o, ctx.state.now(), cfg.cancel_window_days, cfg.suspension_retention_days);
+    Ok((StatusCode::OK, serde_json::to_value(p).unwrap_or_default()))
+}
+
+/// What an order-changing transaction hands back.
+type Change = Result<(Order, u64, usize), ApiError>;
+
+pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    load(ctx, order_id)?;
+    let mut f = Fields::new(body, &["acknowledged", "reason"]);
+    let ack = f.opt_bool("acknowledged");
+    let reason = f.opt_str("reason", 1000);
+    if ack != Some(true) {
+        f.error("acknowledged", "must be true: cancelling revokes every link and key of the order at once");
+    }
+    f.finish()?;
+    let now = ctx.state.now();
+    let (window, retention) =
+        (ctx.state.config.orders.cancel_window_days, ctx.state.config.orders.suspension_retention_days);
+    let mut rec = ctx.entry(Kind::OrderCancelled);
+    let id = order_id.to_owned();
+    let change: Change = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            let Some(mut o) = tx.get_json::<Order>("orders", &id)? else {
+                return Ok(Err(ApiError::Missing { what: "order" }));
+            };
+            let p = preview(&o, now, window, retention);
+            if let Some(code) = p.code {
+                return Ok(Err(ApiError::conflict(code, "the order cannot be cancelled now")));
+            }
+            o.status = OrderStatus::Cancelled;
+            o.cancelled_at = Some(now);
+            o.credit_cents = Some(p.credit_cents);
+            o.cancel_reason = reason;
+            tx.put_json("orders", &id, &o)?;
+            let v = tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
+            let links = tx.scan_prefix(ORDER_LINKS, &format!("{id}\0"), usize::MAX)?.len();
+            rec.tenant_id = Some(o.tenant_id.clone());
+            rec.order_id = Some(id.clone());
+            rec.bytes = None;
+            rec.outcome = Some(format!("cancelled; credit_cents={}; revoked_links={links}", p.credit_cents));
+            tx.append(rec)?;
+            Ok(Ok((o, v, links)))
+        })
+        .await?;
+    let (o, version, links) = change?;
+    ctx.state.ledger.gate_changed(
+        &o.order_id,
+        OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) },
+        version,
+    )?;
+    Ok((
+        StatusCode::OK,
+        json!({"order_id": o.order_id, "status": "cancelled", "cancelled_at": o.cancelled_at, "credit_cents": o.credit_cents, "revoked_links": links}),
+    ))
+}
+
+/// Runs a subscription state change: `decide` gets the order and returns the new status and
+/// gate, or a refusal; a `None` status means "already there" (answered without writing).
+async fn subscription_change(
+    ctx: &Ctx<'_>,
+    order_id: &str,
+    kind: Kind,
+    decide: impl FnOnce(&Order, chrono::DateTime<chrono::Utc>) -> Result<Option<(OrderStatus, Access)>, ApiError>
+        + Send
+        + 'static,
+) -> Result<Reply, ApiError> {
+    load(ctx, order_id)?;
+    let now = ctx.state.now();
+    let retention = ctx.state.config.orders.suspension_retention_days;
+    let rec = ctx.entry(kind);
+    let id = order_id.to_owned();
+    let change: Result<(Order, Option<u64>), ApiError> = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            let Some(mut o) = tx.get_json::<Order>("orders", &id)? else {
+                return Ok(Err(ApiError::Missing { what: "order" }));
+            };
+            if !o.is_subscription() {
+                return Ok(Err(ApiError::conflict(
+                    "not_a_subscription",
+                    "only subscriptions can be suspended or reactivated",
+                )));
+            }
+            if effective_status(&o, now, retention) == OrderStatus::Expired && o.status == OrderStatus::Suspended {
+                // Retention passed: the order expires now, its links are revoked.
+                o.status = OrderStatus::Expired;
+                tx.put_json("orders", &id, &o)?;
+                let v =
+                    tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
+                let mut e = rec;
+                e.kind = Kind::OrderRevoked;
+                e.tenant_id = Some(o.tenant_id.clone());
+                e.order_id = Some(id.clone());
+                e.outcome = Some("retention_expired".into());
+                tx.append(e)?;
+                return Ok(Ok((o, Some(v))));
+            }
+            let (status, access) = match decide(&o, now) {
+                Ok(Some(x)) => x,
+                Ok(None) => return Ok(Ok((o, None))),
+                Err(e) => return Ok(Err(e)),
+            };
+            o.status = status;
+            o.suspended_at = (status == OrderStatus::Suspended).then_some(now);
+            tx.put_json("orders", &id, &o)?;
+            let v = tx.put_gate(&id, &OrderGate { access, tenant_id: Some(o.tenant_id.clone()) })?;
+            let mut e = rec;
+            e.tenant_id = Some(o.tenant_id.clone());
+            e.order_id = Some(id.clone());
+            e.outcome = Some(format!("{status:?}").to_lowercase());
+            tx.append(e)?;
+            Ok(Ok((o, Some(v))))
+        })
+        .await?;
+    let (o, version) = change?;
+    if let Some(v) = version {
+        let access = match o.status {
+            OrderStatus::Active => Access::Open,
+            OrderStatus::Suspended => Access::Suspended,
+            _ => Access::Revoked,
+        };
+        ctx.state.ledger.gate_changed(&o.order_id, OrderGate { access, tenant_id: Some(o.tenant_id.clone()) }, v)?;
+    }
+    if o.status == OrderStatus::Expired {
+        return Err(ApiError::conflict(
+            "retention_expired",
+            "the suspension outlasted the retention period; the order has expired",
+        ));
+    }
+    Ok((StatusCode::OK, order_json(ctx, &o)))
+}
+
+pub async fn suspend(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    subscription_change(ctx, order_id, Kind::OrderSuspended, |o, _| match o.status {
+        OrderStatus::Active => Ok(Some((OrderStatus::Suspended, Access::Suspended))),
+        OrderStatus::Suspended => Ok(None),
+        OrderStatus::Cancelled | OrderStatus::Expired => Err(ApiError::Revoked),
+    })
+    .await
+}
+
+pub async fn reactivate(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    subscription_change(ctx, order_id, Kind::OrderReactivated, |o, _| match o.status {
+        OrderStatus::Suspended => Ok(Some((OrderStatus::Active, Access::Open))),
+        OrderStatus::Active => Ok(None),
+        OrderStatus::Cancelled => Err(ApiError::Revoked),
+        OrderStatus::Expired => Err(ApiError::conflict("retention_expired", "the order has expired")),
+    })
+    .await
+}
+
+pub async fn patch(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
+    let o = load(ctx, order_id)?;
+    let mut f = Fields::new(body, &["auto_renew"]);
+    let auto_renew = f.req_bool("auto_renew");
+    f.finish()?;
+    if !o.is_subscription() {
+        return Err(ApiError::conflict("not_a_subscription", "auto_renew applies to subscriptions only"));
+    }
+    let auto_renew = got(auto_renew);
+    let id = order_id.to_owned();
+    let updated: Result<Order, ApiError> = ctx
+        .state
+        .store
+        .writer()
+        .txn(move |tx| {
+            let Some(mut o) = tx.get_json::<Order>("orders", &id)? else {
+                return Ok(Err(ApiError::Missing { what: "order" }));
+            };
+            if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Expired) {
+                return Ok(Err(ApiError::Revoked));
+            }
+            o.auto_renew = Some(auto_renew);
+            tx.put_json("orders", &id, &o)?;
+            Ok(Ok(o))
+        })
+        .await?;
+    Ok((StatusCode::OK, order_json(ctx, &updated?)))
+}

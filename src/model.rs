@@ -1,0 +1,129 @@
+//! The admin API's stored entities: products, customers, orders and support requests, as they
+//! are kept in redb (JSON) and, mostly, as they are answered.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductKind {
+    Perpetual,
+    Subscription,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelPolicy {
+    /// Cancellable within the window (60 days by default).
+    Standard,
+    /// Only through a support request (e.g. Windows 7 ESU).
+    SupportRequest,
+    /// Never (e.g. SUSE / Red Hat plans).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub product_id: String,
+    pub name: String,
+    pub kind: ProductKind,
+    pub term_days: Option<u32>,
+    pub unit_price_cents: u64,
+    pub currency: String,
+    pub cancel_policy: CancelPolicy,
+    /// As given: country codes and `@list` names.
+    pub unavailable_markets: Vec<String>,
+    pub key_required: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub tenant_id: String,
+    pub domain: String,
+    pub name: String,
+    pub country: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Active,
+    Suspended,
+    Cancelled,
+    /// Suspended past the retention period.
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub item_id: String,
+    pub product_id: String,
+    pub kind: ProductKind,
+    pub quantity: u32,
+    pub unit_price_cents: u64,
+    /// Name and policy at purchase time, so later catalog edits do not rewrite history.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "standard")]
+    pub cancel_policy: CancelPolicy,
+    #[serde(default)]
+    pub term_days: Option<u32>,
+    /// Whether an activation key was taken from the pool for this item.
+    #[serde(default)]
+    pub has_key: bool,
+}
+
+fn standard() -> CancelPolicy {
+    CancelPolicy::Standard
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub tenant_id: String,
+    pub status: OrderStatus,
+    pub purchased_at: DateTime<Utc>,
+    pub items: Vec<OrderItem>,
+    pub currency: String,
+    pub total_cents: u64,
+    pub tax_included: bool,
+    #[serde(default)]
+    pub auto_renew: Option<bool>,
+    #[serde(default)]
+    pub suspended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub cancelled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub credit_cents: Option<u64>,
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
+}
+
+impl Order {
+    pub fn is_subscription(&self) -> bool {
+        self.items.iter().any(|i| i.kind == ProductKind::Subscription)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub name: String,
+    pub email: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupportRequest {
+    pub request_id: String,
+    pub status: String,
+    pub tenant_id: String,
+    pub order_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub reason: String,
+    pub amount_cents: u64,
+    pub contact: Contact,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
