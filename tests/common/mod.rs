@@ -243,3 +243,77 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, http::Head
 pub fn problem(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
+
+pub const ROLES: [&str; 8] = [
+    "admin_agent",
+    "global_admin",
+    "billing_admin",
+    "sales_agent",
+    "helpdesk_agent",
+    "account_admin",
+    "referral_admin",
+    "marketing_content_admin",
+];
+
+/// The bearer token the admin test server gives each role.
+pub fn token_for(role: &str) -> String {
+    format!("test-token-{role}")
+}
+
+/// A config with one principal per role (named after the role).
+pub fn admin_config(root: &Path) -> Config {
+    let mut cfg = test_config(root);
+    for role in ROLES {
+        cfg.principals.push(keydrop::config::Principal {
+            name: format!("{role}-user"),
+            role: role.into(),
+            token_sha256: sha256_hex(token_for(role).as_bytes()),
+        });
+    }
+    cfg
+}
+
+impl Server {
+    pub async fn start_admin() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = admin_config(dir.path());
+        Server::start_with(dir, cfg).await
+    }
+
+    /// An admin call as `role` (or with no token when `role` is empty); JSON in and out.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        role: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let raw = body.map(|b| b.to_string().into_bytes());
+        self.api_raw(method, path, role, raw).await
+    }
+
+    pub async fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        role: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("http://{}{path}", self.admin);
+        within(30, "admin call", async {
+            let c: Client<HttpConnector, http_body_util::Full<Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let mut b = http::Request::builder().method(method).uri(&url).header("content-type", "application/json");
+            if !role.is_empty() {
+                b = b.header("authorization", format!("Bearer {}", token_for(role)));
+            }
+            let req = b.body(http_body_util::Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+            let resp = c.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let v = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+            (status, v)
+        })
+        .await
+    }
+}
