@@ -76,6 +76,8 @@ impl Bench {
                         max_uses: Some(max_uses),
                         now: chrono::Utc::now(),
                         actor: "bench".into(),
+                        ip: None,
+                        user_agent: None,
                     },
                 )
                 .await

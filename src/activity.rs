@@ -230,9 +230,115 @@ impl ChainVerifier {
     }
 }
 
+/// An activity query (`GET /api/activity`), with its time bounds in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub from_us: Option<u64>,
+    /// Inclusive.
+    pub to_us: Option<u64>,
+    pub kind: Option<Kind>,
+    pub tenant_id: Option<String>,
+    pub order_id: Option<String>,
+    pub after_seq: u64,
+    pub limit: usize,
+}
+
+impl Query {
+    pub fn matches(&self, r: &Record) -> bool {
+        self.kind.is_none_or(|k| k == r.kind)
+            && self.tenant_id.as_ref().is_none_or(|t| r.tenant_id.as_ref() == Some(t))
+            && self.order_id.as_ref().is_none_or(|o| r.order_id.as_ref() == Some(o))
+    }
+}
+
+/// A `from`/`to` bound: an RFC 3339 time, or a date (`2026-11-21`) meaning the day's first
+/// microsecond for `from` and its last for `to` (so `to` includes the whole day).
+pub fn time_bound(s: &str, is_to: bool) -> Option<u64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return u64::try_from(t.timestamp_micros()).ok();
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let start = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros();
+    let us = if is_to { start + 86_400_000_000 - 1 } else { start };
+    u64::try_from(us).ok()
+}
+
+/// Parses a record's `at` into microseconds.
+pub fn at_micros(at: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(at).map_or(0, |t| t.timestamp_micros().max(0) as u64)
+}
+
+/// The column order of the CSV export: the record's fields in API order.
+pub const CSV_COLUMNS: [&str; 16] = [
+    "seq",
+    "at",
+    "kind",
+    "actor",
+    "tenant_id",
+    "order_id",
+    "product_id",
+    "file_id",
+    "link_id",
+    "ip",
+    "user_agent",
+    "range",
+    "bytes",
+    "outcome",
+    "prev_hash",
+    "hash",
+];
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// RFC 4180 CSV with a header row; absent values are empty fields.
+pub fn to_csv(records: &[Record]) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for r in records {
+        let v = serde_json::to_value(r).unwrap_or_default();
+        let row: Vec<String> = CSV_COLUMNS
+            .iter()
+            .map(|c| match &v[*c] {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => csv_field(s),
+                other => csv_field(&other.to_string()),
+            })
+            .collect();
+        out.push_str(&row.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_bounds_cover_the_whole_day_and_times_are_exact() {
+        let from = time_bound("2026-11-21", false).unwrap();
+        let to = time_bound("2026-11-21", true).unwrap();
+        assert_eq!(to - from, 86_400_000_000 - 1);
+        assert_eq!(time_bound("2026-11-21T00:00:00Z", false), Some(from));
+        assert_eq!(time_bound("2026-11-21T08:30:00.5+00:00", true), Some(from + 30_600_500_000));
+        assert_eq!(time_bound("yesterday", false), None);
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let mut r = chain(1).remove(0);
+        r.user_agent = Some("Mozilla/5.0 (X11, \"quoted\")".into());
+        let csv = to_csv(&[r]);
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines[0], CSV_COLUMNS.join(","));
+        assert!(lines[1].contains(",\"Mozilla/5.0 (X11, \"\"quoted\"\")\","));
+    }
 
     fn chain(n: u64) -> Vec<Record> {
         let mut prev = GENESIS.to_owned();

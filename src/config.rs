@@ -24,7 +24,16 @@ pub struct Config {
     pub links: LinksConfig,
     pub orders: OrdersConfig,
     pub revocation: RevocationConfig,
+    pub activity: ActivityConfig,
     pub principals: Vec<Principal>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivityConfig {
+    /// A JSON Lines mirror of the activity log (off by default): every committed record is
+    /// appended as one line and fsynced with its group commit, for log shippers to tail.
+    pub jsonl_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +76,28 @@ pub struct OrdersConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RevocationConfig {
     pub push_secret: Option<String>,
+    /// One secret per line; several lines are all accepted (rotation).
     pub push_secret_file: Option<PathBuf>,
+    /// More secrets accepted at the same time (rotation).
+    pub push_secrets: Vec<String>,
+}
+
+impl RevocationConfig {
+    /// Every accepted push secret: `push_secret`, `push_secrets`, the lines of
+    /// `push_secret_file`, and `$KEYDROP_PUSH_SECRET` (comma-separated). Empty means pushes are
+    /// refused.
+    pub fn secrets(&self) -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = self.push_secret.iter().chain(&self.push_secrets).cloned().collect();
+        if let Some(f) = &self.push_secret_file {
+            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read { path: f.clone(), source })?;
+            out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
+        }
+        if let Ok(env) = std::env::var("KEYDROP_PUSH_SECRET") {
+            out.extend(env.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+        out.retain(|s| !s.is_empty());
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +167,11 @@ impl Config {
             }
         }
         if let Some(f) = self.storage.kek_file.as_mut() {
+            if f.is_relative() {
+                *f = normalize(&base.join(&*f));
+            }
+        }
+        if let Some(f) = self.activity.jsonl_path.as_mut() {
             if f.is_relative() {
                 *f = normalize(&base.join(&*f));
             }

@@ -42,6 +42,9 @@ pub enum ApiError {
     InvalidRequest { errors: Vec<FieldError> },
     #[error("unauthenticated")]
     Unauthenticated,
+    /// A revocation push whose signature is missing, wrong or stale.
+    #[error("bad signature")]
+    BadSignature,
     #[error("forbidden")]
     Forbidden,
     /// A 409 with one of the contract's codes (`customer_exists`, `out_of_keys`, `window_closed`…).
@@ -77,7 +80,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid | ApiError::NotFound | ApiError::Missing { .. } => StatusCode::NOT_FOUND,
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::BadSignature => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::UnavailableInMarket { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::NotFound | ApiError::Missing { .. } => "not_found",
             ApiError::Unauthenticated => "unauthenticated",
+            ApiError::BadSignature => "bad_signature",
             ApiError::Forbidden => "forbidden",
             ApiError::Conflict { code, .. } => code,
             ApiError::UnavailableInMarket { .. } => "unavailable_in_market",

@@ -5,9 +5,9 @@
 //!
 //! | layer    | modules |
 //! |----------|---------|
-//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] |
+//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
-//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) |
+//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
 //! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) |
 //! | shared   | [`config`] · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
 //!
@@ -31,10 +31,12 @@ pub mod links;
 pub mod model;
 pub mod orders;
 pub mod pages;
+pub mod push;
 pub mod range;
 pub mod representation;
 pub mod router;
 pub mod secrets;
+pub mod sender;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -24,6 +24,9 @@ pub struct IssueRequest {
     pub max_uses: Option<u32>,
     pub now: DateTime<Utc>,
     pub actor: String,
+    /// The caller's address and user agent, for the `link.issued` record.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +104,8 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
     };
     let mut e = Entry::new(Kind::LinkIssued);
     e.actor = Some(req.actor);
+    e.ip = req.ip;
+    e.user_agent = req.user_agent;
     e.tenant_id = rec.tenant_id.clone();
     e.order_id = Some(rec.order_id.clone());
     e.product_id = rec.product_id.clone();

@@ -40,10 +40,35 @@ enum Command {
         #[arg(long, env = "KEYDROP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Send signed pushes to a keydrop server (what an order system does).
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
+    },
     /// Add a new link-signing key (older keys keep verifying until their file is removed).
     RotateLinkKey {
         #[arg(long, env = "KEYDROP_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PushCommand {
+    /// Revoke an order's links and keys: signs and POSTs to /api/revocations, retrying with
+    /// backoff until a 2xx or a 4xx.
+    Revoke {
+        /// The admin listener, e.g. http://127.0.0.1:8081 (or the full endpoint URL).
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        order: String,
+        #[arg(long, default_value = "revoked by the order system")]
+        reason: String,
+        /// The push secret; defaults to $KEYDROP_PUSH_SECRET.
+        #[arg(long, env = "KEYDROP_PUSH_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value_t = 10)]
+        max_attempts: u32,
     },
 }
 
@@ -108,7 +133,24 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::VerifyLog { config } => {
-            return match load_config(config).and_then(|c| keydrop::verify::verify_data_dir(&c.storage.data_dir)) {
+            let checked = load_config(config).and_then(|c| {
+                let log = keydrop::verify::verify_data_dir(&c.storage.data_dir)?;
+                let mirror = match &c.activity.jsonl_path {
+                    Some(p) => Some(keydrop::verify::verify_mirror_offline(&c.storage.data_dir, p)?),
+                    None => None,
+                };
+                Ok((log, mirror))
+            });
+            if let Ok((_, Some(m))) = &checked {
+                match &m.first_bad {
+                    None => println!("JSON Lines mirror intact: {} records", m.records),
+                    Some((seq, why)) => {
+                        println!("JSON Lines mirror BROKEN at record {seq}: {why}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            return match checked.map(|(log, _)| log) {
                 Ok(r) => match r.first_bad {
                     None => {
                         println!("activity log intact: {} records, last hash {}", r.records, r.last_hash);
@@ -124,6 +166,23 @@ fn main() -> ExitCode {
                 },
                 Err(e) => {
                     eprintln!("keydrop: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Push { command: PushCommand::Revoke { url, order, reason, secret, max_attempts } } => {
+            let secret = secret.split(',').next().unwrap_or_default().trim().to_owned();
+            return match runtime().block_on(keydrop::sender::revoke(&url, &secret, &order, &reason, max_attempts)) {
+                Ok(sent) if sent.status < 300 => {
+                    println!("{}", sent.body);
+                    ExitCode::SUCCESS
+                }
+                Ok(sent) => {
+                    eprintln!("keydrop push: refused with HTTP {}: {}", sent.status, sent.body);
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("keydrop push: {e}");
                     ExitCode::from(2)
                 }
             };

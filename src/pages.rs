@@ -144,6 +144,7 @@ pub fn text(code: &str, lang: Lang) -> (&'static str, &'static str) {
         ("not_found", _) => ("Not found", "There is nothing at this address."),
         ("invalid_request", _) => ("Invalid request", "The request could not be understood."),
         ("unauthenticated", _) => ("Unauthenticated", "Send Authorization: Bearer <token> of a configured principal."),
+        ("bad_signature", _) => ("Bad signature", "The Keydrop-Signature header is missing, does not match, or its timestamp is more than 300 seconds away."),
         ("forbidden", _) => ("Forbidden", "Your role may not do this."),
         ("unavailable_in_market", _) => ("Unavailable in market", "This product is not sold in the customer's country."),
         ("customer_exists", _) => ("Customer exists", "A customer with this tenant id or domain already exists."),

@@ -25,6 +25,8 @@ pub enum Caller {
     AnyPrincipal,
     /// An authenticated principal with one of these roles.
     Roles(&'static [Role]),
+    /// The order system: a body signed with a push secret, no bearer token.
+    SignedPush,
 }
 
 /// The admin API's calls (API.md §4), with their path parameters decoded.
@@ -51,6 +53,9 @@ pub enum Admin {
     GetLink { link_id: String },
     CreateSupportRequest,
     GetSupportRequest { request_id: String },
+    Activity,
+    VerifyActivity,
+    Revocation,
 }
 
 use Role::*;
@@ -59,12 +64,17 @@ const AGENT: &[Role] = &[AdminAgent];
 const SELLERS: &[Role] = &[AdminAgent, GlobalAdmin, SalesAgent];
 const AGENT_OR_GLOBAL: &[Role] = &[AdminAgent, GlobalAdmin];
 const LINK_READERS: &[Role] = &[AdminAgent, GlobalAdmin, HelpdeskAgent];
+const AUDITORS: &[Role] = &[GlobalAdmin, AccountAdmin, ReferralAdmin, MarketingContentAdmin];
 
 impl Admin {
     /// The roles of API.md §4's table.
     pub fn caller(&self) -> Caller {
         match self {
-            Admin::PutProduct { .. } | Admin::PutFile { .. } | Admin::AddKeys { .. } => Caller::Roles(GLOBAL),
+            Admin::PutProduct { .. } | Admin::PutFile { .. } | Admin::AddKeys { .. } | Admin::VerifyActivity => {
+                Caller::Roles(GLOBAL)
+            }
+            Admin::Activity => Caller::Roles(AUDITORS),
+            Admin::Revocation => Caller::SignedPush,
             Admin::ListProducts
             | Admin::GetProduct { .. }
             | Admin::FindCustomer
@@ -107,6 +117,9 @@ impl Admin {
             Admin::GetLink { .. } => "get_link",
             Admin::CreateSupportRequest => "create_support_request",
             Admin::GetSupportRequest { .. } => "get_support_request",
+            Admin::Activity => "activity",
+            Admin::VerifyActivity => "verify_activity",
+            Admin::Revocation => "revocation",
         }
     }
 }
@@ -220,6 +233,9 @@ fn admin_route<'a>(method: &Method, path: &str) -> Endpoint<'a> {
         ["orders", o, "suspend"] => pick(&[(M::POST, Admin::Suspend { order_id: o.to_string() })], "POST"),
         ["orders", o, "reactivate"] => pick(&[(M::POST, Admin::Reactivate { order_id: o.to_string() })], "POST"),
         ["links", l] => pick(&[(M::GET, Admin::GetLink { link_id: l.to_string() })], "GET"),
+        ["activity"] => pick(&[(M::GET, Admin::Activity)], "GET"),
+        ["activity", "verify"] => pick(&[(M::GET, Admin::VerifyActivity)], "GET"),
+        ["revocations"] => pick(&[(M::POST, Admin::Revocation)], "POST"),
         ["support-requests"] => pick(&[(M::POST, Admin::CreateSupportRequest)], "POST"),
         ["support-requests", r] => pick(&[(M::GET, Admin::GetSupportRequest { request_id: r.to_string() })], "GET"),
         _ => Endpoint::NotFound,

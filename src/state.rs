@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub enum StartError {
     #[error("cannot prepare data_dir {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
 }
@@ -25,11 +27,13 @@ pub struct AppState {
     pub ledger: Ledger,
     pub catalog: Arc<Catalog>,
     pub keys: KeyRing,
+    /// Secrets accepted on revocation pushes (several during a rotation).
+    pub push_secrets: Vec<String>,
     /// Seals and opens activation keys at rest.
     pub sealer: crate::keys::Sealer,
     draining: AtomicBool,
     /// Seconds added to the wall clock (tests move time forward; always 0 in production).
-    clock_offset: AtomicI64,
+    clock_offset: Arc<AtomicI64>,
 }
 
 impl AppState {
@@ -39,10 +43,13 @@ impl AppState {
         let dd_err = |source| StartError::DataDir { path: data_dir.display().to_string(), source };
         std::fs::create_dir_all(&data_dir).map_err(dd_err)?;
         std::fs::create_dir_all(&config.storage.files_dir).map_err(dd_err)?;
+        let push_secrets = config.revocation.secrets()?;
         let keys = KeyRing::new(secrets::load_link_keys(&data_dir).map_err(dd_err)?);
         let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
         let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
-        let store = Arc::new(Store::open(&data_dir)?);
+        let clock_offset = Arc::new(AtomicI64::new(0));
+        let store =
+            Arc::new(Store::open_with_clock(&data_dir, clock_offset.clone(), config.activity.jsonl_path.clone())?);
         let ledger = Ledger::new(store.clone());
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
         Ok(Arc::new(AppState {
@@ -52,8 +59,9 @@ impl AppState {
             catalog,
             keys,
             sealer,
+            push_secrets,
             draining: AtomicBool::new(false),
-            clock_offset: AtomicI64::new(0),
+            clock_offset,
         }))
     }
 

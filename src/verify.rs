@@ -1,8 +1,8 @@
 //! `keydrop verify-log`: recomputes the activity log's hash chain offline (the server must not
 //! be running on the same data dir: redb allows one writer process).
 
-use crate::activity::ChainVerifier;
-use crate::store::scan_activity_offline;
+use crate::activity::{ChainVerifier, Record};
+use crate::store::{scan_activity_offline, Store};
 use std::path::Path;
 
 /// The result of a full check.
@@ -14,6 +14,61 @@ pub struct Report {
     pub first_bad: Option<(u64, String)>,
 }
 
+/// Feeds records to a verifier, stopping at the first bad one.
+fn checker<'a>(
+    v: &'a mut ChainVerifier,
+    first_bad: &'a mut Option<(u64, String)>,
+) -> impl FnMut(Result<Record, String>) -> bool + 'a {
+    move |r| {
+        let checked = match r {
+            Ok(rec) => v.push(&rec).map_err(|e| (e.seq, e.reason)),
+            Err(msg) => Err((v.count() + 1, msg)),
+        };
+        match checked {
+            Ok(()) => true,
+            Err(bad) => {
+                *first_bad = Some(bad);
+                false
+            }
+        }
+    }
+}
+
+/// Verifies a live store's chain (`GET /api/activity/verify`).
+pub fn verify_store(store: &Store) -> Result<Report, String> {
+    let mut v = ChainVerifier::default();
+    let mut first_bad = None;
+    store.scan_activity(checker(&mut v, &mut first_bad)).map_err(|e| e.to_string())?;
+    Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
+}
+
+/// Verifies a JSON Lines mirror on its own (its chain) and against the store's records:
+/// every line must be the stored record with the same `seq`, byte for byte.
+pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Result<Report, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut v = ChainVerifier::default();
+    let mut first_bad = None;
+    for (i, line) in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let expected_seq = i as u64 + 1;
+        let rec: Record = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => {
+                first_bad = Some((expected_seq, format!("mirror line {} is not a record: {e}", i + 1)));
+                break;
+            }
+        };
+        if let Err(e) = v.push(&rec) {
+            first_bad = Some((e.seq, format!("mirror: {}", e.reason)));
+            break;
+        }
+        if stored(rec.seq).as_deref() != Some(line) {
+            first_bad = Some((rec.seq, "mirror line differs from the stored record".into()));
+            break;
+        }
+    }
+    Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
+}
+
 /// Verifies `data_dir/keydrop.redb`'s chain from the first record to the last.
 pub fn verify_data_dir(data_dir: &Path) -> Result<Report, String> {
     let path = data_dir.join("keydrop.redb");
@@ -22,19 +77,20 @@ pub fn verify_data_dir(data_dir: &Path) -> Result<Report, String> {
     }
     let mut v = ChainVerifier::default();
     let mut first_bad = None;
-    scan_activity_offline(&path, |r| {
-        let checked = match r {
-            Ok(rec) => v.push(&rec).map_err(|e| (e.seq, e.reason)),
-            Err(msg) => Err((v.count() + 1, msg)),
-        };
-        match checked {
-            Ok(()) => true,
-            Err(bad) => {
-                first_bad = Some(bad);
-                false
-            }
-        }
-    })
-    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    scan_activity_offline(&path, checker(&mut v, &mut first_bad))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
+}
+
+/// Verifies the JSON Lines mirror of an offline data dir against its database.
+pub fn verify_mirror_offline(data_dir: &Path, mirror: &Path) -> Result<Report, String> {
+    let mut stored = std::collections::HashMap::new();
+    scan_activity_offline(&data_dir.join("keydrop.redb"), |r| {
+        if let Ok(r) = r {
+            stored.insert(r.seq, serde_json::to_vec(&r).unwrap_or_default());
+        }
+        true
+    })
+    .map_err(|e| e.to_string())?;
+    verify_mirror(mirror, |seq| stored.get(&seq).cloned())
 }

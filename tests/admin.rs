@@ -458,6 +458,12 @@ async fn role_table_matches_the_contract() {
         ("PATCH", "/api/orders/ord_nope".into(), vec!["admin_agent", "global_admin"]),
         ("POST", "/api/support-requests".into(), vec!["admin_agent", "global_admin"]),
         ("GET", "/api/support-requests/sr_nope".into(), vec!["admin_agent", "global_admin"]),
+        (
+            "GET",
+            "/api/activity".into(),
+            vec!["global_admin", "account_admin", "referral_admin", "marketing_content_admin"],
+        ),
+        ("GET", "/api/activity/verify".into(), vec!["global_admin"]),
     ];
     for (method, path, allowed) in &table {
         for role in ROLES {
@@ -472,6 +478,11 @@ async fn role_table_matches_the_contract() {
         }
         let (st, body) = s.api(method, path, "", None).await;
         assert_eq!((st, body["code"].as_str().unwrap()), (401, "unauthenticated"), "{method} {path}");
+    }
+    // Revocation pushes take no bearer token: without a signature they are 401 whatever the role.
+    for role in ROLES {
+        let (st, body) = s.api("POST", "/api/revocations", role, Some(json!({"order_id": oid}))).await;
+        assert_eq!((st, body["code"].as_str().unwrap()), (401, "bad_signature"));
     }
     s.stop().await;
 

@@ -68,6 +68,8 @@ async fn refusal_table_expired_revoked_suspended_invalid() {
             max_uses: None,
             now: chrono::Utc::now(),
             actor: "t".into(),
+            ip: None,
+            user_agent: None,
         },
     )
     .await

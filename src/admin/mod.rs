@@ -2,11 +2,13 @@
 //! read the body, dispatch to one handler per call. Every answer is JSON; every refusal is a
 //! problem body from [`crate::error`].
 
+mod activity;
 pub mod auth;
 mod catalog;
 mod customers;
 pub mod input;
 mod orders;
+mod revocations;
 mod support;
 
 use crate::activity::{Entry, Kind};
@@ -65,6 +67,18 @@ where
     B: http_body::Body + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let user_agent: Option<String> =
+        headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect());
+    if call == Admin::Revocation {
+        // Signed instead of authenticated: the signature covers the raw body.
+        let raw = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024)).await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => return Err(ApiError::field("body", "must be at most 65536 bytes")),
+        };
+        let sig = headers.get("keydrop-signature").and_then(|v| v.to_str().ok());
+        let (status, value) = revocations::push(state, sig, &raw, peer, user_agent).await?;
+        return Ok(json(status, &value));
+    }
     let who = auth::authenticate(headers, &state.config.principals)?;
     tracing::Span::current().record("principal", who.name.as_str());
     match call.caller() {
@@ -76,8 +90,6 @@ where
     } else {
         Map::new()
     };
-    let user_agent =
-        headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect());
     let ctx = Ctx { state, who, peer, user_agent, query: query.map(str::to_owned) };
     let (status, value) = match call {
         Admin::PutProduct { product_id } => catalog::put_product(&ctx, &product_id, &obj).await?,
@@ -104,6 +116,9 @@ where
         },
         Admin::CreateSupportRequest => support::create(&ctx, &obj).await?,
         Admin::GetSupportRequest { request_id } => support::get(&ctx, &request_id)?,
+        Admin::Activity => return activity::query(&ctx, headers),
+        Admin::VerifyActivity => activity::verify(&ctx)?,
+        Admin::Revocation => return Err(ApiError::Internal("revocation reached the bearer path".into())),
     };
     Ok(json(status, &value))
 }

@@ -238,6 +238,8 @@ pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>)
             max_uses: max_uses.map(|m| m as u32),
             now: ctx.state.now(),
             actor: ctx.who.name.clone(),
+            ip: Some(ctx.peer.ip().to_string()),
+            user_agent: ctx.user_agent.clone(),
         };
         let link = issue_link(ctx.state, req).await.map_err(|e| match e {
             IssueError::Revoked => ApiError::Revoked,

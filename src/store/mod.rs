@@ -150,6 +150,16 @@ impl Store {
     /// Opens (creating if needed) `data_dir/keydrop.redb`, makes sure every table exists, and
     /// starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_clock(data_dir, Arc::default(), None)
+    }
+
+    /// Like [`Store::open`], with the clock offset activity times follow (see
+    /// [`crate::state::AppState::now`]) and an optional JSON Lines mirror of the activity log.
+    pub fn open_with_clock(
+        data_dir: &Path,
+        clock_offset: Arc<std::sync::atomic::AtomicI64>,
+        jsonl: Option<std::path::PathBuf>,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let db = Arc::new(Database::create(data_dir.join("keydrop.redb"))?);
         {
@@ -164,7 +174,7 @@ impl Store {
             tx.commit()?;
         }
         let epoch = Arc::new(AtomicU64::new(0));
-        let writer = Writer::start(db.clone(), epoch.clone())?;
+        let writer = Writer::start(db.clone(), epoch.clone(), clock_offset, jsonl)?;
         Ok(Store { db, writer, epoch })
     }
 
@@ -254,6 +264,64 @@ impl Store {
             out.push((k.value().to_owned(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Runs an activity query: seeks the time index to `from` (or to just after `after_seq`),
+    /// walks forward in commit order, and stops at `to` or after `limit` matches. Returns the
+    /// records and, if the limit cut the answer short, the cursor for the next page.
+    pub fn query_activity(&self, q: &crate::activity::Query) -> Result<(Vec<Record>, Option<u64>), StoreError> {
+        let tx = self.db.begin_read()?;
+        let records = tx.open_table(ACTIVITY)?;
+        let index = tx.open_table(ACTIVITY_AT)?;
+        let mut start = (q.from_us.unwrap_or(0), 0u64);
+        if q.after_seq > 0 {
+            if let Some(v) = records.get(q.after_seq)? {
+                let r: Record = serde_json::from_slice(v.value())?;
+                start = start.max((crate::activity::at_micros(&r.at), q.after_seq + 1));
+            }
+        }
+        let mut out = Vec::new();
+        for item in index.range(start..)? {
+            let (k, _) = item?;
+            let (at_us, seq) = k.value();
+            if q.to_us.is_some_and(|to| at_us > to) {
+                break;
+            }
+            if seq <= q.after_seq {
+                continue;
+            }
+            let Some(v) = records.get(seq)? else { continue };
+            let r: Record = serde_json::from_slice(v.value())?;
+            if q.matches(&r) {
+                out.push(r);
+                if out.len() >= q.limit {
+                    return Ok((out, Some(seq)));
+                }
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// One record exactly as stored.
+    pub fn get_activity_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let v = tx.open_table(ACTIVITY)?.get(seq)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    /// Feeds every activity record, in `seq` order, to `f` (stops when it returns `false`).
+    pub fn scan_activity(&self, mut f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ACTIVITY)?;
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let r = serde_json::from_slice::<Record>(v.value())
+                .map_err(|e| format!("record {}: undecodable: {e}", k.value()));
+            if !f(r) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn record_count(&self) -> Result<u64, StoreError> {

@@ -20,7 +20,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -113,13 +115,23 @@ struct Chain {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>, epoch: Arc<AtomicU64>) -> Result<Writer, StoreError> {
+    pub(super) fn start(
+        db: Arc<Database>,
+        epoch: Arc<AtomicU64>,
+        clock: Arc<AtomicI64>,
+        jsonl: Option<PathBuf>,
+    ) -> Result<Writer, StoreError> {
         let chain = load_chain(&db)?;
+        let mut mirror = jsonl.map(Mirror::open).transpose()?;
+        if let Some(m) = mirror.as_mut() {
+            m.catch_up(&db)?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
-        let handle =
-            std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || run(db, rx, chain, epoch, st))?;
+        let handle = std::thread::Builder::new()
+            .name("keydrop-writer".into())
+            .spawn(move || run(db, rx, chain, epoch, st, clock, mirror))?;
         Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats })
     }
 
@@ -189,12 +201,89 @@ fn format_micros(us: u64) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// The JSON Lines mirror of the activity log: one committed record per line, appended and
+/// fsynced after each durable commit (before anyone is answered), and caught up from redb on
+/// start and after a failed write, so it never has a record redb lacks and never stays behind.
+struct Mirror {
+    path: PathBuf,
+    file: std::fs::File,
+    last_seq: u64,
+}
+
+impl Mirror {
+    fn open(path: PathBuf) -> Result<Mirror, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut last_seq = 0;
+        if let Ok(f) = std::fs::File::open(&path) {
+            for line in std::io::BufReader::new(f).lines() {
+                let line = line?;
+                if let Some(seq) = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v["seq"].as_u64())
+                {
+                    last_seq = seq;
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Mirror { path, file, last_seq })
+    }
+
+    /// Appends every record redb has after the mirror's last line.
+    fn catch_up(&mut self, db: &Database) -> Result<(), StoreError> {
+        let tx = db.begin_read()?;
+        let t = tx.open_table(ACTIVITY)?;
+        let mut buf = Vec::new();
+        let mut last = self.last_seq;
+        for item in t.range(self.last_seq + 1..)? {
+            let (k, v) = item?;
+            buf.extend_from_slice(v.value());
+            buf.push(b'\n');
+            last = k.value();
+        }
+        if !buf.is_empty() {
+            self.file.write_all(&buf)?;
+            self.file.sync_data()?;
+            self.last_seq = last;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, db: &Database, records: &[(u64, Vec<u8>)]) {
+        let Some(first) = records.first() else { return };
+        let result = (|| -> Result<(), StoreError> {
+            if first.0 != self.last_seq + 1 {
+                self.catch_up(db)?;
+                return Ok(());
+            }
+            let mut buf = Vec::new();
+            for (_, json) in records {
+                buf.extend_from_slice(json);
+                buf.push(b'\n');
+            }
+            self.file.write_all(&buf)?;
+            self.file.sync_data()?;
+            self.last_seq = records.last().map_or(self.last_seq, |r| r.0);
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(path = %self.path.display(), error = %e, "activity mirror write failed; will catch up");
+            // Re-read the file's real end next time.
+            if let Ok(m) = Mirror::open(self.path.clone()) {
+                *self = m;
+            }
+        }
+    }
+}
+
 fn run(
     db: Arc<Database>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     mut chain: Chain,
     epoch: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
+    clock: Arc<AtomicI64>,
+    mut mirror: Option<Mirror>,
 ) {
     let mut group: Vec<Batch> = Vec::with_capacity(256);
     let mut stopping = false;
@@ -214,12 +303,17 @@ fn run(
             }
         }
         let before = Chain { prev_hash: chain.prev_hash.clone(), ..chain };
-        let result = apply(&db, &mut group, &mut chain);
+        let now = chrono::Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed));
+        let mut appended = Vec::new();
+        let result = apply(&db, &mut group, &mut chain, now.timestamp_micros().max(0) as u64, &mut appended);
         stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
         stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
         match result {
             Ok(results) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = mirror.as_mut() {
+                    m.append(&db, &appended);
+                }
                 for (b, committed) in group.drain(..).zip(results) {
                     if let Some(r) = b.reply {
                         let _ = r.send(Ok(committed));
@@ -254,6 +348,8 @@ pub struct Tx<'a, 't> {
     chain: &'a mut Chain,
     now_us: u64,
     last_seq: Option<u64>,
+    /// Records appended in this transaction, as stored: for the JSON Lines mirror.
+    appended: &'a mut Vec<(u64, Vec<u8>)>,
 }
 
 impl<'t> Tx<'_, 't> {
@@ -316,7 +412,9 @@ impl<'t> Tx<'_, 't> {
         let at_us = self.now_us.max(self.chain.last_at_us);
         let seq = self.chain.next_seq;
         let rec = Record::seal(entry, seq, format_micros(at_us), &self.chain.prev_hash);
-        self.activity.insert(seq, serde_json::to_vec(&rec)?.as_slice())?;
+        let json = serde_json::to_vec(&rec)?;
+        self.activity.insert(seq, json.as_slice())?;
+        self.appended.push((seq, json));
         self.activity_at.insert((at_us, seq), ())?;
         self.chain.next_seq += 1;
         self.chain.prev_hash = rec.hash;
@@ -367,7 +465,13 @@ const GATES_KV: &str = "order_gates";
 pub const ORDER_LINKS: &str = "order_links";
 
 /// Applies a group in one transaction; returns what each batch reports.
-fn apply(db: &Database, group: &mut [Batch], chain: &mut Chain) -> Result<Vec<Committed>, StoreError> {
+fn apply(
+    db: &Database,
+    group: &mut [Batch],
+    chain: &mut Chain,
+    now_us: u64,
+    appended: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<Vec<Committed>, StoreError> {
     let tx = db.begin_write()?;
     let mut results = Vec::with_capacity(group.len());
     {
@@ -386,8 +490,9 @@ fn apply(db: &Database, group: &mut [Batch], chain: &mut Chain) -> Result<Vec<Co
             activity: &mut activity,
             activity_at: &mut activity_at,
             chain,
-            now_us: chrono::Utc::now().timestamp_micros().max(0) as u64,
+            now_us,
             last_seq: None,
+            appended,
         };
         for b in group.iter_mut() {
             t.last_seq = None;

@@ -160,6 +160,8 @@ impl Server {
                 max_uses: Some(max_uses),
                 now,
                 actor: "test".into(),
+                ip: None,
+                user_agent: None,
             },
         )
         .await

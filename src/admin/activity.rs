@@ -1,0 +1,94 @@
+//! `GET /api/activity` (date-range queries, cursor paging, CSV) and `GET /api/activity/verify`
+//! (the hash chain, recomputed on the live server, and the JSON Lines mirror when configured).
+
+use super::Ctx;
+use crate::activity::{time_bound, to_csv, Kind, Query};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::verify::{verify_mirror, verify_store, Report};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+fn parse_query(ctx: &Ctx<'_>) -> Result<Query, ApiError> {
+    let mut errors = Vec::new();
+    let mut err =
+        |field: &str, msg: &str| errors.push(crate::error::FieldError { field: field.into(), message: msg.into() });
+    let mut q = Query { limit: 100, ..Query::default() };
+    if let Some(from) = ctx.query_param("from") {
+        q.from_us = time_bound(&from, false);
+        if q.from_us.is_none() {
+            err("from", "must be an RFC 3339 time or a date such as 2026-11-21");
+        }
+    }
+    if let Some(to) = ctx.query_param("to") {
+        q.to_us = time_bound(&to, true);
+        if q.to_us.is_none() {
+            err("to", "must be an RFC 3339 time or a date such as 2026-11-21");
+        }
+    }
+    if let Some(kind) = ctx.query_param("kind") {
+        q.kind = serde_json::from_value::<Kind>(json!(kind)).ok();
+        if q.kind.is_none() {
+            err("kind", "must be one of the activity kinds, such as download.started");
+        }
+    }
+    q.tenant_id = ctx.query_param("tenant_id").map(|t| t.to_ascii_lowercase());
+    q.order_id = ctx.query_param("order_id");
+    if let Some(a) = ctx.query_param("after_seq") {
+        match a.parse() {
+            Ok(v) => q.after_seq = v,
+            Err(_) => err("after_seq", "must be a whole number"),
+        }
+    }
+    if let Some(l) = ctx.query_param("limit") {
+        match l.parse::<usize>() {
+            Ok(v) if (1..=1000).contains(&v) => q.limit = v,
+            _ => err("limit", "must be a whole number from 1 to 1000"),
+        }
+    }
+    if errors.is_empty() {
+        Ok(q)
+    } else {
+        Err(ApiError::InvalidRequest { errors })
+    }
+}
+
+/// Answers JSON, or CSV when `Accept` asks for `text/csv`.
+pub fn query(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let q = parse_query(ctx)?;
+    let started = std::time::Instant::now();
+    let (records, next) = ctx.state.store.query_activity(&q)?;
+    tracing::debug!(records = records.len(), micros = started.elapsed().as_micros() as u64, "activity query");
+    let wants_csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
+    if wants_csv {
+        let mut r = Response::new(Body::from_bytes(to_csv(&records)));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+        if let Some(n) = next {
+            r.headers_mut().insert("keydrop-next-after-seq", HeaderValue::from(n));
+        }
+        return Ok(r);
+    }
+    Ok(super::json(StatusCode::OK, &json!({ "records": records, "next_after_seq": next })))
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    json!({
+        "ok": r.first_bad.is_none(),
+        "records": r.records,
+        "last_hash": r.last_hash,
+        "first_bad": r.first_bad.as_ref().map(|(seq, reason)| json!({"seq": seq, "reason": reason})),
+    })
+}
+
+pub fn verify(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
+    let chain = verify_store(&ctx.state.store).map_err(ApiError::Internal)?;
+    let mut v = report_json(&chain);
+    if let Some(path) = &ctx.state.config.activity.jsonl_path {
+        let store = &ctx.state.store;
+        let mirror =
+            verify_mirror(path, |seq| store.get_activity_raw(seq).ok().flatten()).map_err(ApiError::Internal)?;
+        v["ok"] = (chain.first_bad.is_none() && mirror.first_bad.is_none()).into();
+        v["mirror"] = report_json(&mirror);
+    }
+    Ok((StatusCode::OK, v))
+}
