@@ -275,7 +275,30 @@ async fn scripted_session_leaves_exactly_the_expected_trail() {
     assert_eq!(session[11].tenant_id.as_deref(), Some(TENANT));
     assert!(session.iter().all(|r| r.ip.as_deref() == Some("127.0.0.1")));
     assert_eq!(session[9].outcome.as_deref(), Some("exhausted"));
-    s.stop().await;
+    let n = all.len();
+    let dir = s.stop().await;
+
+    // Offline: `keydrop verify-log` checks the chain and the JSON Lines mirror.
+    let config = dir.path().join("keydrop.toml");
+    std::fs::write(&config, "[storage]\ndata_dir = \"data\"\n[activity]\njsonl_path = \"activity.jsonl\"\n").unwrap();
+    let verify = |config: std::path::PathBuf| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keydrop")).arg("verify-log").arg("--config").arg(config).output().unwrap()
+    };
+    let out = verify(config.clone());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("JSON Lines mirror intact: {n} records")) && text.contains("activity log intact"), "{text}");
+    let mirror = dir.path().join("activity.jsonl");
+    let lines = std::fs::read_to_string(&mirror).unwrap();
+    assert_eq!(lines.lines().count(), n, "every committed record is mirrored");
+    let mut bytes = lines.into_bytes();
+    let pos = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(6).unwrap().0 + 12; // inside line 8
+    bytes[pos] ^= 0x01;
+    std::fs::write(&mirror, bytes).unwrap();
+    let out = verify(config);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("mirror BROKEN at record 8"), "{text}");
 }
 
 /// kind, actor, user agent, range, bytes.
