@@ -282,12 +282,20 @@ async fn scripted_session_leaves_exactly_the_expected_trail() {
     let config = dir.path().join("keydrop.toml");
     std::fs::write(&config, "[storage]\ndata_dir = \"data\"\n[activity]\njsonl_path = \"activity.jsonl\"\n").unwrap();
     let verify = |config: std::path::PathBuf| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keydrop")).arg("verify-log").arg("--config").arg(config).output().unwrap()
+        std::process::Command::new(env!("CARGO_BIN_EXE_keydrop"))
+            .arg("verify-log")
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
     };
     let out = verify(config.clone());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains(&format!("JSON Lines mirror intact: {n} records")) && text.contains("activity log intact"), "{text}");
+    assert!(
+        text.contains(&format!("JSON Lines mirror intact: {n} records")) && text.contains("activity log intact"),
+        "{text}"
+    );
     let mirror = dir.path().join("activity.jsonl");
     let lines = std::fs::read_to_string(&mirror).unwrap();
     assert_eq!(lines.lines().count(), n, "every committed record is mirrored");
