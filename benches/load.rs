@@ -2,7 +2,9 @@
 //! HTTP/1.1 client over keep-alive connections. Durable counting and logging are on, as in
 //! production. Scenarios: `4k` (4 KiB files, 64 connections: downloads/s, p50/p99 time to first
 //! byte), `1m` (1 MiB files, 64 connections: GB/s), `1g` (one 1 GiB file, one stream: GB/s),
-//! `race` (1,000 concurrent GETs on a fresh 50-use link). `KEYDROP_BENCH_SECS` sets the length of
+//! `race` (1,000 concurrent GETs on a fresh 50-use link), `growth` (4 KiB downloads walking 1,000
+//! links, then walking 1,000,000 links stored — every request a cold link), `mem` (resident memory
+//! with 1,000 concurrent slow downloads of a 1 GiB file). `KEYDROP_BENCH_SECS` sets the length of
 //! the timed runs (default 10). Prints a table and writes `target/bench-load.json`.
 
 use bytes::Bytes;
@@ -27,6 +29,7 @@ async fn start() -> Bench {
     let mut cfg = Config::default();
     cfg.storage.data_dir = dir.path().join("data");
     cfg.storage.files_dir = dir.path().join("files");
+    cfg.links.max_uses = 1_000_000; // budgets never run out in the timed runs
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = public.local_addr().unwrap();
@@ -94,6 +97,63 @@ impl Bench {
             out.push(r.unwrap());
         }
         out
+    }
+}
+
+impl Bench {
+    /// Stores `n` links straight through the writer, 10,000 per commit (setup for `growth`).
+    async fn bulk_links(&self, file_id: &str, n: usize) -> Vec<String> {
+        let size = self.state.catalog.record(file_id).unwrap().unwrap().size;
+        let mut paths = Vec::with_capacity(n);
+        let mut ops = Vec::with_capacity(10_000);
+        for i in 0..n {
+            let id: [u8; 16] = keydrop::secrets::random_bytes();
+            let expires = chrono::Utc::now().timestamp() + 86_400;
+            paths.push(format!("/d/{}", self.state.keys.sign(&id, expires)));
+            ops.push(keydrop::store::Op::PutLink(keydrop::store::LinkRecord {
+                link_id: hex::encode(id),
+                order_id: "bench-order".into(),
+                tenant_id: None,
+                product_id: None,
+                file_id: file_id.into(),
+                key_id: self.state.keys.signing_key_id(),
+                issued_at: 0,
+                expires_at: expires,
+                max_uses: 1_000_000,
+                unit: size.max(1),
+            }));
+            if ops.len() == 10_000 || i + 1 == n {
+                self.state.store.writer().commit(std::mem::take(&mut ops)).await.unwrap();
+            }
+        }
+        paths
+    }
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A download manager on a slow line: 4 KiB reads every 50 ms on a small receive buffer
+/// (its own memory stays tiny, so the process's RSS is the server's).
+async fn slow_client(addr: std::net::SocketAddr, path: &str, stop: Arc<AtomicBool>, got: Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    let _ = sock.set_recv_buffer_size(16 * 1024);
+    let Ok(mut s) = sock.connect(addr).await else { return };
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes()).await;
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.fetch_add(n as u64, Ordering::Relaxed),
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -183,7 +243,7 @@ fn main() {
         println!("{:<34} {:>14} {:>12} {:>10} {:>10}", "scenario", "rate", "throughput", "p50 ttfb", "p99 ttfb");
         if want("4k") {
             b.file("f4k", 4096).await;
-            let paths = Arc::new(b.links("f4k", 20_000, 50).await);
+            let paths = Arc::new(b.links("f4k", 2_000, 1_000).await);
             let r = load(b.addr, paths, 64, secs).await;
             let rate = r.requests as f64 / r.secs;
             println!(
@@ -201,7 +261,7 @@ fn main() {
         }
         if want("1m") {
             b.file("f1m", 1 << 20).await;
-            let paths = Arc::new(b.links("f1m", 2_000, 50).await);
+            let paths = Arc::new(b.links("f1m", 1_000, 1_000).await);
             let r = load(b.addr, paths, 64, secs).await;
             let gbps = r.bytes as f64 / r.secs / 1e9;
             println!(
@@ -225,6 +285,49 @@ fn main() {
             assert_eq!((st, n), (200, 1 << 30));
             println!("{:<34} {:>14} {:>9.2} GB/s", "1 GiB, one stream", "", gbps);
             json.insert("1g_single_stream_gb_per_sec".into(), gbps.into());
+        }
+        if want("growth") {
+            b.file("fg", 4096).await;
+            let small = Arc::new(b.links("fg", 1_000, 1_000_000).await);
+            let r = load(b.addr, small, 64, secs).await;
+            let rate_1k = r.requests as f64 / r.secs;
+            println!("{:<34} {:>10.0} /s {:>24.2} ms", "4 KiB, 1k links stored", rate_1k, r.p99_ms);
+            let t0 = Instant::now();
+            let many = Arc::new(b.bulk_links("fg", 1_000_000 - 1_000).await);
+            println!("{:<34} {:>14}", "  (stored 999,000 more links)", format!("{:.1} s", t0.elapsed().as_secs_f64()));
+            let r = load(b.addr, many, 64, secs).await;
+            let rate_1m = r.requests as f64 / r.secs;
+            println!("{:<34} {:>10.0} /s {:>24.2} ms", "4 KiB, 1M links, all cold", rate_1m, r.p99_ms);
+            println!("{:<34} {:>14.2}", "  ratio 1M / 1k", rate_1m / rate_1k);
+            json.insert("growth_1k_per_sec".into(), rate_1k.into());
+            json.insert("growth_1m_per_sec".into(), rate_1m.into());
+        }
+        if want("mem") {
+            b.file("fmem", 1 << 30).await;
+            let path = b.links("fmem", 1, 1_000_000).await.remove(0);
+            let before = rss_mib();
+            let stop = Arc::new(AtomicBool::new(false));
+            let got = Arc::new(AtomicU64::new(0));
+            let mut clients = Vec::new();
+            for _ in 0..1000 {
+                let (stop, got, path, addr) = (stop.clone(), got.clone(), path.clone(), b.addr);
+                clients.push(tokio::spawn(async move { slow_client(addr, &path, stop, got).await }));
+            }
+            tokio::time::sleep(Duration::from_secs(secs.min(10))).await;
+            let during = rss_mib();
+            stop.store(true, Ordering::Relaxed);
+            for c in clients {
+                let _ = c.await;
+            }
+            println!(
+                "{:<34} {:>14}",
+                "1,000 slow 1 GiB downloads",
+                format!(
+                    "RSS {during:.0} MiB (idle {before:.0}), {:.0} MiB sent",
+                    got.load(Ordering::Relaxed) as f64 / 1048576.0
+                )
+            );
+            json.insert("mem_rss_mib_1000_slow".into(), during.into());
         }
         if want("race") {
             b.file("frace", 64 * 1024).await;

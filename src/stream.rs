@@ -1,8 +1,12 @@
 //! Streaming a byte span of an open file as an HTTP body, in large reads done on the blocking
 //! pool (never on the async workers), with one read of look-ahead.
 //!
-//! Memory per download is bounded by two chunks ([`CHUNK`] each): the one hyper is writing and
-//! the one being read ahead — independent of the file's size. Each poll first checks the order's
+//! Reads adapt to the client. When hyper asks for the next chunk soon after taking the last one
+//! (within [`FAST`]: the client keeps up), the chunk size doubles up to [`CHUNK`] and the next
+//! read starts ahead of time, so disk and network overlap. When hyper is slow to ask (a slow or
+//! stalled client), reads shrink to [`MIN_CHUNK`] and nothing is read ahead. Memory per download
+//! is therefore at most two large chunks for a fast client and one small chunk for a slow one,
+//! independent of the file's size — 1,000 slow downloads hold about 64 MiB of buffers. Each poll first checks the order's
 //! [`Gate`]: once the order is revoked or suspended, the body fails and hyper closes the
 //! connection. When the body is dropped — finished, cut off by the client, revoked, or at
 //! shutdown — its [`Settle`] callback runs exactly once with the bytes actually handed to hyper.
@@ -18,8 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::task::JoinHandle;
 
-/// Bytes per read.
+/// The largest read, for clients that keep up.
 pub const CHUNK: usize = 256 * 1024;
+/// The smallest read (and the first), for slow clients.
+pub const MIN_CHUNK: usize = 64 * 1024;
+/// A client that asks for more within this long after the last chunk counts as keeping up.
+pub const FAST: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How a download ended, for its `download.finished` record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +107,12 @@ pub struct FileStream {
     total: u64,
     sent: u64,
     pending: Option<JoinHandle<std::io::Result<Bytes>>>,
+    /// Current read size (adapts between `MIN_CHUNK` and `CHUNK`).
+    chunk: usize,
+    /// Whether to read ahead (the client kept up last time).
+    read_ahead: bool,
+    /// When the last chunk was handed to hyper.
+    yielded_at: Option<std::time::Instant>,
     gate: Arc<Gate>,
     outcome: Option<Outcome>,
     settle: Option<Settle>,
@@ -127,6 +141,9 @@ impl FileStream {
             total: len,
             sent: 0,
             pending: None,
+            chunk: MIN_CHUNK,
+            read_ahead: false,
+            yielded_at: None,
             gate,
             outcome: None,
             settle: Some(settle),
@@ -141,7 +158,7 @@ impl FileStream {
         if self.unread == 0 || self.pending.is_some() {
             return;
         }
-        let n = self.unread.min(CHUNK as u64) as usize;
+        let n = self.unread.min(self.chunk as u64) as usize;
         let (file, offset) = (self.file.clone(), self.offset);
         self.offset += n as u64;
         self.unread -= n as u64;
@@ -186,6 +203,19 @@ impl http_body::Body for FileStream {
             crate::store::Access::Suspended => return this.fail(Outcome::Suspended, "order suspended"),
             crate::store::Access::Revoked => return this.fail(Outcome::Revoked, "order revoked"),
         }
+        if let Some(at) = this.yielded_at.take() {
+            // How fast did hyper come back for more? Adapt the read size and read-ahead.
+            if at.elapsed() <= FAST {
+                this.read_ahead = true;
+                this.chunk = (this.chunk * 2).min(CHUNK);
+            } else {
+                this.read_ahead = false;
+                this.chunk = MIN_CHUNK;
+            }
+        }
+        if this.pending.is_none() {
+            this.start_read();
+        }
         let Some(pending) = this.pending.as_mut() else {
             this.outcome = Some(Outcome::Complete);
             return Poll::Ready(None);
@@ -195,7 +225,10 @@ impl http_body::Body for FileStream {
             Poll::Ready(Ok(Ok(bytes))) => {
                 this.pending = None;
                 this.sent += bytes.len() as u64;
-                this.start_read();
+                this.yielded_at = Some(std::time::Instant::now());
+                if this.read_ahead {
+                    this.start_read();
+                }
                 if this.sent == this.total {
                     this.outcome = Some(Outcome::Complete);
                 }

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# keydrop vs nginx secure_link, side by side, on loopback only.
+#
+#   benches/compare-nginx.sh [SECONDS]      (default 10 s per run)
+#
+# Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
+# from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
+# durably counted and logged), and runs wrk against each in turn — A B A B, 3 rounds — with a Lua
+# script that walks a list of links. Prints every figure and the keydrop/nginx ratios.
+set -euo pipefail
+SECS=${1:-10}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/keydrop-compare.XXXXXX)
+NGINX_PORT=18480
+KD_PUBLIC=18481
+KD_ADMIN=18482
+SECRET=bench-secret
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  echo "installing nginx and wrk from Debian's packages…"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+fi
+nginx -V 2>&1 | grep -q secure_link || { echo "this nginx lacks http_secure_link_module" >&2; exit 1; }
+
+cleanup() {
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -n "${KD_PID:-}" ] && kill "$KD_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "building keydrop (release)…"
+(cd "$ROOT" && cargo build --release -q)
+KD="$ROOT/target/release/keydrop"
+
+mkdir -p "$WORK/files" "$WORK/data" "$WORK/nginx"
+head -c 4096 /dev/urandom >"$WORK/files/f4k.bin"
+head -c 1048576 /dev/urandom >"$WORK/files/f1m.bin"
+
+# --- nginx with secure_link -------------------------------------------------------------------
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  types { application/octet-stream bin; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /s/ {
+      secure_link \$arg_md5,\$arg_expires;
+      secure_link_md5 "\$secure_link_expires\$uri $SECRET";
+      if (\$secure_link = "") { return 403; }
+      if (\$secure_link = "0") { return 410; }
+      alias $WORK/files/;
+    }
+  }
+}
+NGINX
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+
+expires=$(( $(date +%s) + 86400 ))
+nginx_link() {
+  local uri="/s/$1"
+  local md5
+  md5=$(printf '%s' "$expires$uri $SECRET" | openssl md5 -binary | openssl base64 | tr +/ -_ | tr -d =)
+  echo "$uri?md5=$md5&expires=$expires"
+}
+
+# --- keydrop ----------------------------------------------------------------------------------
+TOKEN_OUT=$("$KD" token new --role global_admin --name bench)
+TOKEN=$(echo "$TOKEN_OUT" | awk '/^token:/ {print $2}')
+SHA=$(echo "$TOKEN_OUT" | awk -F'"' '/token_sha256/ {print $2}')
+cat >"$WORK/keydrop.toml" <<TOML
+[server]
+public_listen = "127.0.0.1:$KD_PUBLIC"
+admin_listen = "127.0.0.1:$KD_ADMIN"
+public_base_url = "http://127.0.0.1:$KD_PUBLIC"
+[storage]
+data_dir = "data"
+files_dir = "files"
+[links]
+max_uses = 1000000
+[[principals]]
+name = "bench"
+role = "global_admin"
+token_sha256 = "$SHA"
+[[principals]]
+name = "bench-agent"
+role = "admin_agent"
+token_sha256 = "$SHA"
+TOML
+KEYDROP_LOG=warn "$KD" serve --config "$WORK/keydrop.toml" &
+KD_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KD_PUBLIC/healthz" >/dev/null && break; sleep 0.1; done
+
+api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' "$@"; }
+A="http://127.0.0.1:$KD_ADMIN/api"
+api -X PUT "$A/products/bench" -d '{"name":"Bench","kind":"perpetual","unit_price_cents":1,"currency":"USD","cancel_policy":"standard"}' >/dev/null
+api -X PUT "$A/products/bench/files/f4k" -d '{"path":"f4k.bin","filename":"f4k.bin","file_type":"4k"}' >/dev/null
+api -X PUT "$A/products/bench/files/f1m" -d '{"path":"f1m.bin","filename":"f1m.bin","file_type":"1m"}' >/dev/null
+api -X POST "$A/customers" -d '{"tenant_id":"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee","domain":"bench.example","name":"Bench","country":"US"}' >/dev/null
+ORDER=$(api -X POST "$A/customers/aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee/orders" -d '{"items":[{"product_id":"bench","quantity":1}]}' | sed 's/.*"order_id":"\([^"]*\)".*/\1/')
+
+echo "issuing links (1,000 per size)…"
+for kind in 4k 1m; do
+  : >"$WORK/kd-$kind.txt"
+  : >"$WORK/ng-$kind.txt"
+  seq 1 1000 | xargs -P 8 -I{} curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -X POST "$A/orders/$ORDER/downloads" -d "{\"product_id\":\"bench\",\"file_type\":\"$kind\"}" |
+    grep -o '"url":"[^"]*"' | sed 's/"url":"http:\/\/[^/]*\([^"]*\)"/\1/' >>"$WORK/kd-$kind.txt"
+  link=$(nginx_link "f$kind.bin")
+  for _ in $(seq 1 1000); do echo "$link" >>"$WORK/ng-$kind.txt"; done
+done
+
+cat >"$WORK/walk.lua" <<'LUA'
+local paths = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+end
+function request()
+  i = (i % #paths) + 1
+  return wrk.format("GET", paths[i])
+end
+LUA
+
+# wrk's Lua state is per thread; each thread walks the whole list from its own start.
+run() { # name url listfile
+  wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
+  local rps tps p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.out")
+  tps=$(awk '/Transfer\/sec/ {print $2}' "$WORK/$1.out")
+  p99=$(awk '$1 == "99%" {print $2}' "$WORK/$1.out")
+  non2xx=$(awk '/Non-2xx/ {print $4}' "$WORK/$1.out")
+  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}"
+  echo "$rps" >>"$WORK/$1.rps"
+}
+
+echo
+echo "wrk -t2 -c64 -d${SECS}s, A B A B, 3 rounds"
+for round in 1 2 3; do
+  for kind in 4k 1m; do
+    run "nginx-$kind" "http://127.0.0.1:$NGINX_PORT" "$WORK/ng-$kind.txt"
+    run "keydrop-$kind" "http://127.0.0.1:$KD_PUBLIC" "$WORK/kd-$kind.txt"
+  done
+done
+
+echo
+for kind in 4k 1m; do
+  ng=$(awk '{s+=$1} END {print s/NR}' "$WORK/nginx-$kind.rps")
+  kd=$(awk '{s+=$1} END {print s/NR}' "$WORK/keydrop-$kind.rps")
+  awk -v k="$kind" -v n="$ng" -v d="$kd" 'BEGIN { printf "%s: nginx %.0f req/s, keydrop %.0f req/s, keydrop/nginx = %.2f\n", k, n, d, d / n }'
+done
+echo "raw wrk output in $WORK"
