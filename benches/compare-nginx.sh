@@ -37,6 +37,9 @@ KD="$ROOT/target/release/keydrop"
 mkdir -p "$WORK/files" "$WORK/data" "$WORK/nginx"
 head -c 4096 /dev/urandom >"$WORK/files/f4k.bin"
 head -c 1048576 /dev/urandom >"$WORK/files/f1m.bin"
+# nginx's workers run as an unprivileged user: let them read the files.
+chmod 755 "$WORK" "$WORK/files"
+chmod 644 "$WORK/files/"*
 
 # --- nginx with secure_link -------------------------------------------------------------------
 cat >"$WORK/nginx/nginx.conf" <<NGINX
@@ -73,9 +76,13 @@ nginx_link() {
 }
 
 # --- keydrop ----------------------------------------------------------------------------------
+# One token per principal: a catalog admin and a partner agent.
 TOKEN_OUT=$("$KD" token new --role global_admin --name bench)
 TOKEN=$(echo "$TOKEN_OUT" | awk '/^token:/ {print $2}')
 SHA=$(echo "$TOKEN_OUT" | awk -F'"' '/token_sha256/ {print $2}')
+AGENT_OUT=$("$KD" token new --role admin_agent --name bench-agent)
+AGENT=$(echo "$AGENT_OUT" | awk '/^token:/ {print $2}')
+AGENT_SHA=$(echo "$AGENT_OUT" | awk -F'"' '/token_sha256/ {print $2}')
 cat >"$WORK/keydrop.toml" <<TOML
 [server]
 public_listen = "127.0.0.1:$KD_PUBLIC"
@@ -93,7 +100,7 @@ token_sha256 = "$SHA"
 [[principals]]
 name = "bench-agent"
 role = "admin_agent"
-token_sha256 = "$SHA"
+token_sha256 = "$AGENT_SHA"
 TOML
 KEYDROP_LOG=warn "$KD" serve --config "$WORK/keydrop.toml" &
 KD_PID=$!
@@ -105,17 +112,26 @@ api -X PUT "$A/products/bench" -d '{"name":"Bench","kind":"perpetual","unit_pric
 api -X PUT "$A/products/bench/files/f4k" -d '{"path":"f4k.bin","filename":"f4k.bin","file_type":"4k"}' >/dev/null
 api -X PUT "$A/products/bench/files/f1m" -d '{"path":"f1m.bin","filename":"f1m.bin","file_type":"1m"}' >/dev/null
 api -X POST "$A/customers" -d '{"tenant_id":"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee","domain":"bench.example","name":"Bench","country":"US"}' >/dev/null
-ORDER=$(api -X POST "$A/customers/aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee/orders" -d '{"items":[{"product_id":"bench","quantity":1}]}' | sed 's/.*"order_id":"\([^"]*\)".*/\1/')
+ORDER=$(curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application/json' -X POST "$A/customers/aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee/orders" -d '{"items":[{"product_id":"bench","quantity":1}]}' | sed 's/.*"order_id":"\([^"]*\)".*/\1/')
 
 echo "issuing links (1,000 per size)…"
 for kind in 4k 1m; do
   : >"$WORK/kd-$kind.txt"
   : >"$WORK/ng-$kind.txt"
-  seq 1 1000 | xargs -P 8 -I{} curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  seq 1 1000 | xargs -P 8 -I{} curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application/json' \
     -X POST "$A/orders/$ORDER/downloads" -d "{\"product_id\":\"bench\",\"file_type\":\"$kind\"}" |
     grep -o '"url":"[^"]*"' | sed 's/"url":"http:\/\/[^/]*\([^"]*\)"/\1/' >>"$WORK/kd-$kind.txt"
   link=$(nginx_link "f$kind.bin")
   for _ in $(seq 1 1000); do echo "$link" >>"$WORK/ng-$kind.txt"; done
+done
+
+# Both sides must really serve the files before anything is timed.
+for kind in 4k 1m; do
+  for pair in "http://127.0.0.1:$NGINX_PORT ng" "http://127.0.0.1:$KD_PUBLIC kd"; do
+    set -- $pair
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$1$(head -1 "$WORK/$2-$kind.txt")")
+    [ "$code" = 200 ] || { echo "sanity check failed: $2 $kind answered $code" >&2; exit 1; }
+  done
 done
 
 cat >"$WORK/walk.lua" <<'LUA'
@@ -137,7 +153,7 @@ run() { # name url listfile
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.out")
   tps=$(awk '/Transfer\/sec/ {print $2}' "$WORK/$1.out")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$1.out")
-  non2xx=$(awk '/Non-2xx/ {print $4}' "$WORK/$1.out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$1.out")
   printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}"
   echo "$rps" >>"$WORK/$1.rps"
 }

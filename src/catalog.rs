@@ -68,12 +68,25 @@ pub struct ServedFile {
     pub content_disposition: String,
     /// `sha-256=:<base64>:` once the digest is known.
     pub repr_digest: Option<String>,
+    /// The whole content of a small file (at most [`SMALL_FILE`] bytes), read once, so small
+    /// downloads need no read at all.
+    pub content: Option<bytes::Bytes>,
 }
+
+/// Files up to this size are kept in memory once opened.
+pub const SMALL_FILE: u64 = 64 * 1024;
 
 impl ServedFile {
     fn open(files_dir: &Path, rec: FileRecord) -> Result<ServedFile, FileError> {
         let full = confine(files_dir, &rec.path)?;
-        let file = File::open(full).map_err(|_| FileError::Missing)?;
+        let mut file = File::open(full).map_err(|_| FileError::Missing)?;
+        let content = if rec.size <= SMALL_FILE {
+            let mut buf = Vec::with_capacity(rec.size as usize);
+            file.read_to_end(&mut buf).map_err(|_| FileError::Missing)?;
+            (buf.len() as u64 == rec.size).then(|| bytes::Bytes::from(buf))
+        } else {
+            None
+        };
         let repr_digest = rec
             .sha256
             .as_deref()
@@ -85,6 +98,7 @@ impl ServedFile {
             content_type: representation::content_type(&rec.filename),
             content_disposition: representation::content_disposition(&rec.filename),
             repr_digest,
+            content,
             file: Arc::new(file),
             rec,
         })

@@ -177,8 +177,16 @@ pub async fn handle(
         (settle)(0, Outcome::Complete);
         return Ok(resp);
     }
-    let body =
-        FileStream::new(file.file.clone(), start, len, link.gate.clone(), client.conn, client.exclusive_wire, settle);
+    let body = FileStream::new(
+        file.file.clone(),
+        start,
+        len,
+        link.gate.clone(),
+        client.conn,
+        client.exclusive_wire,
+        file.content.clone(),
+        settle,
+    );
     *resp.body_mut() = Body::Stream(Box::pin(body));
     Ok(resp)
 }

@@ -107,6 +107,8 @@ pub struct FileStream {
     total: u64,
     sent: u64,
     pending: Option<JoinHandle<std::io::Result<Bytes>>>,
+    /// A small file's whole content, when it is in memory: served by slicing, no reads.
+    memory: Option<Bytes>,
     /// Current read size (adapts between `MIN_CHUNK` and `CHUNK`).
     chunk: usize,
     /// Whether to read ahead (the client kept up last time).
@@ -130,6 +132,7 @@ impl FileStream {
         gate: Arc<Gate>,
         conn: &ConnDownloads,
         exclusive_wire: bool,
+        memory: Option<Bytes>,
         settle: Settle,
     ) -> FileStream {
         let _registration = conn.register(gate.clone());
@@ -141,6 +144,7 @@ impl FileStream {
             total: len,
             sent: 0,
             pending: None,
+            memory,
             chunk: MIN_CHUNK,
             read_ahead: false,
             yielded_at: None,
@@ -155,7 +159,7 @@ impl FileStream {
     }
 
     fn start_read(&mut self) {
-        if self.unread == 0 || self.pending.is_some() {
+        if self.unread == 0 || self.pending.is_some() || self.memory.is_some() {
             return;
         }
         let n = self.unread.min(self.chunk as u64) as usize;
@@ -212,6 +216,19 @@ impl http_body::Body for FileStream {
                 this.read_ahead = false;
                 this.chunk = MIN_CHUNK;
             }
+        }
+        if let Some(content) = this.memory.as_ref() {
+            if this.unread == 0 {
+                this.outcome = Some(Outcome::Complete);
+                return Poll::Ready(None);
+            }
+            let (start, n) = (this.offset as usize, this.unread as usize);
+            let chunk = content.slice(start..start + n);
+            this.offset += n as u64;
+            this.unread = 0;
+            this.sent += n as u64;
+            this.outcome = Some(Outcome::Complete);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if this.pending.is_none() {
             this.start_read();

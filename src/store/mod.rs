@@ -59,7 +59,8 @@ pub const KV_TABLES: [&str; 12] = [
     "meta",
 ];
 pub(crate) const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
-/// `(at in microseconds, seq)` → nothing: the time index for date-range queries.
+/// `(at in microseconds, seq)` → nothing: the time index for date-range queries. Sparse: one
+/// entry for the first record of each distinct `at` (all records of a group commit share one).
 pub(crate) const ACTIVITY_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("activity_at");
 
 #[derive(Debug, thiserror::Error)]
@@ -273,29 +274,26 @@ impl Store {
         let tx = self.db.begin_read()?;
         let records = tx.open_table(ACTIVITY)?;
         let index = tx.open_table(ACTIVITY_AT)?;
-        let mut start = (q.from_us.unwrap_or(0), 0u64);
-        if q.after_seq > 0 {
-            if let Some(v) = records.get(q.after_seq)? {
-                let r: Record = serde_json::from_slice(v.value())?;
-                start = start.max((crate::activity::at_micros(&r.at), q.after_seq + 1));
+        // The first record at or after `from`: the index's first entry at or after it.
+        let mut start = 1u64;
+        if let Some(from) = q.from_us {
+            match index.range((from, 0u64)..)?.next() {
+                Some(item) => start = item?.0.value().1,
+                None => return Ok((Vec::new(), None)),
             }
         }
+        start = start.max(q.after_seq.saturating_add(1));
         let mut out = Vec::new();
-        for item in index.range(start..)? {
-            let (k, _) = item?;
-            let (at_us, seq) = k.value();
-            if q.to_us.is_some_and(|to| at_us > to) {
+        for item in records.range(start..)? {
+            let (k, v) = item?;
+            let r: Record = serde_json::from_slice(v.value())?;
+            if q.to_us.is_some_and(|to| crate::activity::at_micros(&r.at) > to) {
                 break;
             }
-            if seq <= q.after_seq {
-                continue;
-            }
-            let Some(v) = records.get(seq)? else { continue };
-            let r: Record = serde_json::from_slice(v.value())?;
             if q.matches(&r) {
                 out.push(r);
                 if out.len() >= q.limit {
-                    return Ok((out, Some(seq)));
+                    return Ok((out, Some(k.value())));
                 }
             }
         }

@@ -350,6 +350,8 @@ pub struct Tx<'a, 't> {
     last_seq: Option<u64>,
     /// Records appended in this transaction, as stored: for the JSON Lines mirror.
     appended: &'a mut Vec<(u64, Vec<u8>)>,
+    /// The `at` the time index already has an entry for in this transaction.
+    indexed_at: Option<u64>,
 }
 
 impl<'t> Tx<'_, 't> {
@@ -415,7 +417,13 @@ impl<'t> Tx<'_, 't> {
         let json = serde_json::to_vec(&rec)?;
         self.activity.insert(seq, json.as_slice())?;
         self.appended.push((seq, json));
-        self.activity_at.insert((at_us, seq), ())?;
+        // The time index is sparse: one `(at, first seq)` entry per distinct `at`, and every record
+        // of a group commit shares one `at`. `at` never decreases with `seq`, so seeking the
+        // index to a time and walking records by `seq` from there finds every later record.
+        if self.indexed_at != Some(at_us) {
+            self.activity_at.insert((at_us, seq), ())?;
+            self.indexed_at = Some(at_us);
+        }
         self.chain.next_seq += 1;
         self.chain.prev_hash = rec.hash;
         self.chain.last_at_us = at_us;
@@ -493,6 +501,7 @@ fn apply(
             now_us,
             last_seq: None,
             appended,
+            indexed_at: None,
         };
         for b in group.iter_mut() {
             t.last_seq = None;
