@@ -177,16 +177,8 @@ pub async fn handle(
         (settle)(0, Outcome::Complete);
         return Ok(resp);
     }
-    let body = FileStream::new(
-        file.file.clone(),
-        start,
-        len,
-        link.gate.clone(),
-        client.conn,
-        client.exclusive_wire,
-        file.content.clone(),
-        settle,
-    );
+    let source = crate::stream::Source { file: file.file.clone(), start, len, memory: file.content.clone() };
+    let body = FileStream::new(source, link.gate.clone(), client.conn, client.exclusive_wire, settle);
     *resp.body_mut() = Body::Stream(Box::pin(body));
     Ok(resp)
 }

@@ -97,6 +97,15 @@ impl Drop for Registration {
     }
 }
 
+/// What a body serves: `len` bytes of `file` from `start`, or of `memory` when a small file's
+/// content is held in memory.
+pub struct Source {
+    pub file: Arc<File>,
+    pub start: u64,
+    pub len: u64,
+    pub memory: Option<Bytes>,
+}
+
 pub struct FileStream {
     file: Arc<File>,
     /// Next offset to read.
@@ -126,15 +135,13 @@ pub struct FileStream {
 impl FileStream {
     /// A body of `len` bytes of `file` from `start`.
     pub fn new(
-        file: Arc<File>,
-        start: u64,
-        len: u64,
+        source: Source,
         gate: Arc<Gate>,
         conn: &ConnDownloads,
         exclusive_wire: bool,
-        memory: Option<Bytes>,
         settle: Settle,
     ) -> FileStream {
+        let Source { file, start, len, memory } = source;
         let _registration = conn.register(gate.clone());
         let written = conn.written.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
         let mut s = FileStream {
