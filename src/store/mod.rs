@@ -256,15 +256,7 @@ impl Store {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
-        let mut out = Vec::new();
-        for item in t.range(prefix..)? {
-            let (k, v) = item?;
-            if !k.value().starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        scan_prefix_in(&t, prefix, limit)
     }
 
     /// Runs an activity query: seeks the time index to `from` (or to just after `after_seq`),
@@ -326,6 +318,24 @@ impl Store {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(ACTIVITY)?.len()?)
     }
+}
+
+/// Up to `limit` `(key, value)` pairs of a key/value table whose key starts with `prefix`, in
+/// key order — for read and write transactions alike.
+pub(crate) fn scan_prefix_in(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    for item in t.range(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) || out.len() >= limit {
+            break;
+        }
+        out.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
 }
 
 /// Reads every activity record of a database that no server has open (for `verify-log`),

@@ -389,16 +389,7 @@ impl<'t> Tx<'_, 't> {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let t = self.kv(table)?;
-        let mut out = Vec::new();
-        for item in t.range(prefix..)? {
-            let (k, v) = item?;
-            if !k.value().starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        super::scan_prefix_in(self.kv(table)?, prefix, limit)
     }
 
     /// Writes an order's gate and returns the change's version (increasing in commit order), for
