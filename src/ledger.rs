@@ -88,9 +88,13 @@ pub enum ReserveError {
     Store(#[from] StoreError),
 }
 
+/// Hot links kept before idle ones are evicted.
+pub const MAX_HOT_LINKS: usize = 100_000;
+
 pub struct Ledger {
     store: Arc<Store>,
     links: DashMap<LinkId, Arc<HotLink>>,
+    max_hot: usize,
     gates: DashMap<String, Arc<Gate>>,
     /// The store epoch this cache was loaded under.
     epoch: AtomicU64,
@@ -99,8 +103,16 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(store: Arc<Store>) -> Ledger {
+        Ledger::with_capacity(store, MAX_HOT_LINKS)
+    }
+
+    /// A ledger that keeps at most about `max_hot` links in memory. When it grows past that, the
+    /// entries nobody holds are dropped: a request awaiting its reservation, or a body streaming,
+    /// holds its entry's `Arc`, so an entry with no other holder has no reservation in flight and
+    /// memory equals disk (except refunds still queued, which a reload sees as spent: the safe side).
+    pub fn with_capacity(store: Arc<Store>, max_hot: usize) -> Ledger {
         let epoch = AtomicU64::new(store.epoch());
-        Ledger { store, links: DashMap::new(), gates: DashMap::new(), epoch, revocations: watch::channel(0).0 }
+        Ledger { store, links: DashMap::new(), max_hot, gates: DashMap::new(), epoch, revocations: watch::channel(0).0 }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -137,7 +149,11 @@ impl Ledger {
         let gate = self.gate(&rec.order_id, rec.tenant_id.clone())?;
         let hot = Arc::new(HotLink { id: *id, rec, gate, spent: Mutex::new(spent) });
         // Two loaders may race; the first insert wins and both use it.
-        Ok(Some(self.links.entry(*id).or_insert(hot).clone()))
+        let hot = self.links.entry(*id).or_insert(hot).clone();
+        if self.links.len() > self.max_hot {
+            self.links.retain(|_, v| Arc::strong_count(v) > 1);
+        }
+        Ok(Some(hot))
     }
 
     /// The gate of an order (open if the store has none).
@@ -239,5 +255,53 @@ impl Ledger {
     /// Number of links cached.
     pub fn hot_links(&self) -> usize {
         self.links.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::Kind;
+
+    fn record(i: u8) -> LinkRecord {
+        LinkRecord {
+            link_id: hex::encode([i; 16]),
+            order_id: "o".into(),
+            tenant_id: None,
+            product_id: None,
+            file_id: "f".into(),
+            key_id: 1,
+            issued_at: 0,
+            expires_at: i64::MAX,
+            max_uses: 2,
+            unit: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_links_are_evicted_and_reload_with_their_spending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let ledger = Ledger::with_capacity(store.clone(), 4);
+        for i in 0..10u8 {
+            ledger.put_link(record(i), Entry::new(Kind::LinkIssued)).await.unwrap();
+        }
+        let held = ledger.link(&[0; 16]).await.unwrap().unwrap();
+        ledger.reserve(&held, 150, Entry::new(Kind::DownloadStarted)).await.unwrap();
+        for i in 1..10u8 {
+            let l = ledger.link(&[i; 16]).await.unwrap().unwrap();
+            ledger.reserve(&l, 100, Entry::new(Kind::DownloadStarted)).await.unwrap();
+        }
+        assert!(ledger.hot_links() <= 5, "bounded: {}", ledger.hot_links());
+        // The held entry was never evicted; an evicted one reloads with its durable spending.
+        assert!(Arc::ptr_eq(&held, &ledger.link(&[0; 16]).await.unwrap().unwrap()));
+        let again = ledger.link(&[1; 16]).await.unwrap().unwrap();
+        assert_eq!(again.spent(), 100);
+        assert!(matches!(
+            ledger.reserve(&again, 101, Entry::new(Kind::DownloadStarted)).await,
+            Err(ReserveError::Exhausted)
+        ));
+        ledger.reserve(&again, 100, Entry::new(Kind::DownloadStarted)).await.unwrap();
+        store.close().await;
     }
 }
