@@ -59,6 +59,8 @@ impl Gate {
 #[derive(Debug)]
 pub struct HotLink {
     pub id: LinkId,
+    /// Where its counter lives on disk.
+    spent_key: crate::store::SpentKey,
     pub rec: LinkRecord,
     pub gate: Arc<Gate>,
     spent: Mutex<u64>,
@@ -147,7 +149,7 @@ impl Ledger {
             return Ok(None);
         };
         let gate = self.gate(&rec.order_id, rec.tenant_id.clone())?;
-        let hot = Arc::new(HotLink { id: *id, rec, gate, spent: Mutex::new(spent) });
+        let hot = Arc::new(HotLink { id: *id, spent_key: rec.spent_key(), rec, gate, spent: Mutex::new(spent) });
         // Two loaders may race; the first insert wins and both use it.
         let hot = self.links.entry(*id).or_insert(hot).clone();
         if self.links.len() > self.max_hot {
@@ -176,7 +178,7 @@ impl Ledger {
             if spent.saturating_add(cost) > link.budget() {
                 return Err(ReserveError::Exhausted);
             }
-            let ops = vec![Op::Reserve { link: link.id, bytes: cost }, Op::Append(started)];
+            let ops = vec![Op::Reserve { key: link.spent_key, bytes: cost }, Op::Append(started)];
             let rx = self.store.writer().send_durable(ops)?;
             *spent += cost;
             rx
@@ -200,7 +202,7 @@ impl Ledger {
         let mut spent = link.spent.lock().expect("not poisoned");
         let mut ops = Vec::with_capacity(2);
         if refund > 0 {
-            ops.push(Op::Refund { link: link.id, bytes: refund });
+            ops.push(Op::Refund { key: link.spent_key, bytes: refund });
         }
         ops.push(Op::Append(finished));
         if let Err(e) = self.store.writer().send(ops) {

@@ -39,7 +39,13 @@ use std::sync::Arc;
 pub use writer::{Batch, Op, Writer};
 
 pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
+/// `issued_at (8 bytes, big-endian) ‖ link id` → bytes spent. Keyed by issue time first so that
+/// links issued together — the ones downloaded together — share a few B-tree pages: a group
+/// commit touches the same handful of pages however many links the store holds.
 pub(crate) const SPENT: TableDefinition<&[u8], u64> = TableDefinition::new("link_spent");
+
+/// A link's key in the spent table.
+pub type SpentKey = [u8; 24];
 pub(crate) const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 pub(crate) const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("order_gates");
 
@@ -103,6 +109,18 @@ pub struct LinkRecord {
 }
 
 impl LinkRecord {
+    /// Its key in the spent table: issue time, then id.
+    pub fn spent_key(&self) -> SpentKey {
+        let mut k = [0u8; 24];
+        k[..8].copy_from_slice(&(self.issued_at.max(0) as u64).to_be_bytes());
+        if let Ok(id) = hex::decode(&self.link_id) {
+            if id.len() == 16 {
+                k[8..].copy_from_slice(&id);
+            }
+        }
+        k
+    }
+
     /// `max_uses × unit` bytes.
     pub fn budget(&self) -> u64 {
         u64::from(self.max_uses).saturating_mul(self.unit)
@@ -203,7 +221,7 @@ impl Store {
             return Ok(None);
         };
         let rec: LinkRecord = serde_json::from_slice(raw.value())?;
-        let spent = tx.open_table(SPENT)?.get(id.as_slice())?.map_or(0, |v| v.value());
+        let spent = tx.open_table(SPENT)?.get(rec.spent_key().as_slice())?.map_or(0, |v| v.value());
         Ok(Some((rec, spent)))
     }
 

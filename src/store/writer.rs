@@ -13,9 +13,8 @@
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
-use super::{FileRecord, LinkRecord, OrderGate, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
+use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{Entry, Record, GENESIS};
-use crate::token::LinkId;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
@@ -31,14 +30,14 @@ pub const MAX_BATCH: usize = 4096;
 
 /// One change to apply.
 pub enum Op {
-    /// `spent += bytes` for a link (a reservation).
+    /// `spent += bytes` for a link (a reservation), by its [`LinkRecord::spent_key`].
     Reserve {
-        link: LinkId,
+        key: SpentKey,
         bytes: u64,
     },
     /// `spent -= bytes` (a refund of bytes reserved but not sent).
     Refund {
-        link: LinkId,
+        key: SpentKey,
         bytes: u64,
     },
     /// A new link, with `spent = 0`.
@@ -424,18 +423,18 @@ impl<'t> Tx<'_, 't> {
 
     fn apply(&mut self, op: Op) -> Result<Option<Box<dyn Any + Send>>, StoreError> {
         match op {
-            Op::Reserve { link, bytes } => {
-                let cur = self.spent.get(link.as_slice())?.map_or(0, |v| v.value());
-                self.spent.insert(link.as_slice(), cur.saturating_add(bytes))?;
+            Op::Reserve { key, bytes } => {
+                let cur = self.spent.get(key.as_slice())?.map_or(0, |v| v.value());
+                self.spent.insert(key.as_slice(), cur.saturating_add(bytes))?;
             }
-            Op::Refund { link, bytes } => {
-                let cur = self.spent.get(link.as_slice())?.map_or(0, |v| v.value());
-                self.spent.insert(link.as_slice(), cur.saturating_sub(bytes))?;
+            Op::Refund { key, bytes } => {
+                let cur = self.spent.get(key.as_slice())?.map_or(0, |v| v.value());
+                self.spent.insert(key.as_slice(), cur.saturating_sub(bytes))?;
             }
             Op::PutLink(rec) => {
                 let id = hex::decode(&rec.link_id).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
                 self.links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
-                self.spent.insert(id.as_slice(), 0)?;
+                self.spent.insert(rec.spent_key().as_slice(), 0)?;
                 self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
             }
             Op::PutFile(rec) => self.put_json(FILES_KV, &rec.file_id, &rec)?,
