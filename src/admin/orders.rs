@@ -135,8 +135,13 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
                 taken.extend(keys);
             }
             for i in o.items.iter().filter(|i| i.has_key) {
-                let idx =
-                    taken.iter().position(|(k, _)| k.starts_with(&format!("{}\0", i.product_id))).expect("checked");
+                let prefix = format!("{}\0", i.product_id);
+                let Some(idx) = taken.iter().position(|(k, _)| k.starts_with(&prefix)) else {
+                    // Cannot happen (every pool was counted above); never panic in the writer.
+                    return Err(crate::store::StoreError::CommitFailed(
+                        "key pool changed under the transaction".into(),
+                    ));
+                };
                 let (pool_key, sealed) = taken.remove(idx);
                 tx.remove("key_pool", &pool_key)?;
                 tx.put_raw("order_keys", &format!("{}\0{}", o.order_id, i.item_id), &sealed)?;
