@@ -25,7 +25,24 @@ pub struct Config {
     pub orders: OrdersConfig,
     pub revocation: RevocationConfig,
     pub activity: ActivityConfig,
+    pub log: LogConfig,
     pub principals: Vec<Principal>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -251,6 +268,13 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keydrop.toml");
         let cfg = Config::load(&path).unwrap();
         assert_eq!(cfg.links.max_uses, 50);
+    }
+
+    #[test]
+    fn log_format_json_is_accepted() {
+        let cfg: Config = toml::from_str("[log]\nformat = \"json\"").unwrap();
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert!(toml::from_str::<Config>("[log]\nformat = \"xml\"").is_err());
     }
 
     #[test]

@@ -106,13 +106,16 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: keydrop::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYDROP_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        keydrop::config::LogFormat::Json => fmt.json().init(),
+        keydrop::config::LogFormat::Text => fmt.init(),
+    }
 }
 
-async fn serve(config: Option<PathBuf>) -> Result<(), String> {
-    let cfg = load_config(config)?;
+async fn serve(cfg: Config) -> Result<(), String> {
     let public = tokio::net::TcpListener::bind(cfg.server.public_listen)
         .await
         .map_err(|e| format!("bind {}: {e}", cfg.server.public_listen))?;
@@ -192,12 +195,12 @@ fn main() -> ExitCode {
             println!("new link-signing key {id}; restart the server to sign with it");
             Ok(())
         }),
-        Command::Serve { config } => {
-            init_tracing();
-            runtime().block_on(serve(config))
-        }
+        Command::Serve { config } => load_config(config).and_then(|cfg| {
+            init_tracing(cfg.log.format);
+            runtime().block_on(serve(cfg))
+        }),
         Command::Demo { dir, sample_mib } => {
-            init_tracing();
+            init_tracing(keydrop::config::LogFormat::Text);
             runtime().block_on(async {
                 demo::run_demo(&dir, sample_mib << 20, shutdown_signal()).await.map_err(|e| e.to_string())
             })

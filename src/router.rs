@@ -127,6 +127,8 @@ impl Admin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint<'a> {
     Healthz,
+    /// Ready to serve: not shutting down, and the store commits.
+    Readyz,
     /// `/d/{token}` or `/d/{token}/{anything}`; the trailing name is not checked.
     Download {
         token: &'a str,
@@ -141,7 +143,7 @@ pub enum Endpoint<'a> {
 impl Endpoint<'_> {
     pub fn caller(&self) -> Option<Caller> {
         match self {
-            Endpoint::Healthz => Some(Caller::Anyone),
+            Endpoint::Healthz | Endpoint::Readyz => Some(Caller::Anyone),
             Endpoint::Download { .. } => Some(Caller::LinkHolder),
             Endpoint::Admin(a) => Some(a.caller()),
             Endpoint::MethodNotAllowed { .. } | Endpoint::NotFound => None,
@@ -152,6 +154,7 @@ impl Endpoint<'_> {
     pub fn name(&self) -> &'static str {
         match self {
             Endpoint::Healthz => "healthz",
+            Endpoint::Readyz => "readyz",
             Endpoint::Download { .. } => "download",
             Endpoint::Admin(a) => a.name(),
             Endpoint::MethodNotAllowed { .. } => "method_not_allowed",
@@ -162,8 +165,10 @@ impl Endpoint<'_> {
 
 /// Maps a request to an endpoint. `path` is the raw (percent-encoded) path without the query.
 pub fn route<'a>(listener: Listener, method: &Method, path: &'a str) -> Endpoint<'a> {
-    if path == "/healthz" {
-        return Endpoint::Healthz;
+    match path {
+        "/healthz" => return Endpoint::Healthz,
+        "/readyz" => return Endpoint::Readyz,
+        _ => {}
     }
     match listener {
         Listener::Public => match path.strip_prefix("/d/") {

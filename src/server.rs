@@ -222,6 +222,7 @@ async fn handle(
         let headers = &parts.headers;
         let result = match endpoint {
             Endpoint::Healthz => Ok(json_ok("{\"status\":\"ok\"}")),
+            Endpoint::Readyz => readiness(state).await,
             Endpoint::Download { token } => {
                 let exclusive_wire = parts.version < http::Version::HTTP_2;
                 let client = Client { peer, exclusive_wire, headers, conn: downloads };
@@ -243,6 +244,25 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// `/readyz`: 200 when the server takes new work — not shutting down, and a commit through the
+/// store's writer completes within two seconds (so the disk accepts writes); else `503`.
+async fn readiness(state: &AppState) -> Result<Response<Body>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Unavailable { retry_after_secs: 5 });
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.writer().flush()).await {
+        Ok(Ok(())) => Ok(json_ok("{\"status\":\"ready\"}")),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "not ready: the store cannot commit");
+            Err(ApiError::Unavailable { retry_after_secs: 5 })
+        }
+        Err(_) => {
+            tracing::error!("not ready: a commit took more than 2 s");
+            Err(ApiError::Unavailable { retry_after_secs: 5 })
+        }
+    }
 }
 
 fn json_ok(body: &'static str) -> Response<Body> {

@@ -405,3 +405,17 @@ async fn connections_over_the_cap_get_503_with_retry_after() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn readyz_answers_200_while_serving_and_503_while_draining() {
+    let s = Server::start().await;
+    for addr in [s.public, s.admin] {
+        let (st, _, b) = get(&format!("http://{addr}/readyz"), &[]).await.unwrap();
+        assert_eq!((st, &b[..]), (200, &b"{\"status\":\"ready\"}"[..]));
+    }
+    s.state.begin_draining();
+    let (st, h, b) = get(&format!("http://{}/readyz", s.admin), &[]).await.unwrap();
+    assert_eq!((st, problem(&b)["code"].as_str().unwrap()), (503, "unavailable"));
+    assert!(h.contains_key("retry-after"));
+    s.stop().await;
+}

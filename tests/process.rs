@@ -229,3 +229,39 @@ async fn verify_log_names_the_first_tampered_record() {
     assert!(!ok, "tampering must be detected");
     assert!(out.contains("record 4"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_json_object_per_line() {
+    let (root, _data, link) = prepare(1000, 5).await;
+    let port = free_port();
+    let config = write_config(root.path(), port);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[log]\nformat = \"json\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYDROP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    within(20, "ready", async {
+        while !matches!(get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await, Ok((200, _, _))) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(get(&url_on(&link, port), &[]).await.unwrap().0, 200);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for l in &lines {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+    }
+    assert!(stderr.contains("\"route\":\"download\""), "{stderr}");
+    let token = link.url.split("/d/").nth(1).unwrap().split('/').next().unwrap();
+    assert!(!stderr.contains(token), "the link token never reaches the log");
+}
