@@ -238,7 +238,7 @@ async fn json_log_format_writes_one_json_object_per_line() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("[log]\nformat = \"json\"\n");
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&config)
         .env("KEYDROP_LOG", "info")
