@@ -419,3 +419,38 @@ async fn readyz_answers_200_while_serving_and_503_while_draining() {
     assert!(h.contains_key("retry-after"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_do_not_stop_a_normal_download() {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start().await;
+    let data = s.add_file("f", "f.bin", 2 * 1024 * 1024).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "f", 5).await;
+    // 500 connections that send a request head one byte at a time and never finish it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut trickles = Vec::new();
+    for _ in 0..500 {
+        let (addr, stop) = (s.public, stop.clone());
+        trickles.push(tokio::spawn(async move {
+            let Ok(mut c) = tokio::net::TcpStream::connect(addr).await else { return };
+            for b in b"GET /d/slow HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || c.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let (st, _, b) = get(&link.url, &[]).await.unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(sha256_hex(&b), sha256_hex(&data));
+    assert!(t0.elapsed() < Duration::from_secs(5), "download took {:?} under slowloris", t0.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in trickles {
+        let _ = within(10, "trickle stops", t).await;
+    }
+    s.stop().await;
+}
