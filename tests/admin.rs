@@ -48,6 +48,12 @@ async fn setup(s: &Server, tenant: &str, domain: &str, country: &str) -> Vec<u8>
     data
 }
 
+/// Cancels an order (acknowledged) as the partner's agent.
+async fn cancel(s: &Server, order: &Value) -> (u16, Value) {
+    let path = format!("/api/orders/{}/cancel", order["order_id"].as_str().unwrap());
+    s.api("POST", &path, "admin_agent", Some(json!({"acknowledged": true}))).await
+}
+
 async fn buy(s: &Server, tenant: &str, body: Value) -> (u16, Value) {
     s.api("POST", &format!("/api/customers/{tenant}/orders"), "admin_agent", Some(body)).await
 }
@@ -259,23 +265,9 @@ async fn cancellation_windows_policies_and_prorated_credit() {
         (p61["cancellable"].as_bool(), p61["code"].as_str(), p61["days_left"].as_i64()),
         (Some(false), Some("window_closed"), Some(0))
     );
-    let (st, e) = s
-        .api(
-            "POST",
-            &format!("/api/orders/{}/cancel", d61["order_id"].as_str().unwrap()),
-            "admin_agent",
-            Some(json!({"acknowledged": true})),
-        )
-        .await;
+    let (st, e) = cancel(&s, &d61).await;
     assert_eq!((st, e["code"].as_str().unwrap()), (409, "window_closed"));
-    let (st, c) = s
-        .api(
-            "POST",
-            &format!("/api/orders/{}/cancel", d59["order_id"].as_str().unwrap()),
-            "admin_agent",
-            Some(json!({"acknowledged": true})),
-        )
-        .await;
+    let (st, c) = cancel(&s, &d59).await;
     assert_eq!((st, c["credit_cents"].as_u64()), (200, Some(123400)));
     let (st, _) = buy(&s, US_TENANT, json!({"items": [{"product_id": "winsrv", "quantity": 1}], "purchased_at": (now + chrono::Duration::days(1)).to_rfc3339()})).await;
     assert_eq!(st, 400, "purchased_at in the future");
@@ -295,14 +287,7 @@ async fn cancellation_windows_policies_and_prorated_credit() {
             .await;
         assert_eq!(st, 201);
         let (_, o) = buy(&s, US_TENANT, json!({"items": [{"product_id": pid, "quantity": 1}]})).await;
-        let (st, e) = s
-            .api(
-                "POST",
-                &format!("/api/orders/{}/cancel", o["order_id"].as_str().unwrap()),
-                "admin_agent",
-                Some(json!({"acknowledged": true})),
-            )
-            .await;
+        let (st, e) = cancel(&s, &o).await;
         assert_eq!((st, e["code"].as_str().unwrap()), (409, code));
         let p = s
             .api("GET", &format!("/api/orders/{}/cancellation", o["order_id"].as_str().unwrap()), "global_admin", None)
@@ -327,14 +312,7 @@ async fn cancellation_windows_policies_and_prorated_credit() {
     let (_, o) =
         buy(&s, US_TENANT, json!({"items": [{"product_id": "m365", "quantity": 3}], "purchased_at": purchased_s}))
             .await;
-    let (st, c) = s
-        .api(
-            "POST",
-            &format!("/api/orders/{}/cancel", o["order_id"].as_str().unwrap()),
-            "admin_agent",
-            Some(json!({"acknowledged": true})),
-        )
-        .await;
+    let (st, c) = cancel(&s, &o).await;
     assert_eq!(st, 200);
     let purchased = chrono::DateTime::parse_from_rfc3339(&purchased_s).unwrap();
     let cancelled = chrono::DateTime::parse_from_rfc3339(c["cancelled_at"].as_str().unwrap()).unwrap();

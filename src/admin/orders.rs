@@ -11,7 +11,8 @@ use crate::error::ApiError;
 use crate::links::{issue_link, IssueError, IssueRequest};
 use crate::model::{Customer, Order, OrderItem, OrderStatus, ProductKind};
 use crate::orders::{cancellation as preview, effective_status, tax_included, unavailable_in};
-use crate::store::{writer::ORDER_LINKS, Access, OrderGate};
+use crate::store::writer::{Tx, ORDER_LINKS};
+use crate::store::{Access, OrderGate, StoreError};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -265,6 +266,24 @@ pub fn cancellation(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
     Ok((StatusCode::OK, serde_json::to_value(p).unwrap_or_default()))
 }
 
+/// Loads an order inside one writer transaction (404 if it is gone) and runs `change` on it
+/// there; `change` validates before it writes, so its refusal writes nothing.
+async fn change_order<T: Send + 'static>(
+    ctx: &Ctx<'_>,
+    order_id: &str,
+    change: impl FnOnce(&mut Tx<'_, '_>, Order) -> Result<Result<T, ApiError>, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let id = order_id.to_owned();
+    ctx.state
+        .store
+        .writer()
+        .txn(move |tx| match tx.get_json::<Order>("orders", &id)? {
+            Some(o) => change(tx, o),
+            None => Ok(Err(ApiError::Missing { what: "order" })),
+        })
+        .await?
+}
+
 /// What an order-changing transaction hands back.
 type Change = Result<(Order, u64, usize), ApiError>;
 
@@ -282,33 +301,26 @@ pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) ->
         (ctx.state.config.orders.cancel_window_days, ctx.state.config.orders.suspension_retention_days);
     let mut rec = ctx.entry(Kind::OrderCancelled);
     let id = order_id.to_owned();
-    let change: Change = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            let Some(mut o) = tx.get_json::<Order>("orders", &id)? else {
-                return Ok(Err(ApiError::Missing { what: "order" }));
-            };
-            let p = preview(&o, now, window, retention);
-            if let Some(code) = p.code {
-                return Ok(Err(ApiError::conflict(code, "the order cannot be cancelled now")));
-            }
-            o.status = OrderStatus::Cancelled;
-            o.cancelled_at = Some(now);
-            o.credit_cents = Some(p.credit_cents);
-            o.cancel_reason = reason;
-            tx.put_json("orders", &id, &o)?;
-            let v = tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
-            let links = tx.scan_prefix(ORDER_LINKS, &format!("{id}\0"), usize::MAX)?.len();
-            rec.tenant_id = Some(o.tenant_id.clone());
-            rec.order_id = Some(id.clone());
-            rec.bytes = None;
-            rec.outcome = Some(format!("cancelled; credit_cents={}; revoked_links={links}", p.credit_cents));
-            tx.append(rec)?;
-            Ok(Ok((o, v, links)))
-        })
-        .await?;
+    let change: Change = change_order(ctx, order_id, move |tx, mut o| {
+        let p = preview(&o, now, window, retention);
+        if let Some(code) = p.code {
+            return Ok(Err(ApiError::conflict(code, "the order cannot be cancelled now")));
+        }
+        o.status = OrderStatus::Cancelled;
+        o.cancelled_at = Some(now);
+        o.credit_cents = Some(p.credit_cents);
+        o.cancel_reason = reason;
+        tx.put_json("orders", &id, &o)?;
+        let v = tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
+        let links = tx.scan_prefix(ORDER_LINKS, &format!("{id}\0"), usize::MAX)?.len();
+        rec.tenant_id = Some(o.tenant_id.clone());
+        rec.order_id = Some(id.clone());
+        rec.bytes = None;
+        rec.outcome = Some(format!("cancelled; credit_cents={}; revoked_links={links}", p.credit_cents));
+        tx.append(rec)?;
+        Ok(Ok((o, v, links)))
+    })
+    .await;
     let (o, version, links) = change?;
     ctx.state.ledger.gate_changed(
         &o.order_id,
@@ -336,51 +348,43 @@ async fn subscription_change(
     let retention = ctx.state.config.orders.suspension_retention_days;
     let rec = ctx.entry(kind);
     let id = order_id.to_owned();
-    let change: Result<(Order, Option<u64>), ApiError> = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            let Some(mut o) = tx.get_json::<Order>("orders", &id)? else {
-                return Ok(Err(ApiError::Missing { what: "order" }));
-            };
-            if !o.is_subscription() {
-                return Ok(Err(ApiError::conflict(
-                    "not_a_subscription",
-                    "only subscriptions can be suspended or reactivated",
-                )));
-            }
-            if effective_status(&o, now, retention) == OrderStatus::Expired && o.status == OrderStatus::Suspended {
-                // Retention passed: the order expires now, its links are revoked.
-                o.status = OrderStatus::Expired;
-                tx.put_json("orders", &id, &o)?;
-                let v =
-                    tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
-                let mut e = rec;
-                e.kind = Kind::OrderRevoked;
-                e.tenant_id = Some(o.tenant_id.clone());
-                e.order_id = Some(id.clone());
-                e.outcome = Some("retention_expired".into());
-                tx.append(e)?;
-                return Ok(Ok((o, Some(v))));
-            }
-            let (status, access) = match decide(&o, now) {
-                Ok(Some(x)) => x,
-                Ok(None) => return Ok(Ok((o, None))),
-                Err(e) => return Ok(Err(e)),
-            };
-            o.status = status;
-            o.suspended_at = (status == OrderStatus::Suspended).then_some(now);
+    let change: Result<(Order, Option<u64>), ApiError> = change_order(ctx, order_id, move |tx, mut o| {
+        if !o.is_subscription() {
+            return Ok(Err(ApiError::conflict(
+                "not_a_subscription",
+                "only subscriptions can be suspended or reactivated",
+            )));
+        }
+        if effective_status(&o, now, retention) == OrderStatus::Expired && o.status == OrderStatus::Suspended {
+            // Retention passed: the order expires now, its links are revoked.
+            o.status = OrderStatus::Expired;
             tx.put_json("orders", &id, &o)?;
-            let v = tx.put_gate(&id, &OrderGate { access, tenant_id: Some(o.tenant_id.clone()) })?;
+            let v = tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
             let mut e = rec;
+            e.kind = Kind::OrderRevoked;
             e.tenant_id = Some(o.tenant_id.clone());
             e.order_id = Some(id.clone());
-            e.outcome = Some(format!("{status:?}").to_lowercase());
+            e.outcome = Some("retention_expired".into());
             tx.append(e)?;
-            Ok(Ok((o, Some(v))))
-        })
-        .await?;
+            return Ok(Ok((o, Some(v))));
+        }
+        let (status, access) = match decide(&o, now) {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(Ok((o, None))),
+            Err(e) => return Ok(Err(e)),
+        };
+        o.status = status;
+        o.suspended_at = (status == OrderStatus::Suspended).then_some(now);
+        tx.put_json("orders", &id, &o)?;
+        let v = tx.put_gate(&id, &OrderGate { access, tenant_id: Some(o.tenant_id.clone()) })?;
+        let mut e = rec;
+        e.tenant_id = Some(o.tenant_id.clone());
+        e.order_id = Some(id.clone());
+        e.outcome = Some(format!("{status:?}").to_lowercase());
+        tx.append(e)?;
+        Ok(Ok((o, Some(v))))
+    })
+    .await;
     let (o, version) = change?;
     if let Some(v) = version {
         let access = match o.status {
@@ -428,21 +432,14 @@ pub async fn patch(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> 
     }
     let auto_renew = got(auto_renew);
     let id = order_id.to_owned();
-    let updated: Result<Order, ApiError> = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            let Some(mut o) = tx.get_json::<Order>("orders", &id)? else {
-                return Ok(Err(ApiError::Missing { what: "order" }));
-            };
-            if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Expired) {
-                return Ok(Err(ApiError::Revoked));
-            }
-            o.auto_renew = Some(auto_renew);
-            tx.put_json("orders", &id, &o)?;
-            Ok(Ok(o))
-        })
-        .await?;
+    let updated: Result<Order, ApiError> = change_order(ctx, order_id, move |tx, mut o| {
+        if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Expired) {
+            return Ok(Err(ApiError::Revoked));
+        }
+        o.auto_renew = Some(auto_renew);
+        tx.put_json("orders", &id, &o)?;
+        Ok(Ok(o))
+    })
+    .await;
     Ok((StatusCode::OK, order_json(ctx, &updated?)))
 }
