@@ -63,6 +63,40 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// On SIGTERM/SIGINT, how long downloads in flight may run before they are cut off.
     pub shutdown_grace_secs: u64,
+    /// Open connections from one IP address beyond which new ones get `503` (download
+    /// accelerators open 16; offices share an address).
+    pub max_connections_per_ip: usize,
+    /// A connection on which no byte moves either way for this long is closed: idle keep-alive
+    /// connections and stalled downloads alike.
+    pub idle_timeout_secs: u64,
+    /// A request head must arrive whole within this long (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// The largest request head (request line and headers); larger ones get `431`.
+    pub max_header_bytes: usize,
+    /// The most header fields in one request; more get `431`.
+    pub max_headers: usize,
+    /// The largest admin API request body; larger ones get `400`.
+    pub admin_max_body_bytes: usize,
+    /// TLS for the listeners (off when absent).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: a PEM certificate chain and private key, reloaded on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Serve TLS on the public listener (default true).
+    #[serde(default = "yes")]
+    pub public: bool,
+    /// Serve TLS on the admin listener (default true).
+    #[serde(default = "yes")]
+    pub admin: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +167,13 @@ impl Default for ServerConfig {
             public_base_url: "http://127.0.0.1:8080".into(),
             max_connections: 10_000,
             shutdown_grace_secs: 30,
+            max_connections_per_ip: 256,
+            idle_timeout_secs: 60,
+            header_read_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            admin_max_body_bytes: 512 * 1024,
+            tls: None,
         }
     }
 }
@@ -198,6 +239,13 @@ impl Config {
                 *f = normalize(&base.join(&*f));
             }
         }
+        if let Some(tls) = self.server.tls.as_mut() {
+            for f in [&mut tls.cert, &mut tls.key] {
+                if f.is_relative() {
+                    *f = normalize(&base.join(&*f));
+                }
+            }
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -208,8 +256,22 @@ impl Config {
         {
             return Err(ConfigError::Invalid("server.public_base_url must start with http:// or https://".into()));
         }
-        if self.server.max_connections == 0 {
-            return Err(ConfigError::Invalid("server.max_connections must be at least 1".into()));
+        let s = &self.server;
+        if s.max_connections == 0 || s.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections and server.max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if s.idle_timeout_secs == 0 || s.header_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "server.idle_timeout_secs and server.header_read_timeout_secs must be at least 1".into(),
+            ));
+        }
+        // hyper needs room for at least one 8 KiB read.
+        if s.max_header_bytes < 8192 || s.max_headers == 0 || s.admin_max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_header_bytes must be at least 8192; max_headers and admin_max_body_bytes at least 1".into(),
+            ));
         }
         for p in &self.principals {
             if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

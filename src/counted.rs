@@ -1,4 +1,5 @@
-//! A socket wrapper that counts the bytes the kernel accepted for writing.
+//! A socket wrapper that counts the bytes the kernel accepted for writing (and the bytes read,
+//! for the idle timeout).
 //!
 //! Used to charge a cut-off download only for what left the process: hyper queues body chunks
 //! in user space before writing them, and when a client disconnects that queue is thrown away
@@ -33,18 +34,26 @@ impl Written {
 pub struct Counted {
     inner: TcpStream,
     written: Written,
+    read: Written,
 }
 
 impl Counted {
-    pub fn new(inner: TcpStream) -> (Counted, Written) {
-        let written = Written::default();
-        (Counted { inner, written: written.clone() }, written)
+    /// The wrapped socket, its written-bytes counter and its read-bytes counter (the server
+    /// closes a connection on which neither moves for `idle_timeout_secs`).
+    pub fn new(inner: TcpStream) -> (Counted, Written, Written) {
+        let (written, read) = (Written::default(), Written::default());
+        (Counted { inner, written: written.clone(), read: read.clone() }, written, read)
     }
 }
 
 impl AsyncRead for Counted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            self.read.add(buf.filled().len() - before);
+        }
+        r
     }
 }
 

@@ -20,6 +20,7 @@
 //! streaming on that order are cut off at once (see [`crate::server`]).
 
 use crate::activity::Entry;
+use crate::metrics::LedgerMetrics;
 use crate::store::{Access, LinkRecord, Op, OrderGate, Store, StoreError};
 
 use crate::token::LinkId;
@@ -101,6 +102,8 @@ pub struct Ledger {
     /// The store epoch this cache was loaded under.
     epoch: AtomicU64,
     revocations: watch::Sender<u64>,
+    /// Reservations, refunds and downloads in flight, exported at `/metrics`.
+    pub metrics: LedgerMetrics,
 }
 
 impl Ledger {
@@ -114,7 +117,15 @@ impl Ledger {
     /// memory equals disk (except refunds still queued, which a reload sees as spent: the safe side).
     pub fn with_capacity(store: Arc<Store>, max_hot: usize) -> Ledger {
         let epoch = AtomicU64::new(store.epoch());
-        Ledger { store, links: DashMap::new(), max_hot, gates: DashMap::new(), epoch, revocations: watch::channel(0).0 }
+        Ledger {
+            store,
+            links: DashMap::new(),
+            max_hot,
+            gates: DashMap::new(),
+            epoch,
+            revocations: watch::channel(0).0,
+            metrics: LedgerMetrics::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -184,7 +195,12 @@ impl Ledger {
             rx
         };
         match pending.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                self.metrics.reservations.inc();
+                self.metrics.reserved_bytes.inc_by(cost);
+                self.metrics.in_flight.inc();
+                Ok(())
+            }
             outcome => {
                 // Not durable: give the bytes back in memory (the epoch bump reloads the cache).
                 let mut spent = link.spent.lock().expect("not poisoned");
@@ -199,6 +215,11 @@ impl Ledger {
 
     /// Hands back `refund` unsent bytes and queues the `download.finished` record. Does not wait.
     pub fn settle(&self, link: &HotLink, refund: u64, finished: Entry) {
+        self.metrics.in_flight.dec();
+        if refund > 0 {
+            self.metrics.refunds.inc();
+            self.metrics.refunded_bytes.inc_by(refund);
+        }
         let mut spent = link.spent.lock().expect("not poisoned");
         let mut ops = Vec::with_capacity(2);
         if refund > 0 {

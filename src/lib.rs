@@ -5,11 +5,11 @@
 //!
 //! | layer    | modules |
 //! |----------|---------|
-//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
+//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
 //! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
-//! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) |
-//! | shared   | [`config`] · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
+//! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) · [`store::disk`] (reopen after a failed write; the disk-full test hook) |
+//! | shared   | [`config`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
 //!
 //! A download reads top to bottom in [`download::handle`]. The concurrency story — who writes
 //! redb, how group commit batches, why the ledger's memory and the disk cannot disagree — is told
@@ -28,7 +28,9 @@ pub mod error;
 pub mod keys;
 pub mod ledger;
 pub mod links;
+pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod orders;
 pub mod pages;
 pub mod push;
@@ -41,6 +43,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod tls;
 pub mod token;
 pub mod verify;
 

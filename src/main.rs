@@ -124,7 +124,23 @@ async fn serve(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("bind {}: {e}", cfg.server.admin_listen))?;
     tracing::info!(public = %public.local_addr().map_err(|e| e.to_string())?, admin = %admin.local_addr().map_err(|e| e.to_string())?, data_dir = %cfg.storage.data_dir.display(), "keydrop serving");
     let state = AppState::open(cfg).map_err(|e| e.to_string())?;
+    if state.tls.is_some() {
+        tokio::spawn(reload_tls_on_sighup(state.clone()));
+    }
     run(Listeners { public, admin }, state, shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+/// SIGHUP: read the TLS certificate and key again (connections already open keep theirs).
+async fn reload_tls_on_sighup(state: std::sync::Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match state.tls.as_ref().map(|t| t.reload()) {
+            Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificate"),
+            None => {}
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -129,6 +129,8 @@ pub enum Endpoint<'a> {
     Healthz,
     /// Ready to serve: not shutting down, and the store commits.
     Readyz,
+    /// Prometheus text, admin listener only, no token.
+    Metrics,
     /// `/d/{token}` or `/d/{token}/{anything}`; the trailing name is not checked.
     Download {
         token: &'a str,
@@ -143,7 +145,7 @@ pub enum Endpoint<'a> {
 impl Endpoint<'_> {
     pub fn caller(&self) -> Option<Caller> {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz => Some(Caller::Anyone),
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => Some(Caller::Anyone),
             Endpoint::Download { .. } => Some(Caller::LinkHolder),
             Endpoint::Admin(a) => Some(a.caller()),
             Endpoint::MethodNotAllowed { .. } | Endpoint::NotFound => None,
@@ -155,6 +157,7 @@ impl Endpoint<'_> {
         match self {
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
+            Endpoint::Metrics => "metrics",
             Endpoint::Download { .. } => "download",
             Endpoint::Admin(a) => a.name(),
             Endpoint::MethodNotAllowed { .. } => "method_not_allowed",
@@ -182,6 +185,7 @@ pub fn route<'a>(listener: Listener, method: &Method, path: &'a str) -> Endpoint
             }
             None => Endpoint::NotFound,
         },
+        Listener::Admin if path == "/metrics" => Endpoint::Metrics,
         Listener::Admin => admin_route(method, path),
     }
 }
@@ -267,6 +271,8 @@ mod tests {
         assert_eq!(route(Listener::Admin, &g, "/d/abc"), Endpoint::NotFound);
         assert_eq!(route(Listener::Public, &g, "/api/products"), Endpoint::NotFound);
         assert_eq!(route(Listener::Admin, &g, "/healthz"), Endpoint::Healthz);
+        assert_eq!(route(Listener::Admin, &g, "/metrics"), Endpoint::Metrics);
+        assert_eq!(route(Listener::Public, &g, "/metrics"), Endpoint::NotFound);
         assert_eq!(route(Listener::Public, &g, "/healthz"), Endpoint::Healthz);
         assert_eq!(Endpoint::NotFound.caller(), None);
     }

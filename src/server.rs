@@ -14,16 +14,19 @@ use crate::body::Body;
 use crate::counted::{Counted, Written};
 use crate::download::{self, Client};
 use crate::error::ApiError;
+use crate::metrics::{Code, ListenerLabel, RouteStatus};
+use crate::observe::Observed;
 use crate::router::{route, Endpoint, Listener};
 use crate::state::AppState;
 use crate::stream::ConnDownloads;
+use dashmap::DashMap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -56,6 +59,7 @@ pub async fn run(
     // Every connection task holds a clone; when all are gone, `recv` returns `None`.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let cap = state.config.server.max_connections;
+    let per_ip = Arc::new(PerIp::default());
     let public = tokio::spawn(accept_loop(
         listeners.public,
         Listener::Public,
@@ -63,6 +67,7 @@ pub async fn run(
         phase_rx.clone(),
         alive_tx.clone(),
         Arc::new(Semaphore::new(cap)),
+        per_ip.clone(),
     ));
     let admin = tokio::spawn(accept_loop(
         listeners.admin,
@@ -71,6 +76,7 @@ pub async fn run(
         phase_rx,
         alive_tx.clone(),
         Arc::new(Semaphore::new(cap)),
+        per_ip,
     ));
     drop(alive_tx);
 
@@ -98,7 +104,10 @@ async fn accept_loop(
     mut phase: watch::Receiver<Phase>,
     alive: mpsc::Sender<()>,
     slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
 ) {
+    let label = ListenerLabel { listener: if kind == Listener::Public { "public" } else { "admin" } };
+    let tls = state.tls.as_ref().filter(|t| t.serves(kind == Listener::Public)).is_some();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -119,62 +128,152 @@ async fn accept_loop(
         // sat unsent was never delivered, and this bounds how much of it a cut-off download is
         // charged for.
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_over_cap(TokioIo::new(stream)));
+        let slot = slots.clone().try_acquire_owned().ok();
+        let ip_slot = per_ip.acquire(peer.ip(), state.config.server.max_connections_per_ip);
+        let (counted, written, read) = Counted::new(stream);
+        let state = state.clone();
+        let (Some(slot), Some(ip_slot)) = (slot, ip_slot) else {
+            state.metrics.refused_connections.get_or_create(&label).inc();
+            tokio::spawn(async move {
+                if let Some(io) = handshake(counted, tls, &state).await {
+                    refuse_over_cap(io).await;
+                }
+            });
             continue;
         };
-        let (counted, written) = Counted::new(stream);
-        let io = TokioIo::new(counted);
-        let (state, phase, alive) = (state.clone(), phase.clone(), alive.clone());
+        let (phase, alive, label) = (phase.clone(), alive.clone(), label.clone());
         tokio::spawn(async move {
-            serve_connection(io, written, peer, kind, state, phase).await;
-            drop(permit);
-            drop(alive);
+            let open = state.metrics.open_connections.get_or_create(&label).clone();
+            open.inc();
+            if let Some(io) = handshake(counted, tls, &state).await {
+                let conn = Conn { written, read, peer, kind };
+                match io {
+                    Io::Plain(io) => serve_connection(io, conn, state, phase).await,
+                    Io::Tls(io) => serve_connection(*io, conn, state, phase).await,
+                }
+            }
+            open.dec();
+            drop((slot, ip_slot, alive));
+        });
+    }
+}
+
+/// A connection's transport, after the TLS handshake if the listener has TLS.
+enum Io {
+    Plain(TokioIo<Counted>),
+    Tls(Box<TokioIo<tokio_rustls::server::TlsStream<Counted>>>),
+}
+
+/// Runs the TLS handshake (bounded by the header-read timeout) when `tls`; `None` if it failed.
+async fn handshake(counted: Counted, tls: bool, state: &AppState) -> Option<Io> {
+    let acceptor = match state.tls.as_ref() {
+        Some(t) if tls => t.acceptor(),
+        _ => return Some(Io::Plain(TokioIo::new(counted))),
+    };
+    let limit = Duration::from_secs(state.config.server.header_read_timeout_secs);
+    match tokio::time::timeout(limit, acceptor.accept(counted)).await {
+        Ok(Ok(s)) => Some(Io::Tls(Box::new(TokioIo::new(s)))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Open connections per client IP address.
+#[derive(Default)]
+pub struct PerIp(DashMap<IpAddr, usize>);
+
+/// One connection's place in its IP's count; gives it back on drop.
+pub struct IpSlot {
+    map: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let mut n = self.0.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { map: self.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.map.0.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
         });
     }
 }
 
 /// Answers every request on an over-cap connection with `503` and closes it.
-async fn refuse_over_cap(io: TokioIo<tokio::net::TcpStream>) {
+async fn refuse_over_cap(io: Io) {
     let svc = service_fn(|req: Request<Incoming>| async move {
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
         let lang = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
         Ok::<_, Infallible>(ApiError::Unavailable { retry_after_secs: 1 }.into_response(accept, lang))
     });
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(io, svc);
-    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1().keep_alive(false);
+    let limit = Duration::from_secs(10);
+    let _ = match io {
+        Io::Plain(io) => tokio::time::timeout(limit, b.serve_connection(io, svc)).await,
+        Io::Tls(io) => tokio::time::timeout(limit, b.serve_connection(*io, svc)).await,
+    };
 }
 
-async fn serve_connection(
-    io: TokioIo<Counted>,
+/// What a connection task knows about its connection.
+struct Conn {
     written: Written,
+    read: Written,
     peer: SocketAddr,
     kind: Listener,
-    state: Arc<AppState>,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let downloads = ConnDownloads::new(Some(written));
+}
+
+async fn serve_connection<I>(io: I, c: Conn, state: Arc<AppState>, mut phase: watch::Receiver<Phase>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let Conn { written, read, peer, kind } = c;
+    let downloads = ConnDownloads::new(Some(written.clone()));
     let mut revocations = state.ledger.revocations();
+    let cfg = &state.config.server;
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's buffer cap bounds request heads (larger ones get 431) and what hyper queues of a
+    // body; the default 64 KiB keeps about one chunk queued, which bounds what a cut-off
+    // download can be charged beyond what it received.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs))
+        .keep_alive(true)
+        .max_headers(cfg.max_headers)
+        .max_buf_size(cfg.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(cfg.max_header_bytes as u32);
     let svc = {
-        let downloads = downloads.clone();
+        let (state, downloads) = (state.clone(), downloads.clone());
         service_fn(move |req| {
             let (state, downloads) = (state.clone(), downloads.clone());
             async move { Ok::<_, Infallible>(handle(req, kind, peer, &state, &downloads).await) }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // A 64 KiB buffer cap keeps at most about one body chunk queued in hyper (and bounds request
-    // heads at 64 KiB: larger ones get 431).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true)
-        .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = false;
+    // Idle: no byte moved either way since the last tick, for `idle` in a row.
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut moved, mut still_since) = (0u64, Instant::now());
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -194,6 +293,15 @@ async fn serve_connection(
                     conn.as_mut().graceful_shutdown();
                 }
             }
+            _ = tick.tick() => {
+                let now_moved = written.get() + read.get();
+                if now_moved != moved {
+                    (moved, still_since) = (now_moved, Instant::now());
+                } else if still_since.elapsed() >= idle {
+                    tracing::debug!(%peer, idle_secs = idle.as_secs(), "closing an idle connection");
+                    return;
+                }
+            }
         }
     }
 }
@@ -205,10 +313,11 @@ async fn handle(
     peer: SocketAddr,
     state: &Arc<AppState>,
     downloads: &ConnDownloads,
-) -> Response<Body> {
+) -> Response<Observed> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let endpoint = route(kind, req.method(), &path);
+    let route_name = endpoint.name();
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
@@ -217,12 +326,14 @@ async fn handle(
         link_id = tracing::field::Empty,
         principal = tracing::field::Empty,
     );
+    let span_for_body = span.clone();
     async move {
         let (parts, body) = req.into_parts();
         let headers = &parts.headers;
         let result = match endpoint {
             Endpoint::Healthz => Ok(json_ok("{\"status\":\"ok\"}")),
             Endpoint::Readyz => readiness(state).await,
+            Endpoint::Metrics => Ok(metrics_text(state)),
             Endpoint::Download { token } => {
                 let exclusive_wire = parts.version < http::Version::HTTP_2;
                 let client = Client { peer, exclusive_wire, headers, conn: downloads };
@@ -235,12 +346,15 @@ async fn handle(
             Endpoint::NotFound => Err(ApiError::NotFound),
         };
         let resp = result.unwrap_or_else(|e| {
+            state.metrics.refusals.get_or_create(&Code { code: e.code() }).inc();
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
             let lang = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
             e.into_response(accept, lang)
         });
-        tracing::info!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
-        resp
+        let status = resp.status().as_u16();
+        state.metrics.requests.get_or_create(&RouteStatus { route: route_name, status }).inc();
+        let sent = state.metrics.bytes_sent.clone();
+        resp.map(|b| Observed::new(b, status, started, span_for_body, sent))
     }
     .instrument(span)
     .await
@@ -263,6 +377,15 @@ async fn readiness(state: &AppState) -> Result<Response<Body>, ApiError> {
             Err(ApiError::Unavailable { retry_after_secs: 5 })
         }
     }
+}
+
+fn metrics_text(state: &AppState) -> Response<Body> {
+    let mut r = Response::new(Body::from_bytes(state.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
 }
 
 fn json_ok(body: &'static str) -> Response<Body> {

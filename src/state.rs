@@ -19,6 +19,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct AppState {
@@ -31,6 +33,9 @@ pub struct AppState {
     pub push_secrets: Vec<String>,
     /// Seals and opens activation keys at rest.
     pub sealer: crate::keys::Sealer,
+    pub metrics: crate::metrics::Metrics,
+    /// TLS for the listeners, when `[server.tls]` is set; reloaded on SIGHUP.
+    pub tls: Option<crate::tls::Tls>,
     draining: AtomicBool,
     /// Seconds added to the wall clock (tests move time forward; always 0 in production).
     clock_offset: Arc<AtomicI64>,
@@ -39,18 +44,25 @@ pub struct AppState {
 impl AppState {
     /// Opens the store in `data_dir` (creating it and its secrets on first start).
     pub fn open(config: Config) -> Result<Arc<AppState>, StartError> {
+        AppState::open_with(config, None)
+    }
+
+    /// Like [`AppState::open`]; `disk` lets a test make the store's disk "full".
+    pub fn open_with(config: Config, disk: Option<crate::store::DiskSwitch>) -> Result<Arc<AppState>, StartError> {
         let data_dir = config.storage.data_dir.clone();
         let dd_err = |source| StartError::DataDir { path: data_dir.display().to_string(), source };
         std::fs::create_dir_all(&data_dir).map_err(dd_err)?;
         std::fs::create_dir_all(&config.storage.files_dir).map_err(dd_err)?;
         let push_secrets = config.revocation.secrets()?;
+        let tls = config.server.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
         let keys = KeyRing::new(secrets::load_link_keys(&data_dir).map_err(dd_err)?);
         let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
         let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
         let clock_offset = Arc::new(AtomicI64::new(0));
         let store =
-            Arc::new(Store::open_with_clock(&data_dir, clock_offset.clone(), config.activity.jsonl_path.clone())?);
+            Arc::new(Store::open_with(&data_dir, clock_offset.clone(), config.activity.jsonl_path.clone(), disk)?);
         let ledger = Ledger::new(store.clone());
+        let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.writer().stats.metrics);
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
         Ok(Arc::new(AppState {
             config,
@@ -59,6 +71,8 @@ impl AppState {
             catalog,
             keys,
             sealer,
+            metrics,
+            tls,
             push_secrets,
             draining: AtomicBool::new(false),
             clock_offset,

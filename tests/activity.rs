@@ -444,7 +444,7 @@ async fn queries_by_date_paging_csv_and_tamper_detection() {
     assert_eq!((v["ok"].as_bool(), v["mirror"]["first_bad"]["seq"].as_u64()), (Some(false), Some(target)), "{v}");
     std::fs::write(&mirror, &text).unwrap();
 
-    let db = s.state.store.database().clone();
+    let db = s.state.store.database().unwrap();
     let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("activity");
     let tx = db.begin_write().unwrap();
     {
@@ -455,6 +455,7 @@ async fn queries_by_date_paging_csv_and_tamper_detection() {
         t.insert(target, changed.as_bytes()).unwrap();
     }
     tx.commit().unwrap();
+    drop(db);
     let (_, v) = s.api("GET", "/api/activity/verify", "global_admin", None).await;
     assert_eq!((v["ok"].as_bool(), v["first_bad"]["seq"].as_u64()), (Some(false), Some(target)), "{v}");
     assert_eq!(v["mirror"]["first_bad"]["seq"].as_u64(), Some(target), "the mirror no longer matches the store either");

@@ -427,13 +427,16 @@ async fn slowloris_connections_do_not_stop_a_normal_download() {
     let data = s.add_file("f", "f.bin", 2 * 1024 * 1024).await;
     s.open_order("o").await;
     let link = s.issue("o", "f", 5).await;
-    // 500 connections that send a request head one byte at a time and never finish it.
+    // 500 connections that send a request head one byte at a time and never finish it, from
+    // 100 addresses (so the per-IP cap does not turn them away: this is about timeouts and
+    // resources), while the normal client comes from 127.0.0.1.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut trickles = Vec::new();
-    for _ in 0..500 {
+    for i in 0..500u32 {
         let (addr, stop) = (s.public, stop.clone());
         trickles.push(tokio::spawn(async move {
-            let Ok(mut c) = tokio::net::TcpStream::connect(addr).await else { return };
+            let src = std::net::Ipv4Addr::new(127, 0, 1, (i % 100 + 1) as u8);
+            let Ok(mut c) = connect_from(src, addr).await else { return };
             for b in b"GET /d/slow HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) || c.write_all(&[*b]).await.is_err() {
                     return;

@@ -7,18 +7,15 @@ use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
-/// The largest admin request body accepted.
-pub const MAX_BODY: usize = 512 * 1024;
-
-/// Reads a body as a JSON object.
-pub async fn read_object<B>(body: B) -> Result<Map<String, Value>, ApiError>
+/// Reads a body of at most `max` bytes (`[server] admin_max_body_bytes`) as a JSON object.
+pub async fn read_object<B>(body: B, max: usize) -> Result<Map<String, Value>, ApiError>
 where
     B: http_body::Body + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+    let bytes = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(_) => return Err(ApiError::field("body", format!("must be a JSON object of at most {MAX_BODY} bytes"))),
+        Err(_) => return Err(ApiError::field("body", format!("must be a JSON object of at most {max} bytes"))),
     };
     if bytes.is_empty() {
         return Ok(Map::new());

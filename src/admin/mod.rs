@@ -86,7 +86,7 @@ where
         _ => {}
     }
     let obj: Map<String, Value> = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-        input::read_object(body).await?
+        input::read_object(body, state.config.server.admin_max_body_bytes).await?
     } else {
         Map::new()
     };

@@ -26,6 +26,7 @@
 //! absent. If a commit fails, the writer bumps [`Store::epoch`]; the ledger then drops its cache
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
+pub mod disk;
 pub mod writer;
 
 use crate::activity::Record;
@@ -36,6 +37,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use disk::DiskSwitch;
 pub use writer::{Batch, Op, Writer};
 
 pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
@@ -81,6 +83,8 @@ pub enum StoreError {
     Closed,
     #[error("commit failed: {0}")]
     CommitFailed(String),
+    #[error("the database is being reopened after a failed write")]
+    Unavailable,
 }
 
 macro_rules! redb_from {
@@ -160,7 +164,7 @@ pub struct OrderGate {
 
 /// The database and its writer.
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<disk::DbHandle>,
     writer: Writer,
     epoch: Arc<AtomicU64>,
 }
@@ -169,20 +173,22 @@ impl Store {
     /// Opens (creating if needed) `data_dir/keydrop.redb`, makes sure every table exists, and
     /// starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with_clock(data_dir, Arc::default(), None)
+        Store::open_with(data_dir, Arc::default(), None, None)
     }
 
     /// Like [`Store::open`], with the clock offset activity times follow (see
     /// [`crate::state::AppState::now`]) and an optional JSON Lines mirror of the activity log.
-    pub fn open_with_clock(
+    /// `disk` makes the database's writes fail on demand (tests of a full disk).
+    pub fn open_with(
         data_dir: &Path,
         clock_offset: Arc<std::sync::atomic::AtomicI64>,
         jsonl: Option<std::path::PathBuf>,
+        disk: Option<DiskSwitch>,
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
-        let db = Arc::new(Database::create(data_dir.join("keydrop.redb"))?);
+        let db = Arc::new(disk::DbHandle::open(data_dir.join("keydrop.redb"), disk)?);
         {
-            let tx = db.begin_write()?;
+            let tx = db.get()?.begin_write()?;
             tx.open_table(LINKS)?;
             tx.open_table(SPENT)?;
             for name in KV_TABLES {
@@ -206,8 +212,14 @@ impl Store {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
+    /// The open database (briefly: a reopen after a failed commit waits for every clone).
+    pub fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.get()
+    }
+
+    /// False while the database could not be reopened after a failed write.
+    pub fn is_open(&self) -> bool {
+        self.db.is_open()
     }
 
     /// Makes everything sent so far durable and stops the writer thread.
@@ -216,7 +228,7 @@ impl Store {
     }
 
     pub fn link(&self, id: &LinkId) -> Result<Option<(LinkRecord, u64)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let Some(raw) = tx.open_table(LINKS)?.get(id.as_slice())? else {
             return Ok(None);
         };
@@ -226,20 +238,20 @@ impl Store {
     }
 
     pub fn file(&self, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let raw = tx.open_table(FILES)?.get(file_id)?;
         Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
     }
 
     pub fn gate(&self, order_id: &str) -> Result<Option<OrderGate>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let raw = tx.open_table(GATES)?.get(order_id)?;
         Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
     }
 
     /// Up to `limit` records with `seq > after_seq`, in order.
     pub fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let t = tx.open_table(ACTIVITY)?;
         let mut out = Vec::new();
         for item in t.range(after_seq.saturating_add(1)..)?.take(limit) {
@@ -259,7 +271,7 @@ impl Store {
     }
 
     pub fn get_raw(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
         let v = t.get(key)?.map(|v| v.value().to_vec());
         Ok(v)
@@ -272,7 +284,7 @@ impl Store {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
         scan_prefix_in(&t, prefix, limit)
     }
@@ -281,7 +293,7 @@ impl Store {
     /// walks forward in commit order, and stops at `to` or after `limit` matches. Returns the
     /// records and, if the limit cut the answer short, the cursor for the next page.
     pub fn query_activity(&self, q: &crate::activity::Query) -> Result<(Vec<Record>, Option<u64>), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let records = tx.open_table(ACTIVITY)?;
         let index = tx.open_table(ACTIVITY_AT)?;
         // The first record at or after `from`: the index's first entry at or after it.
@@ -312,14 +324,14 @@ impl Store {
 
     /// One record exactly as stored.
     pub fn get_activity_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let v = tx.open_table(ACTIVITY)?.get(seq)?.map(|v| v.value().to_vec());
         Ok(v)
     }
 
     /// Feeds every activity record, in `seq` order, to `f` (stops when it returns `false`).
     pub fn scan_activity(&self, mut f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         let t = tx.open_table(ACTIVITY)?;
         for item in t.iter()? {
             let (k, v) = item?;
@@ -333,7 +345,7 @@ impl Store {
     }
 
     pub fn record_count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db.get()?.begin_read()?;
         Ok(tx.open_table(ACTIVITY)?.len()?)
     }
 }

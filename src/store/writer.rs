@@ -13,6 +13,7 @@
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
+use super::disk::DbHandle;
 use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{Entry, Record, GENESIS};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -89,6 +90,14 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     pub ops: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Commit latency and batch size, exported at `/metrics`.
+    pub metrics: crate::metrics::WriterMetrics,
+}
+
+impl WriterStats {
+    fn observe_commit(&self, batches: usize, took: std::time::Duration) {
+        self.metrics.observe_commit(batches, took);
+    }
 }
 
 enum Msg {
@@ -115,15 +124,15 @@ struct Chain {
 
 impl Writer {
     pub(super) fn start(
-        db: Arc<Database>,
+        db: Arc<DbHandle>,
         epoch: Arc<AtomicU64>,
         clock: Arc<AtomicI64>,
         jsonl: Option<PathBuf>,
     ) -> Result<Writer, StoreError> {
-        let chain = load_chain(&db)?;
+        let chain = load_chain(&*db.get()?)?;
         let mut mirror = jsonl.map(Mirror::open).transpose()?;
         if let Some(m) = mirror.as_mut() {
-            m.catch_up(&db)?;
+            m.catch_up(&*db.get()?)?;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
@@ -276,7 +285,7 @@ impl Mirror {
 }
 
 fn run(
-    db: Arc<Database>,
+    handle: Arc<DbHandle>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     mut chain: Chain,
     epoch: Arc<AtomicU64>,
@@ -286,6 +295,9 @@ fn run(
 ) {
     let mut group: Vec<Batch> = Vec::with_capacity(256);
     let mut stopping = false;
+    // Set by a failed commit: redb refuses every later call on that database, so the next
+    // transaction first reopens it (see `disk`).
+    let mut broken = false;
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Batch(b)) => group.push(b),
@@ -304,13 +316,17 @@ fn run(
         let before = Chain { prev_hash: chain.prev_hash.clone(), ..chain };
         let now = chrono::Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed));
         let mut appended = Vec::new();
-        let result = apply(&db, &mut group, &mut chain, now.timestamp_micros().max(0) as u64, &mut appended);
+        let started = std::time::Instant::now();
+        let now_us = now.timestamp_micros().max(0) as u64;
+        let result = healthy(&handle, &mut broken, &mut chain, &epoch)
+            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, &mut appended));
+        stats.observe_commit(group.len(), started.elapsed());
         stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
         stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
         match result {
             Ok(results) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = mirror.as_mut() {
+                if let (Some(m), Ok(db)) = (mirror.as_mut(), handle.get()) {
                     m.append(&db, &appended);
                 }
                 for (b, committed) in group.drain(..).zip(results) {
@@ -321,8 +337,10 @@ fn run(
             }
             Err(e) => {
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                stats.metrics.failed_commits.inc();
                 tracing::error!(error = %e, batches = group.len(), "store commit failed");
                 chain = before;
+                broken = true;
                 epoch.fetch_add(1, Ordering::AcqRel);
                 let msg = e.to_string();
                 for b in group.drain(..) {
@@ -334,6 +352,27 @@ fn run(
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// The database to write to; after a failed commit, reopens it first and reloads the chain
+/// position from what is durable.
+fn healthy(
+    handle: &DbHandle,
+    broken: &mut bool,
+    chain: &mut Chain,
+    epoch: &AtomicU64,
+) -> Result<Arc<Database>, StoreError> {
+    if *broken {
+        handle.reopen()?;
+        let db = handle.get()?;
+        let gate_version = chain.gate_version;
+        *chain = Chain { gate_version, ..load_chain(&db)? };
+        *broken = false;
+        epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(next_seq = chain.next_seq, "store reopened after a failed commit");
+        return Ok(db);
+    }
+    handle.get()
 }
 
 /// The open tables of one write transaction, and the chain position; what [`Op::Txn`] closures

@@ -68,12 +68,21 @@ impl Server {
         Server::start_with(dir, cfg).await
     }
 
-    pub async fn start_with(dir: tempfile::TempDir, mut cfg: Config) -> Server {
+    pub async fn start_with(dir: tempfile::TempDir, cfg: Config) -> Server {
+        Server::start_full(dir, cfg, None).await
+    }
+
+    /// A server whose store's disk can be made "full" through `disk`.
+    pub async fn start_full(
+        dir: tempfile::TempDir,
+        mut cfg: Config,
+        disk: Option<keydrop::store::DiskSwitch>,
+    ) -> Server {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (pa, aa) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
         cfg.server.public_base_url = format!("http://{pa}");
-        let state = AppState::open(cfg).unwrap();
+        let state = AppState::open_with(cfg, disk).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(Listeners { public, admin }, state.clone(), async {
             let _ = rx.await;
@@ -240,6 +249,17 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<(
 
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, http::HeaderMap, Bytes), String> {
     send("GET", url, headers).await
+}
+
+/// A TCP connection to `addr` from the loopback address `src` (any of 127.0.0.0/8), so a test
+/// can be several clients as far as per-IP limits go.
+pub async fn connect_from(
+    src: std::net::Ipv4Addr,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(std::net::SocketAddr::from((src, 0)))?;
+    sock.connect(addr).await
 }
 
 pub fn problem(body: &[u8]) -> serde_json::Value {

@@ -1,0 +1,202 @@
+//! Limits and timeouts from `[server]`, and what `/metrics` reports: the per-IP connection cap,
+//! the idle timeout (keep-alive and stalled downloads), header count and size, the admin body cap.
+
+mod common;
+
+use common::*;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends one raw request and reads one response (head and `Content-Length` body) from `c`.
+async fn exchange(c: &mut TcpStream, req: &str) -> (u16, String) {
+    c.write_all(req.as_bytes()).await.unwrap();
+    within(10, "response", async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before a whole response: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0usize);
+                if buf.len() >= end + 4 + len {
+                    let status = text[9..12].parse().unwrap();
+                    return (status, text);
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// True once the server has closed `c` (a read returns end of stream or a reset).
+async fn closed_within(c: &mut TcpStream, secs: u64) -> bool {
+    let mut b = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, c.read(&mut b)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+#[tokio::test]
+async fn connections_over_the_per_ip_cap_get_503_and_other_addresses_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_connections_per_ip = 2;
+    let s = Server::start_with(dir, cfg).await;
+    let me = Ipv4Addr::new(127, 0, 0, 9);
+    let mut a = connect_from(me, s.public).await.unwrap();
+    let mut b = connect_from(me, s.public).await.unwrap();
+    assert_eq!(exchange(&mut a, HEALTH).await.0, 200);
+    assert_eq!(exchange(&mut b, HEALTH).await.0, 200);
+
+    let mut third = connect_from(me, s.public).await.unwrap();
+    let (st, text) = exchange(&mut third, HEALTH).await;
+    assert_eq!(st, 503, "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    assert!(text.contains("\"code\":\"unavailable\""), "{text}");
+
+    // Another address is not affected.
+    let mut other = connect_from(Ipv4Addr::new(127, 0, 0, 10), s.public).await.unwrap();
+    assert_eq!(exchange(&mut other, HEALTH).await.0, 200);
+
+    // Closing one frees its slot.
+    drop(a);
+    within(5, "slot freed", async {
+        loop {
+            let mut c = connect_from(me, s.public).await.unwrap();
+            if exchange(&mut c, HEALTH).await.0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_and_stalled_downloads_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.server.idle_timeout_secs = 1;
+    let s = Server::start_with(dir, cfg).await;
+    let size = 32 * 1024 * 1024;
+    s.add_file("big", "big.iso", size).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "big", 3).await;
+
+    // A keep-alive connection that sends nothing after its first request.
+    let mut idle = TcpStream::connect(s.public).await.unwrap();
+    assert_eq!(exchange(&mut idle, HEALTH).await.0, 200);
+    let t0 = Instant::now();
+    assert!(closed_within(&mut idle, 5).await, "an idle connection stayed open");
+    assert!(t0.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", t0.elapsed());
+
+    // A download whose client stops reading after the head: closed, and the unsent bytes refunded.
+    let path = link.url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let mut stalled = TcpStream::connect(s.public).await.unwrap();
+    stalled.write_all(format!("GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut head = [0u8; 1024];
+    let n = within(5, "head", stalled.read(&mut head)).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    // Stop reading; the server's writes stall once the socket buffers fill.
+    let status = within(10, "stalled download cut and settled", async {
+        loop {
+            let st = s.settled(&link).await;
+            if st.downloads_used < 0.9 {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(status.downloads_used < 0.9, "charged {} of a download the client never read", status.downloads_used);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_get_431_and_big_admin_bodies_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = admin_config(dir.path());
+    cfg.server.max_headers = 20;
+    cfg.server.max_header_bytes = 16 * 1024;
+    cfg.server.admin_max_body_bytes = 1024;
+    let s = Server::start_with(dir, cfg).await;
+
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut c = TcpStream::connect(s.public).await.unwrap();
+    let (st, _) = exchange(&mut c, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n")).await;
+    assert_eq!(st, 431);
+    let few: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut c = TcpStream::connect(s.public).await.unwrap();
+    assert_eq!(exchange(&mut c, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{few}\r\n")).await.0, 200);
+
+    let big = "a".repeat(20 * 1024);
+    let mut c = TcpStream::connect(s.public).await.unwrap();
+    let (st, _) = exchange(&mut c, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n")).await;
+    assert_eq!(st, 431);
+
+    let name = "n".repeat(2000);
+    let (st, v) = s.api("POST", "/api/customers", "admin_agent", Some(serde_json::json!({ "name": name }))).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("invalid_request")), "{v}");
+    assert_eq!(v["errors"][0]["field"], "body", "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("1024"), "{v}");
+    s.stop().await;
+}
+
+/// The value of an unlabelled sample, or of the sample with exactly these labels.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_bytes_reservations_refusals_and_commits() {
+    let s = Server::start().await;
+    let data = s.add_file("f", "f.bin", 100_000).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "f", 1).await;
+    assert_eq!(get(&link.url, &[]).await.unwrap().0, 200);
+    assert_eq!(get(&link.url, &[("range", "bytes=0-99")]).await.unwrap().0, 410);
+    s.settled(&link).await;
+
+    let (st, h, body) = get(&format!("http://{}/metrics", s.admin), &[]).await.unwrap();
+    assert_eq!(st, 200);
+    assert!(h["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(sample(&text, "keydrop_requests_total{route=\"download\",status=\"200\"}"), 1.0);
+    assert_eq!(sample(&text, "keydrop_requests_total{route=\"download\",status=\"410\"}"), 1.0);
+    assert_eq!(sample(&text, "keydrop_refusals_total{code=\"exhausted\"}"), 1.0);
+    assert_eq!(sample(&text, "keydrop_reservations_total"), 1.0);
+    assert_eq!(sample(&text, "keydrop_reserved_bytes_total"), data.len() as f64);
+    assert_eq!(sample(&text, "keydrop_refunded_bytes_total"), 0.0);
+    assert_eq!(sample(&text, "keydrop_downloads_in_flight"), 0.0);
+    assert!(sample(&text, "keydrop_sent_bytes_total") >= data.len() as f64);
+    assert!(sample(&text, "keydrop_commit_duration_seconds_count") >= 3.0, "issue + reserve + settle");
+    assert!(sample(&text, "keydrop_commit_batch_size_sum") >= 3.0);
+    assert_eq!(sample(&text, "keydrop_open_connections{listener=\"admin\"}"), 1.0, "this scrape's own connection");
+
+    // Not on the public listener.
+    assert_eq!(get(&format!("http://{}/metrics", s.public), &[]).await.unwrap().0, 404);
+    s.stop().await;
+}
