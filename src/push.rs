@@ -48,7 +48,7 @@ fn signed_payload(t: i64, body: &[u8]) -> Vec<u8> {
 /// Checks a push's signature header against the secrets at `now` (unix seconds).
 pub fn verify(secrets: &[String], header: Option<&str>, body: &[u8], now: i64) -> Result<(), BadSignature> {
     let (t, sigs) = parse(header.ok_or(BadSignature::Missing)?)?;
-    if (now - t).abs() > TOLERANCE_SECS {
+    if now.abs_diff(t) > TOLERANCE_SECS.unsigned_abs() {
         return Err(BadSignature::Stale);
     }
     let payload = signed_payload(t, body);
