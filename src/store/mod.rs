@@ -330,18 +330,8 @@ impl Store {
     }
 
     /// Feeds every activity record, in `seq` order, to `f` (stops when it returns `false`).
-    pub fn scan_activity(&self, mut f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let t = tx.open_table(ACTIVITY)?;
-        for item in t.iter()? {
-            let (k, v) = item?;
-            let r = serde_json::from_slice::<Record>(v.value())
-                .map_err(|e| format!("record {}: undecodable: {e}", k.value()));
-            if !f(r) {
-                break;
-            }
-        }
-        Ok(())
+    pub fn scan_activity(&self, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
+        scan_records(&self.db.get()?.begin_read()?, f)
     }
 
     pub fn record_count(&self) -> Result<u64, StoreError> {
@@ -370,9 +360,25 @@ pub(crate) fn scan_prefix_in(
 
 /// Reads every activity record of a database that no server has open (for `verify-log`),
 /// feeding them in order to `f`.
-pub fn scan_activity_offline(path: &Path, mut f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
-    let db = redb::ReadOnlyDatabase::open(path)?;
-    let tx = db.begin_read()?;
+///
+/// A database left by a crash (`kill -9`, power loss) needs redb's repair before it can be read;
+/// a read-only open cannot do that, so it is then opened for writing, which repairs it — exactly
+/// what the server does on its next start — and read the same way.
+pub fn scan_activity_offline(path: &Path, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
+    match redb::ReadOnlyDatabase::open(path) {
+        Ok(db) => scan_records(&db.begin_read()?, f),
+        Err(redb::DatabaseError::RepairAborted) => {
+            let db = redb::Database::builder().open(path)?;
+            scan_records(&db.begin_read()?, f)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn scan_records(
+    tx: &redb::ReadTransaction,
+    mut f: impl FnMut(Result<Record, String>) -> bool,
+) -> Result<(), StoreError> {
     let t = tx.open_table(ACTIVITY)?;
     for item in t.iter()? {
         let (k, v) = item?;
