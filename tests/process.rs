@@ -262,6 +262,16 @@ async fn json_log_format_writes_one_json_object_per_line() {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
     }
     assert!(stderr.contains("\"route\":\"download\""), "{stderr}");
+    // The download's one request line: route, status, bytes, duration and link id.
+    let line = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["fields"]["message"] == "request" && v["span"]["route"] == "download")
+        .unwrap_or_else(|| panic!("no request line for the download: {stderr}"));
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+    assert_eq!(line["fields"]["bytes"], 1000, "{line}");
+    assert!(line["fields"]["micros"].as_u64().is_some(), "{line}");
+    assert_eq!(line["span"]["link_id"].as_str(), Some(link.link_id.as_str()), "{line}");
     let token = link.url.split("/d/").nth(1).unwrap().split('/').next().unwrap();
     assert!(!stderr.contains(token), "the link token never reaches the log");
 }

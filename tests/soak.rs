@@ -254,18 +254,19 @@ async fn twenty_kill_9_cycles_under_mixed_load_lose_nothing_and_never_overspend(
         records = out;
 
         child = start(&config, admin).await;
-        let l = ledger.lock().unwrap();
-        let snapshot = Ledger {
-            orders: l.orders.clone(),
-            cancelled: l.cancelled.clone(),
-            links: l.links.clone(),
-            received: l.received.clone(),
+        let snapshot = {
+            let l = ledger.lock().unwrap();
+            Ledger {
+                orders: l.orders.clone(),
+                cancelled: l.cancelled.clone(),
+                links: l.links.clone(),
+                received: l.received.clone(),
+            }
         };
-        drop(l);
         check(admin, &snapshot, cycle).await;
         served_total = snapshot.received.values().sum();
     }
-    let l = ledger.lock().unwrap();
+    let l = std::mem::take(&mut *ledger.lock().unwrap());
     eprintln!(
         "soak: {CYCLES} kill -9 cycles; {} orders ({} cancelled), {} links, {} bytes received by clients; last verify-log: {}",
         l.orders.len(),
@@ -275,7 +276,6 @@ async fn twenty_kill_9_cycles_under_mixed_load_lose_nothing_and_never_overspend(
         records.trim()
     );
     assert!(l.orders.len() >= CYCLES as usize && !l.cancelled.is_empty() && served_total > 0, "the load did run");
-    drop(l);
     child.kill().unwrap();
     child.wait().unwrap();
 }
