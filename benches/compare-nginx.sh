@@ -37,6 +37,8 @@ KD="$ROOT/target/release/keydrop"
 mkdir -p "$WORK/files" "$WORK/data" "$WORK/nginx"
 head -c 4096 /dev/urandom >"$WORK/files/f4k.bin"
 head -c 1048576 /dev/urandom >"$WORK/files/f1m.bin"
+# The 1 GiB single-stream file (real bytes, read once below so both servers get a warm cache).
+head -c 1073741824 /dev/urandom >"$WORK/files/f1g.bin"
 # nginx's workers run as an unprivileged user: let them read the files.
 chmod 755 "$WORK" "$WORK/files"
 chmod 644 "$WORK/files/"*
@@ -111,8 +113,13 @@ A="http://127.0.0.1:$KD_ADMIN/api"
 api -X PUT "$A/products/bench" -d '{"name":"Bench","kind":"perpetual","unit_price_cents":1,"currency":"USD","cancel_policy":"standard"}' >/dev/null
 api -X PUT "$A/products/bench/files/f4k" -d '{"path":"f4k.bin","filename":"f4k.bin","file_type":"4k"}' >/dev/null
 api -X PUT "$A/products/bench/files/f1m" -d '{"path":"f1m.bin","filename":"f1m.bin","file_type":"1m"}' >/dev/null
+api -X PUT "$A/products/bench/files/f1g" -d '{"path":"f1g.bin","filename":"f1g.bin","file_type":"1g"}' >/dev/null
 api -X POST "$A/customers" -d '{"tenant_id":"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee","domain":"bench.example","name":"Bench","country":"US"}' >/dev/null
 ORDER=$(curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application/json' -X POST "$A/customers/aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee/orders" -d '{"items":[{"product_id":"bench","quantity":1}]}' | sed 's/.*"order_id":"\([^"]*\)".*/\1/')
+
+KD_1G=$(curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application/json' -X POST "$A/orders/$ORDER/downloads" \
+  -d '{"product_id":"bench","file_type":"1g"}' | grep -o '"url":"[^"]*"' | sed 's/"url":"\([^"]*\)"/\1/')
+NG_1G="http://127.0.0.1:$NGINX_PORT$(nginx_link f1g.bin)"
 
 echo "issuing links (1,000 per size)…"
 for kind in 4k 1m; do
@@ -168,9 +175,22 @@ for round in 1 2 3; do
 done
 
 echo
-for kind in 4k 1m; do
+echo "1 GiB, one stream (curl -o /dev/null, warm cache), A B A B, 3 rounds"
+cat "$WORK/files/f1g.bin" >/dev/null
+for round in 1 2 3; do
+  for pair in "nginx-1g $NG_1G" "keydrop-1g $KD_1G"; do
+    set -- $pair
+    bps=$(curl -s -o /dev/null -w '%{speed_download}' "$2")
+    awk -v n="$1" -v b="$bps" 'BEGIN { printf "%-22s %8.2f GB/s\n", n, b / 1e9 }'
+    echo "$bps" >>"$WORK/$1.rps"
+  done
+done
+
+echo
+for kind in 4k 1m 1g; do
   ng=$(awk '{s+=$1} END {print s/NR}' "$WORK/nginx-$kind.rps")
   kd=$(awk '{s+=$1} END {print s/NR}' "$WORK/keydrop-$kind.rps")
-  awk -v k="$kind" -v n="$ng" -v d="$kd" 'BEGIN { printf "%s: nginx %.0f req/s, keydrop %.0f req/s, keydrop/nginx = %.2f\n", k, n, d, d / n }'
+  unit="req/s"; [ "$kind" = 1g ] && unit="B/s"
+  awk -v k="$kind" -v n="$ng" -v d="$kd" -v u="$unit" 'BEGIN { printf "%s: nginx %.0f %s, keydrop %.0f %s, keydrop/nginx = %.2f\n", k, n, u, d, u, d / n }'
 done
 echo "raw wrk output in $WORK"
