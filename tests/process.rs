@@ -11,12 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keydrop");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Proc {
     child: Child,
     port: u16,
@@ -41,14 +35,7 @@ fn write_config(root: &Path, port: u16) -> PathBuf {
 async fn spawn(root: &Path) -> Proc {
     let port = free_port();
     let config = write_config(root, port);
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYDROP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_serve(&config, "warn");
     within(20, "binary ready", async {
         loop {
             if let Ok((200, _, _)) = get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await {
@@ -101,11 +88,6 @@ async fn open_link_status(root: &Path, link: &IssuedLink) -> keydrop::links::Lin
     let st = keydrop::links::link_status(&state, &link.link_id, chrono::Utc::now()).await.unwrap().unwrap();
     state.store.close().await;
     st
-}
-
-fn verify_log(config: &Path) -> (bool, String) {
-    let out = Command::new(BIN).args(["verify-log", "--config"]).arg(config).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

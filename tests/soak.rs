@@ -11,20 +11,14 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keydrop");
 const CYCLES: u32 = 20;
 const FILE_SIZE: usize = 64 * 1024;
 const MAX_USES: u64 = 3;
-const TENANT: &str = "3f2a9c4e-8d1b-4e6a-9f0c-5b7d2e1a4c8f";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// xorshift64*: reproducible from the printed seed.
 struct Rng(u64);
@@ -88,14 +82,7 @@ fn write_config(root: &Path, port: u16, admin: u16) -> std::path::PathBuf {
 }
 
 async fn start(config: &Path, admin: u16) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("KEYDROP_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_serve(config, "error");
     within(20, "binary ready", async {
         while !matches!(call(admin, "GET", "/healthz", "admin_agent", None).await, Ok((200, _))) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -123,11 +110,6 @@ async fn check(admin: u16, l: &Ledger, cycle: u32) {
         assert!(spent <= budget, "cycle {cycle}: link {id} spent {spent} > budget {budget}");
         assert!(got <= spent, "cycle {cycle}: link {id}: clients received {got} bytes but only {spent} were counted");
     }
-}
-
-fn verify_log(config: &Path) -> (bool, String) {
-    let out = Command::new(BIN).args(["verify-log", "--config"]).arg(config).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 async fn download(port: u16, path: &str, ledger: &Mutex<Ledger>, id: &str) {

@@ -10,12 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keydrop");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A fresh CA (written to `ca-{tag}.pem`) and a server certificate it signed for localhost and
 /// 127.0.0.1, installed as `cert.pem` / `key.pem` (replaced by rename, as an operator would).
 fn install_certificate(dir: &Path, tag: &str) -> PathBuf {
@@ -74,14 +68,7 @@ async fn https_with_http2_and_a_certificate_swap_on_sighup_keeps_downloads_runni
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYDROP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&config, "warn");
     let base = format!("https://127.0.0.1:{port}");
     let sink = dir.join("sink");
     let started = Instant::now();

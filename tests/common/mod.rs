@@ -21,6 +21,33 @@ use tokio::sync::oneshot;
 
 pub const TENANT: &str = "3f2a9c4e-8d1b-4e6a-9f0c-5b7d2e1a4c8f";
 
+/// The built `keydrop` binary, for tests that need a real process.
+pub const BIN: &str = env!("CARGO_BIN_EXE_keydrop");
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `keydrop serve --config <config>` with its output discarded and `KEYDROP_LOG=<log>`;
+/// the caller polls for readiness its own way (plain HTTP or TLS).
+pub fn spawn_serve(config: &Path, log: &str) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("KEYDROP_LOG", log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `keydrop verify-log --config <config>`: whether it passed, and what it printed.
+pub fn verify_log(config: &Path) -> (bool, String) {
+    let out = std::process::Command::new(BIN).args(["verify-log", "--config"]).arg(config).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
 /// Awaits `f` for at most `secs` seconds, panicking with `what` on timeout.
 pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
