@@ -148,6 +148,41 @@ impl Record {
         r
     }
 
+    /// Seals an entry straight to its stored JSON, returning the bytes and the record's `hash`.
+    /// Same bytes as `serde_json::to_vec(&Record::seal(..))`, with one serialization instead of
+    /// two: the stored form is the canonical form with `prev_hash` and `hash` appended.
+    pub fn seal_json(entry: &Entry, seq: u64, at: &str, prev_hash: &str) -> (Vec<u8>, String) {
+        let mut json = serde_json::to_vec(&Canonical {
+            seq,
+            at,
+            kind: entry.kind,
+            actor: &entry.actor,
+            tenant_id: &entry.tenant_id,
+            order_id: &entry.order_id,
+            product_id: &entry.product_id,
+            file_id: &entry.file_id,
+            link_id: &entry.link_id,
+            ip: &entry.ip,
+            user_agent: &entry.user_agent,
+            range: &entry.range,
+            bytes: entry.bytes,
+            outcome: &entry.outcome,
+        })
+        .expect("plain data serializes");
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&json);
+        ctx.update(prev_hash.as_bytes());
+        let hash = hex::encode(ctx.finish());
+        json.pop(); // the closing brace
+        json.reserve(32 + prev_hash.len() + hash.len());
+        json.extend_from_slice(b",\"prev_hash\":\"");
+        json.extend_from_slice(prev_hash.as_bytes());
+        json.extend_from_slice(b"\",\"hash\":\"");
+        json.extend_from_slice(hash.as_bytes());
+        json.extend_from_slice(b"\"}");
+        (json, hash)
+    }
+
     /// The canonical bytes that are hashed (before `prev_hash` is appended).
     pub fn canonical(&self) -> Vec<u8> {
         serde_json::to_vec(&Canonical {
@@ -328,6 +363,21 @@ mod tests {
         assert_eq!(time_bound("2026-11-21T00:00:00Z", false), Some(from));
         assert_eq!(time_bound("2026-11-21T08:30:00.5+00:00", true), Some(from + 30_600_500_000));
         assert_eq!(time_bound("yesterday", false), None);
+    }
+
+    #[test]
+    fn sealing_straight_to_json_stores_the_same_bytes_and_hash_as_the_record() {
+        let mut e = Entry::new(Kind::DownloadFinished);
+        e.user_agent = Some("curl/8 \"quoted\" \u{7} 繁體".into());
+        e.link_id = Some("ab".repeat(16));
+        e.bytes = Some(4096);
+        let at = "2026-11-21T08:30:00.000001Z";
+        let (json, hash) = Record::seal_json(&e, 7, at, GENESIS);
+        let r = Record::seal(e, 7, at.to_owned(), GENESIS);
+        assert_eq!(json, serde_json::to_vec(&r).unwrap());
+        assert_eq!(hash, r.hash);
+        let back: Record = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.compute_hash(), back.hash);
     }
 
     #[test]

@@ -141,6 +141,51 @@ async fn kill_9_during_downloads_never_loses_a_reservation_or_overspends() {
     assert!(out.contains("intact"));
 }
 
+/// Downloads acknowledged just before a `kill -9` live only in the journal (redb has not made
+/// them durable yet); `verify-log` and the next start must both replay them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_downloads_keeps_every_reservation_and_record_from_the_journal() {
+    let size = 4096;
+    let (root, data, link) = prepare(size, 1000).await;
+    let mut p = spawn(root.path()).await;
+    let url = url_on(&link, p.port);
+    let n = 30u64;
+    for _ in 0..n {
+        let (st, _, b) = get(&url, &[]).await.unwrap();
+        assert_eq!((st, b.as_ref()), (200, data.as_slice()));
+    }
+    p.child.kill().unwrap(); // SIGKILL, no shutdown
+    p.child.wait().unwrap();
+    // The journal holds the downloads' frames.
+    let frames =
+        keydrop::store::journal::read_file(&root.path().join("data").join(keydrop::store::JOURNAL_FILE)).unwrap();
+    assert!(!frames.is_empty(), "the downloads were journalled");
+
+    let (ok, out) = verify_log(&p.config);
+    assert!(ok, "chain after kill -9: {out}");
+    let records: u64 =
+        out.split("intact: ").nth(1).and_then(|r| r.split(' ').next()).and_then(|c| c.parse().ok()).unwrap();
+    assert!(records > n, "verify-log saw {records} records, fewer than the {n} downloads' started records: {out}");
+
+    // The next start: every acknowledged download is counted and logged.
+    let st = open_link_status(root.path(), &link).await;
+    assert_eq!(st.bytes_spent, n * size as u64, "every acknowledged download is counted");
+    let state = keydrop::AppState::open(test_config(root.path())).unwrap();
+    let started = state
+        .store
+        .records_after(0, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == keydrop::activity::Kind::DownloadStarted)
+        .count();
+    state.store.close().await;
+    drop(state);
+    assert_eq!(started as u64, n, "every acknowledged download has its download.started record");
+    // Replaying is idempotent: the server's start found nothing left to replay.
+    let (ok, out) = verify_log(&p.config);
+    assert!(ok && out.contains(&format!("intact: {records} records")), "{out}");
+}
+
 /// Sends SIGTERM with the `kill` command and waits for a clean exit.
 fn sigterm_and_wait(p: &mut Proc) {
     let st = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();

@@ -33,7 +33,7 @@ impl DiskSwitch {
         self.0.store(full, Ordering::SeqCst);
     }
 
-    fn check(&self) -> std::io::Result<()> {
+    pub(super) fn check(&self) -> std::io::Result<()> {
         if self.0.load(Ordering::SeqCst) {
             Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
         } else {

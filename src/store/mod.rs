@@ -4,8 +4,15 @@
 //!
 //! Exactly one thread, the writer ([`writer`]), opens write transactions. Everybody else sends it
 //! [`Op`]s in a [`Batch`] over one FIFO channel; it drains what is waiting (up to
-//! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, commits with
-//! `Durability::Immediate` (fsync), and only then answers each batch's reply slot. A request that
+//! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, makes it durable, and
+//! only then answers each batch's reply slot. "Durable" is one of two things: a group made only of
+//! the download path's ops (reservations, refunds, activity records) is written as one frame to
+//! the preallocated [`journal`] and fsynced there, then committed to redb without an fsync
+//! (`Durability::None`: visible to readers at once); any other group — and the first group after
+//! the journal passes [`journal::CHECKPOINT_AT`] — is a redb `Durability::Immediate` commit, which
+//! also makes every journalled commit before it durable in redb and lets the journal start over.
+//! A crash loses only redb's non-durable commits, and the next open replays them from the journal
+//! before anything else runs. A request that
 //! must be durable before the client sees anything (a reservation, a link issue, a revocation)
 //! awaits that answer; one that may lag (a refund, a `download.finished` record, a refusal
 //! record) sends without awaiting, but still goes through the same ordered channel — so the
@@ -21,12 +28,14 @@
 //! therefore never behind the disk's promise: a reservation is admitted in memory first, and only
 //! then made durable; a refund is applied to memory first and reaches disk later (or, after a
 //! crash, never — the bytes stay spent, which is the safe side). After a crash the store is the
-//! truth: the dashmap is empty on start and every entry is loaded from the last commit, where
+//! truth: the dashmap is empty on start and every entry is loaded from the last durable state
+//! (redb's last durable commit plus the journal's frames, replayed), where
 //! every durable reservation is counted in full and a refund that was not yet durable is simply
 //! absent. If a commit fails, the writer bumps [`Store::epoch`]; the ledger then drops its cache
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
 pub mod disk;
+pub mod journal;
 pub mod writer;
 
 use crate::activity::Record;
@@ -38,6 +47,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use disk::DiskSwitch;
+
+/// The hot-path journal's file in `data_dir` (see [`journal`]).
+pub const JOURNAL_FILE: &str = "journal.wal";
 pub use writer::{Batch, Op, Writer};
 
 pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
@@ -186,7 +198,7 @@ impl Store {
         disk: Option<DiskSwitch>,
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
-        let db = Arc::new(disk::DbHandle::open(data_dir.join("keydrop.redb"), disk)?);
+        let db = Arc::new(disk::DbHandle::open(data_dir.join("keydrop.redb"), disk.clone())?);
         {
             let tx = db.get()?.begin_write()?;
             tx.open_table(LINKS)?;
@@ -199,7 +211,8 @@ impl Store {
             tx.commit()?;
         }
         let epoch = Arc::new(AtomicU64::new(0));
-        let writer = Writer::start(db.clone(), epoch.clone(), clock_offset, jsonl)?;
+        let journal = (data_dir.join(JOURNAL_FILE), disk);
+        let writer = Writer::start(db.clone(), epoch.clone(), clock_offset, jsonl, journal)?;
         Ok(Store { db, writer, epoch })
     }
 
@@ -361,18 +374,41 @@ pub(crate) fn scan_prefix_in(
 /// Reads every activity record of a database that no server has open (for `verify-log`),
 /// feeding them in order to `f`.
 ///
-/// A database left by a crash (`kill -9`, power loss) needs redb's repair before it can be read;
-/// a read-only open cannot do that, so it is then opened for writing, which repairs it — exactly
-/// what the server does on its next start — and read the same way.
+/// A database left by a crash (`kill -9`, power loss) needs redb's repair before it can be read,
+/// and its newest records may still be only in the journal (see [`journal`]). A read-only open
+/// can do neither, so in either case the database is opened for writing, repaired and caught up
+/// from the journal — exactly what the server does on its next start — and read the same way.
 pub fn scan_activity_offline(path: &Path, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
+    let journal_path = path.with_file_name(JOURNAL_FILE);
     match redb::ReadOnlyDatabase::open(path) {
-        Ok(db) => scan_records(&db.begin_read()?, f),
-        Err(redb::DatabaseError::RepairAborted) => {
-            let db = redb::Database::builder().open(path)?;
-            scan_records(&db.begin_read()?, f)
+        Ok(db) => {
+            let tx = db.begin_read()?;
+            if !journal_pending(&tx, &journal_path)? {
+                return scan_records(&tx, f);
+            }
         }
-        Err(e) => Err(e.into()),
+        Err(redb::DatabaseError::RepairAborted) => {}
+        Err(e) => return Err(e.into()),
     }
+    let db = redb::Database::builder().open(path)?;
+    if journal_path.exists() {
+        let mut journal = journal::Journal::open(&journal_path, None)?;
+        writer::recover(&db, &mut journal)?;
+    }
+    scan_records(&db.begin_read()?, f)
+}
+
+/// Does the journal hold frames the database lacks?
+fn journal_pending(tx: &redb::ReadTransaction, journal_path: &Path) -> Result<bool, StoreError> {
+    if !journal_path.exists() {
+        return Ok(false);
+    }
+    let applied = match tx.open_table(TableDefinition::<&str, &[u8]>::new("meta")) {
+        Ok(meta) => meta.get(writer::JOURNAL_APPLIED)?.and_then(|v| writer::decode_applied(v.value())).unwrap_or(0),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(journal::read_file(journal_path)?.iter().any(|f| f.number > applied))
 }
 
 fn scan_records(

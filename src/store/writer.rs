@@ -4,16 +4,18 @@
 //! send is synchronous and never blocks, so callers may send while holding a short lock (the
 //! ledger relies on this to keep memory's order and the channel's order the same). The thread
 //! blocks for the first batch, then takes whatever else is already waiting, up to [`MAX_BATCH`],
-//! applies all of it in one transaction and commits durably. Only after the commit returns does it
+//! applies all of it in one transaction and makes it durable — through the [`super::journal`] for
+//! a group of download ops, through a redb fsync otherwise (see `apply`). Only then does it
 //! answer the reply slots — so "replied `Ok`" means "on disk". Under load many requests share one
-//! fsync; when idle a lone request pays one commit.
+//! fsync; when idle a lone request pays one.
 //!
 //! Activity records are sealed here, in apply order: the writer assigns `seq` (gap-free), `at`
 //! (never decreasing) and the hash chain. If a commit fails, the chain position is rolled back to
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
-use super::disk::DbHandle;
+use super::disk::{DbHandle, DiskSwitch};
+use super::journal::{FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
 use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{Entry, Record, GENESIS};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -128,7 +130,10 @@ impl Writer {
         epoch: Arc<AtomicU64>,
         clock: Arc<AtomicI64>,
         jsonl: Option<PathBuf>,
+        journal: (PathBuf, Option<DiskSwitch>),
     ) -> Result<Writer, StoreError> {
+        let mut journal = Journal::open(&journal.0, journal.1)?;
+        recover(&*db.get()?, &mut journal)?;
         let chain = load_chain(&*db.get()?)?;
         let mut mirror = jsonl.map(Mirror::open).transpose()?;
         if let Some(m) = mirror.as_mut() {
@@ -137,9 +142,9 @@ impl Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
-        let handle = std::thread::Builder::new()
-            .name("keydrop-writer".into())
-            .spawn(move || run(db, rx, chain, epoch, st, clock, mirror))?;
+        let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
+            run(db, rx, chain, epoch, st, clock, Logs { mirror, journal, frame: FrameBuf::default() })
+        })?;
         Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats })
     }
 
@@ -291,7 +296,7 @@ fn run(
     epoch: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
     clock: Arc<AtomicI64>,
-    mut mirror: Option<Mirror>,
+    mut logs: Logs,
 ) {
     let mut group: Vec<Batch> = Vec::with_capacity(256);
     let mut stopping = false;
@@ -318,15 +323,15 @@ fn run(
         let mut appended = Vec::new();
         let started = std::time::Instant::now();
         let now_us = now.timestamp_micros().max(0) as u64;
-        let result = healthy(&handle, &mut broken, &mut chain, &epoch)
-            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, &mut appended));
+        let result = healthy(&handle, &mut broken, &mut chain, &epoch, &mut logs.journal)
+            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, &mut logs, &mut appended));
         stats.observe_commit(group.len(), started.elapsed());
         stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
         stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
         match result {
             Ok(results) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                if let (Some(m), Ok(db)) = (mirror.as_mut(), handle.get()) {
+                if let (Some(m), Ok(db)) = (logs.mirror.as_mut(), handle.get()) {
                     m.append(&db, &appended);
                 }
                 for (b, committed) in group.drain(..).zip(results) {
@@ -361,10 +366,12 @@ fn healthy(
     broken: &mut bool,
     chain: &mut Chain,
     epoch: &AtomicU64,
+    journal: &mut Journal,
 ) -> Result<Arc<Database>, StoreError> {
     if *broken {
         handle.reopen()?;
         let db = handle.get()?;
+        recover(&db, journal)?;
         let gate_version = chain.gate_version;
         *chain = Chain { gate_version, ..load_chain(&db)? };
         *broken = false;
@@ -386,10 +393,14 @@ pub struct Tx<'a, 't> {
     chain: &'a mut Chain,
     now_us: u64,
     last_seq: Option<u64>,
-    /// Records appended in this transaction, as stored: for the JSON Lines mirror.
-    appended: &'a mut Vec<(u64, Vec<u8>)>,
+    /// Records appended in this transaction, as stored: for the JSON Lines mirror (if any).
+    appended: Option<&'a mut Vec<(u64, Vec<u8>)>>,
     /// The `at` the time index already has an entry for in this transaction.
     indexed_at: Option<u64>,
+    /// The last `at` formatted, and its text (a group's records share one).
+    at_text: (u64, String),
+    /// The journal frame being built, when this group is journalled rather than fsynced by redb.
+    frame: Option<&'a mut FrameBuf>,
 }
 
 impl<'t> Tx<'_, 't> {
@@ -442,19 +453,19 @@ impl<'t> Tx<'_, 't> {
     pub fn append(&mut self, entry: Entry) -> Result<u64, StoreError> {
         let at_us = self.now_us.max(self.chain.last_at_us);
         let seq = self.chain.next_seq;
-        let rec = Record::seal(entry, seq, format_micros(at_us), &self.chain.prev_hash);
-        let json = serde_json::to_vec(&rec)?;
-        self.activity.insert(seq, json.as_slice())?;
-        self.appended.push((seq, json));
-        // The time index is sparse: one `(at, first seq)` entry per distinct `at`, and every record
-        // of a group commit shares one `at`. `at` never decreases with `seq`, so seeking the
-        // index to a time and walking records by `seq` from there finds every later record.
-        if self.indexed_at != Some(at_us) {
-            self.activity_at.insert((at_us, seq), ())?;
-            self.indexed_at = Some(at_us);
+        if self.at_text.0 != at_us || self.at_text.1.is_empty() {
+            self.at_text = (at_us, format_micros(at_us));
+        }
+        let (json, hash) = Record::seal_json(&entry, seq, &self.at_text.1, &self.chain.prev_hash);
+        put_record(self.activity, self.activity_at, &mut self.indexed_at, seq, at_us, &json)?;
+        if let Some(f) = self.frame.as_deref_mut() {
+            f.record(seq, at_us, &json);
+        }
+        if let Some(a) = self.appended.as_deref_mut() {
+            a.push((seq, json));
         }
         self.chain.next_seq += 1;
-        self.chain.prev_hash = rec.hash;
+        self.chain.prev_hash = hash;
         self.chain.last_at_us = at_us;
         self.last_seq = Some(seq);
         Ok(seq)
@@ -463,12 +474,16 @@ impl<'t> Tx<'_, 't> {
     fn apply(&mut self, op: Op) -> Result<Option<Box<dyn Any + Send>>, StoreError> {
         match op {
             Op::Reserve { key, bytes } => {
-                let cur = self.spent.get(key.as_slice())?.map_or(0, |v| v.value());
-                self.spent.insert(key.as_slice(), cur.saturating_add(bytes))?;
+                add_spent(self.spent, &key, bytes, true)?;
+                if let Some(f) = self.frame.as_deref_mut() {
+                    f.reserve(&key, bytes);
+                }
             }
             Op::Refund { key, bytes } => {
-                let cur = self.spent.get(key.as_slice())?.map_or(0, |v| v.value());
-                self.spent.insert(key.as_slice(), cur.saturating_sub(bytes))?;
+                add_spent(self.spent, &key, bytes, false)?;
+                if let Some(f) = self.frame.as_deref_mut() {
+                    f.refund(&key, bytes);
+                }
             }
             Op::PutLink(rec) => {
                 let id = hex::decode(&rec.link_id).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
@@ -501,24 +516,130 @@ const GATES_KV: &str = "order_gates";
 /// `order_id \0 link_id` → nothing: the links of an order.
 pub const ORDER_LINKS: &str = "order_links";
 
+/// The writer's files besides redb: the journal (and the frame buffer it is written from) and the
+/// optional JSON Lines mirror.
+struct Logs {
+    mirror: Option<Mirror>,
+    journal: Journal,
+    frame: FrameBuf,
+}
+
+/// `meta` key: the number of the last journal frame whose changes redb holds (u64, big-endian).
+pub(super) const JOURNAL_APPLIED: &str = "journal_applied";
+
+pub(super) fn decode_applied(v: &[u8]) -> Option<u64> {
+    v.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Op {
+    /// Can this op go through the journal? (The download path's ops; anything else — admin
+    /// changes, arbitrary transactions — is committed durably by redb itself.)
+    fn is_hot(&self) -> bool {
+        matches!(self, Op::Reserve { .. } | Op::Refund { .. } | Op::Append(_))
+    }
+}
+
+fn add_spent(
+    spent: &mut Table<'_, &'static [u8], u64>,
+    key: &SpentKey,
+    bytes: u64,
+    add: bool,
+) -> Result<(), StoreError> {
+    let cur = spent.get(key.as_slice())?.map_or(0, |v| v.value());
+    let new = if add { cur.saturating_add(bytes) } else { cur.saturating_sub(bytes) };
+    spent.insert(key.as_slice(), new)?;
+    Ok(())
+}
+
+/// Stores a sealed record and keeps the time index. The index is sparse: one `(at, first seq)`
+/// entry per distinct `at`, and every record of a group commit shares one `at`. `at` never
+/// decreases with `seq`, so seeking the index to a time and walking records by `seq` from there
+/// finds every later record.
+fn put_record(
+    activity: &mut Table<'_, u64, &'static [u8]>,
+    activity_at: &mut Table<'_, (u64, u64), ()>,
+    indexed_at: &mut Option<u64>,
+    seq: u64,
+    at_us: u64,
+    json: &[u8],
+) -> Result<(), StoreError> {
+    activity.insert(seq, json)?;
+    if *indexed_at != Some(at_us) {
+        activity_at.insert((at_us, seq), ())?;
+        *indexed_at = Some(at_us);
+    }
+    Ok(())
+}
+
+/// Brings redb up to date with the journal: re-applies, in one durable transaction, every intact
+/// frame numbered past `meta/journal_applied`, then starts the journal over. Run at start and
+/// after every reopen (a crash or a failed commit loses redb's non-durable commits, never the
+/// journal's frames).
+pub(super) fn recover(db: &Database, journal: &mut Journal) -> Result<(), StoreError> {
+    let frames = journal.read_back()?;
+    let tx = db.begin_write()?;
+    let applied = {
+        let mut meta = tx.open_table(TableDefinition::<&str, &[u8]>::new("meta"))?;
+        let applied = meta.get(JOURNAL_APPLIED)?.and_then(|v| decode_applied(v.value())).unwrap_or(0);
+        let mut spent = tx.open_table(SPENT)?;
+        let mut activity = tx.open_table(ACTIVITY)?;
+        let mut activity_at = tx.open_table(ACTIVITY_AT)?;
+        let mut indexed_at = None;
+        let (mut replayed, mut records) = (0u64, 0u64);
+        for f in frames.iter().filter(|f| f.number > applied) {
+            for op in &f.ops {
+                match op {
+                    JournalOp::Reserve { key, bytes } => add_spent(&mut spent, key, *bytes, true)?,
+                    JournalOp::Refund { key, bytes } => add_spent(&mut spent, key, *bytes, false)?,
+                    JournalOp::Record { seq, at_us, json } => {
+                        put_record(&mut activity, &mut activity_at, &mut indexed_at, *seq, *at_us, json)?;
+                        records += 1;
+                    }
+                }
+            }
+            replayed += 1;
+        }
+        let last = frames.last().map_or(0, |f| f.number).max(applied);
+        meta.insert(JOURNAL_APPLIED, last.to_be_bytes().as_slice())?;
+        if replayed > 0 {
+            tracing::info!(frames = replayed, records, "replayed the journal into the database");
+        }
+        last
+    };
+    tx.commit()?;
+    journal.restart(applied);
+    Ok(())
+}
+
 /// Applies a group in one transaction; returns what each batch reports.
+///
+/// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is written and
+/// fsynced, then redb commits without an fsync of its own. Any other group, or one arriving when
+/// the journal is past [`CHECKPOINT_AT`], is a durable redb commit — which also makes every earlier
+/// journalled commit durable in redb, so the journal starts over after it.
 fn apply(
     db: &Database,
     group: &mut [Batch],
     chain: &mut Chain,
     now_us: u64,
+    logs: &mut Logs,
     appended: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<Committed>, StoreError> {
-    let tx = db.begin_write()?;
+    let mut tx = db.begin_write()?;
     let mut results = Vec::with_capacity(group.len());
+    let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
+    logs.frame.clear();
+    let keep = logs.mirror.is_some();
     {
         let mut links = tx.open_table(LINKS)?;
         let mut spent = tx.open_table(SPENT)?;
         let mut activity = tx.open_table(ACTIVITY)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
         let mut kv = BTreeMap::new();
-        for name in KV_TABLES {
-            kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
+        if !hot {
+            for name in KV_TABLES {
+                kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
+            }
         }
         let mut t = Tx {
             links: &mut links,
@@ -529,8 +650,10 @@ fn apply(
             chain,
             now_us,
             last_seq: None,
-            appended,
+            appended: keep.then_some(appended),
             indexed_at: None,
+            at_text: (0, String::new()),
+            frame: hot.then_some(&mut logs.frame),
         };
         for b in group.iter_mut() {
             t.last_seq = None;
@@ -543,6 +666,18 @@ fn apply(
             results.push(Committed { last_seq: t.last_seq, output });
         }
     }
-    tx.commit()?;
+    let journalled = hot && logs.journal.fits(logs.frame.frame_len());
+    let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
+    tx.open_table(TableDefinition::<&str, &[u8]>::new("meta"))?
+        .insert(JOURNAL_APPLIED, applied.to_be_bytes().as_slice())?;
+    if journalled {
+        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
+        // Durable before redb makes it visible: a reader never sees what a crash could take back.
+        logs.journal.append(&logs.frame)?;
+        tx.commit()?;
+    } else {
+        tx.commit()?;
+        logs.journal.restart(applied);
+    }
     Ok(results)
 }

@@ -1,0 +1,369 @@
+//! The hot-path journal: what makes a download's reservation durable without a redb fsync.
+//!
+//! A download changes three things: its link's spent counter (a reservation, later perhaps a
+//! refund) and two activity records. Committing those to redb durably costs a copy-on-write of
+//! every touched B-tree page plus redb's free-page bookkeeping, written and fsynced per group —
+//! measured, that was most of the writer's time. So for groups made only of those ops the writer
+//! instead appends one *frame* to this preallocated file and `fdatasync`s it, then commits the
+//! same changes to redb with `Durability::None` (visible to readers at once, durable only at the
+//! next durable commit). Every durable redb commit stores the number of the last frame whose
+//! changes it contains (`meta/journal_applied`), after which the journal starts again at offset 0.
+//!
+//! After a crash, redb holds the state of its last durable commit; [`Journal::read_back`] reads
+//! every intact frame, and the writer re-applies, in one durable transaction, those numbered past
+//! `journal_applied`. Replaying is exact: records are stored sealed (seq, time, hash) and counter
+//! changes are deltas applied in their original order to the same starting state.
+//!
+//! ## Frame layout (little-endian)
+//!
+//! `magic "KDJ1" | frame number u64 | payload length u32 | SHA-256(number ‖ length ‖ payload)[..16]
+//! | payload`, where the payload is a sequence of ops: `1 key[24] bytes u64` (reserve), `2 key[24]
+//! bytes u64` (refund), `3 seq u64 at_us u64 len u32 json[len]` (a sealed record). Reading stops at
+//! the first frame that is torn, fails its checksum or does not carry the next number — so stale
+//! frames from before the last restart at offset 0 (all numbered lower) are never replayed.
+
+use super::disk::DiskSwitch;
+use super::SpentKey;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The journal file's size: it is written with zeros once, so appends never allocate blocks.
+pub const CAPACITY: u64 = 8 << 20;
+/// Past this offset the writer makes redb durable and starts the journal over.
+pub const CHECKPOINT_AT: u64 = 256 << 10;
+
+const MAGIC: &[u8; 4] = b"KDJ1";
+const HEADER: usize = 4 + 8 + 4 + 16;
+
+/// One change, as journalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalOp {
+    Reserve {
+        key: SpentKey,
+        bytes: u64,
+    },
+    Refund {
+        key: SpentKey,
+        bytes: u64,
+    },
+    /// A sealed activity record, exactly as stored.
+    Record {
+        seq: u64,
+        at_us: u64,
+        json: Vec<u8>,
+    },
+}
+
+/// Builds one frame's payload.
+#[derive(Default)]
+pub struct FrameBuf {
+    buf: Vec<u8>,
+}
+
+impl FrameBuf {
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn reserve(&mut self, key: &SpentKey, bytes: u64) {
+        self.counter(1, key, bytes);
+    }
+
+    pub fn refund(&mut self, key: &SpentKey, bytes: u64) {
+        self.counter(2, key, bytes);
+    }
+
+    fn counter(&mut self, tag: u8, key: &SpentKey, bytes: u64) {
+        self.buf.push(tag);
+        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(&bytes.to_le_bytes());
+    }
+
+    pub fn record(&mut self, seq: u64, at_us: u64, json: &[u8]) {
+        self.buf.push(3);
+        self.buf.extend_from_slice(&seq.to_le_bytes());
+        self.buf.extend_from_slice(&at_us.to_le_bytes());
+        self.buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(json);
+    }
+
+    /// Bytes the frame will take in the file.
+    pub fn frame_len(&self) -> u64 {
+        (HEADER + self.buf.len()) as u64
+    }
+}
+
+/// The open journal.
+pub struct Journal {
+    file: File,
+    offset: u64,
+    next_frame: u64,
+    switch: Option<DiskSwitch>,
+    frame: Vec<u8>,
+}
+
+/// An intact frame read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub number: u64,
+    pub ops: Vec<JournalOp>,
+}
+
+impl Journal {
+    /// Opens `path`, creating and zero-filling it if needed. The caller reads back what it holds
+    /// ([`Journal::read_back`]), replays what its database lacks, makes that durable, then calls
+    /// [`Journal::restart`]; until then appends are refused.
+    pub fn open(path: &Path, switch: Option<DiskSwitch>) -> std::io::Result<Journal> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len();
+        if len < CAPACITY {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = len;
+            while at < CAPACITY {
+                let n = (CAPACITY - at).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            file.sync_all()?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(Journal { file, offset: CAPACITY, next_frame: 1, switch, frame: Vec::new() })
+    }
+
+    /// Every intact frame in the file, in order (see the module's notes on where reading stops).
+    /// Also moves frame numbering past them.
+    pub fn read_back(&mut self) -> std::io::Result<Vec<Frame>> {
+        let frames = read_frames(&self.file, CAPACITY)?;
+        if let Some(last) = frames.last() {
+            self.next_frame = self.next_frame.max(last.number + 1);
+        }
+        Ok(frames)
+    }
+
+    /// Starts writing at offset 0 again, numbering frames after `applied` (and after anything
+    /// already in the file). Only call once redb durably holds every frame written so far.
+    pub fn restart(&mut self, applied: u64) {
+        self.offset = 0;
+        self.next_frame = self.next_frame.max(applied + 1);
+    }
+
+    /// Where the next frame goes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Would a frame of `len` bytes fit before the end of the file?
+    pub fn fits(&self, len: u64) -> bool {
+        self.offset + len <= CAPACITY
+    }
+
+    /// The number the next frame will carry.
+    pub fn next_frame(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// Writes `payload` as the next frame and waits until it is on disk; returns its number.
+    pub fn append(&mut self, payload: &FrameBuf) -> std::io::Result<u64> {
+        if let Some(s) = &self.switch {
+            s.check()?;
+        }
+        let number = self.next_frame;
+        let len = payload.buf.len() as u32;
+        self.frame.clear();
+        self.frame.extend_from_slice(MAGIC);
+        self.frame.extend_from_slice(&number.to_le_bytes());
+        self.frame.extend_from_slice(&len.to_le_bytes());
+        self.frame.extend_from_slice(&checksum(number, len, &payload.buf));
+        self.frame.extend_from_slice(&payload.buf);
+        if !self.fits(self.frame.len() as u64) {
+            return Err(std::io::Error::other("journal frame does not fit"));
+        }
+        self.file.write_all_at(&self.frame, self.offset)?;
+        self.file.sync_data()?;
+        self.offset += self.frame.len() as u64;
+        self.next_frame += 1;
+        Ok(number)
+    }
+}
+
+/// The intact frames of a journal file, read without opening it for writing (`verify-log`).
+pub fn read_file(path: &Path) -> std::io::Result<Vec<Frame>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    read_frames(&file, len)
+}
+
+fn checksum(number: u64, len: u32, payload: &[u8]) -> [u8; 16] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&number.to_le_bytes());
+    ctx.update(&len.to_le_bytes());
+    ctx.update(payload);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    out
+}
+
+/// Every intact frame from offset 0, stopping at the first torn, corrupt or out-of-sequence one.
+fn read_frames(file: &File, len: u64) -> std::io::Result<Vec<Frame>> {
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, 0)?;
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut at = 0usize;
+    while at + HEADER <= data.len() {
+        let h = &data[at..at + HEADER];
+        if &h[..4] != MAGIC {
+            break;
+        }
+        let number = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+        let plen = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
+        let Some(payload) = data.get(at + HEADER..at + HEADER + plen as usize) else { break };
+        if h[16..32] != checksum(number, plen, payload) || frames.last().is_some_and(|f| f.number + 1 != number) {
+            break;
+        }
+        let Some(ops) = decode(payload) else { break };
+        frames.push(Frame { number, ops });
+        at += HEADER + plen as usize;
+    }
+    Ok(frames)
+}
+
+fn decode(mut p: &[u8]) -> Option<Vec<JournalOp>> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = p.split_at_checked(n)?;
+        *p = rest;
+        Some(head)
+    }
+    fn u64_of(p: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(take(p, 8)?.try_into().ok()?))
+    }
+    let mut ops = Vec::new();
+    while let Some((&tag, rest)) = p.split_first() {
+        p = rest;
+        ops.push(match tag {
+            1 | 2 => {
+                let key: SpentKey = take(&mut p, 24)?.try_into().ok()?;
+                let bytes = u64_of(&mut p)?;
+                if tag == 1 {
+                    JournalOp::Reserve { key, bytes }
+                } else {
+                    JournalOp::Refund { key, bytes }
+                }
+            }
+            3 => {
+                let seq = u64_of(&mut p)?;
+                let at_us = u64_of(&mut p)?;
+                let n = u32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?) as usize;
+                JournalOp::Record { seq, at_us, json: take(&mut p, n)?.to_vec() }
+            }
+            _ => return None,
+        });
+    }
+    Some(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(i: u8) -> FrameBuf {
+        let mut f = FrameBuf::default();
+        f.reserve(&[i; 24], 4096);
+        f.record(u64::from(i), 1_000 + u64::from(i), br#"{"seq":1}"#);
+        f.refund(&[i; 24], 96);
+        f
+    }
+
+    /// A journal as the writer has it after recovery: read back, restarted.
+    fn open(path: &Path) -> Journal {
+        let mut j = Journal::open(path, None).unwrap();
+        let applied = j.read_back().unwrap().last().map_or(0, |f| f.number);
+        j.restart(applied);
+        j
+    }
+
+    fn ops(i: u8) -> Vec<JournalOp> {
+        vec![
+            JournalOp::Reserve { key: [i; 24], bytes: 4096 },
+            JournalOp::Record { seq: u64::from(i), at_us: 1_000 + u64::from(i), json: br#"{"seq":1}"#.to_vec() },
+            JournalOp::Refund { key: [i; 24], bytes: 96 },
+        ]
+    }
+
+    #[test]
+    fn frames_read_back_in_order_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let mut j = open(&path);
+        assert!(j.read_back().unwrap().is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY, "preallocated");
+        for i in 1..=3 {
+            assert_eq!(j.append(&payload(i)).unwrap(), u64::from(i));
+        }
+        drop(j);
+        let mut j = Journal::open(&path, None).unwrap();
+        let frames = j.read_back().unwrap();
+        let got: Vec<_> = frames.iter().map(|f| (f.number, f.ops.clone())).collect();
+        assert_eq!(got, (1..=3).map(|i| (u64::from(i), ops(i))).collect::<Vec<_>>());
+        assert_eq!(j.next_frame(), 4);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_ends_the_journal_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let mut j = open(&path);
+        for i in 1..=3 {
+            j.append(&payload(i)).unwrap();
+        }
+        let third_at = 2 * payload(1).frame_len();
+        drop(j);
+        // Flip one payload byte of the third frame: a torn write looks the same to the checksum.
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, third_at + HEADER as u64 + 3).unwrap();
+        f.write_all_at(&[b[0] ^ 1], third_at + HEADER as u64 + 3).unwrap();
+        let frames = Journal::open(&path, None).unwrap().read_back().unwrap();
+        assert_eq!(frames.iter().map(|f| f.number).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn after_a_restart_stale_frames_behind_the_new_ones_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let mut j = open(&path);
+        for i in 1..=5 {
+            j.append(&payload(i)).unwrap();
+        }
+        j.restart(5);
+        let mut small = FrameBuf::default();
+        small.reserve(&[9; 24], 1);
+        assert_eq!(j.append(&small).unwrap(), 6);
+        drop(j);
+        let mut j = Journal::open(&path, None).unwrap();
+        let frames = j.read_back().unwrap();
+        assert_eq!(frames.len(), 1, "only frame 6; frames 1–5 behind it are stale");
+        assert_eq!(frames[0].ops, vec![JournalOp::Reserve { key: [9; 24], bytes: 1 }]);
+        assert_eq!(j.next_frame(), 7);
+    }
+
+    #[test]
+    fn a_full_disk_switch_fails_the_append_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let switch = DiskSwitch::default();
+        let mut j = Journal::open(&path, Some(switch.clone())).unwrap();
+        j.restart(0);
+        switch.set_full(true);
+        assert!(j.append(&payload(1)).is_err());
+        switch.set_full(false);
+        assert_eq!(j.append(&payload(1)).unwrap(), 1);
+        assert_eq!(j.offset(), payload(1).frame_len());
+    }
+}
