@@ -6,12 +6,6 @@ use keydrop::{demo, run, AppState, Listeners};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: under load glibc kept trimming and re-faulting the
-/// writer thread's heap (12 % of its time in the kernel zeroing pages); see the README's
-/// benchmark notes.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "keydrop", version, about = "Delivers purchased software through signed, counted download links")]
 struct Cli {

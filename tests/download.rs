@@ -77,6 +77,28 @@ async fn full_download_matches_digest_and_carries_every_contract_header() {
     s.stop().await;
 }
 
+/// Reads of a file the page cache does not hold go to the blocking pool (the in-place read only
+/// takes what is cached); the client gets the same bytes either way, cold or warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_evicted_from_the_page_cache_downloads_byte_exact() {
+    let s = Server::start().await;
+    let data = s.add_file("cold", "cold.iso", 5 * 1024 * 1024 + 3).await;
+    s.open_order("ord-1").await;
+    let link = s.issue("ord-1", "cold", 50).await;
+    for round in 0..3 {
+        let f = std::fs::File::open(s.files_dir().join("cold")).unwrap();
+        f.sync_all().unwrap();
+        if round < 2 {
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+        let (st, _, body) = get(&link.url, &[]).await.unwrap();
+        assert_eq!(st, 200);
+        assert_eq!(sha256_hex(&body), sha256_hex(&data), "round {round}");
+        let (st, _, part) = get(&link.url, &[("range", "bytes=4000000-4099999")]).await.unwrap();
+        assert_eq!((st, &part[..]), (206, &data[4_000_000..4_100_000]), "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn ranges_if_range_and_conditional_requests_rfc9110() {
     let s = Server::start().await;
