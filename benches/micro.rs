@@ -40,6 +40,10 @@ fn hashing(c: &mut Criterion) {
     c.bench_function("activity_record_seal", |b| {
         b.iter(|| Record::seal(black_box(e.clone()), 42, "2026-11-21T08:30:00.000000Z".into(), GENESIS))
     });
+    // What the writer runs: sealed straight to the stored JSON (one serialization, one hash).
+    c.bench_function("activity_record_seal_json", |b| {
+        b.iter(|| Record::seal_json(black_box(&e), 42, "2026-11-21T08:30:00.000000Z", GENESIS))
+    });
 }
 
 fn reservations(c: &mut Criterion) {
