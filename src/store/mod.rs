@@ -62,6 +62,7 @@ pub(crate) const SPENT: TableDefinition<&[u8], u64> = TableDefinition::new("link
 pub type SpentKey = [u8; 24];
 pub(crate) const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 pub(crate) const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("order_gates");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The `&str → bytes` tables (JSON values unless noted). Composite keys join parts with `\0`.
 pub const KV_TABLES: [&str; 12] = [
@@ -403,8 +404,8 @@ fn journal_pending(tx: &redb::ReadTransaction, journal_path: &Path) -> Result<bo
     if !journal_path.exists() {
         return Ok(false);
     }
-    let applied = match tx.open_table(TableDefinition::<&str, &[u8]>::new("meta")) {
-        Ok(meta) => meta.get(writer::JOURNAL_APPLIED)?.and_then(|v| writer::decode_applied(v.value())).unwrap_or(0),
+    let applied = match tx.open_table(META) {
+        Ok(meta) => writer::journal_applied(&meta)?,
         Err(redb::TableError::TableDoesNotExist(_)) => 0,
         Err(e) => return Err(e.into()),
     };

@@ -16,7 +16,9 @@
 
 use super::disk::{DbHandle, DiskSwitch};
 use super::journal::{FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
-use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
+use super::{
+    FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, META, SPENT,
+};
 use crate::activity::{Entry, Record, GENESIS};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -525,10 +527,16 @@ struct Logs {
 }
 
 /// `meta` key: the number of the last journal frame whose changes redb holds (u64, big-endian).
-pub(super) const JOURNAL_APPLIED: &str = "journal_applied";
+const JOURNAL_APPLIED: &str = "journal_applied";
 
-pub(super) fn decode_applied(v: &[u8]) -> Option<u64> {
-    v.try_into().ok().map(u64::from_be_bytes)
+/// The last journal frame `meta` says redb holds (0 if none).
+pub(super) fn journal_applied(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, StoreError> {
+    Ok(meta.get(JOURNAL_APPLIED)?.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
+}
+
+fn set_journal_applied(tx: &redb::WriteTransaction, frame: u64) -> Result<(), StoreError> {
+    tx.open_table(META)?.insert(JOURNAL_APPLIED, frame.to_be_bytes().as_slice())?;
+    Ok(())
 }
 
 impl Op {
@@ -579,8 +587,7 @@ pub(super) fn recover(db: &Database, journal: &mut Journal) -> Result<(), StoreE
     let frames = journal.read_back()?;
     let tx = db.begin_write()?;
     let applied = {
-        let mut meta = tx.open_table(TableDefinition::<&str, &[u8]>::new("meta"))?;
-        let applied = meta.get(JOURNAL_APPLIED)?.and_then(|v| decode_applied(v.value())).unwrap_or(0);
+        let applied = journal_applied(&tx.open_table(META)?)?;
         let mut spent = tx.open_table(SPENT)?;
         let mut activity = tx.open_table(ACTIVITY)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
@@ -600,7 +607,7 @@ pub(super) fn recover(db: &Database, journal: &mut Journal) -> Result<(), StoreE
             replayed += 1;
         }
         let last = frames.last().map_or(0, |f| f.number).max(applied);
-        meta.insert(JOURNAL_APPLIED, last.to_be_bytes().as_slice())?;
+        set_journal_applied(&tx, last)?;
         if replayed > 0 {
             tracing::info!(frames = replayed, records, "replayed the journal into the database");
         }
@@ -668,8 +675,10 @@ fn apply(
     }
     let journalled = hot && logs.journal.fits(logs.frame.frame_len());
     let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
-    tx.open_table(TableDefinition::<&str, &[u8]>::new("meta"))?
-        .insert(JOURNAL_APPLIED, applied.to_be_bytes().as_slice())?;
+    // Written by journalled commits too: redb makes a pending non-durable commit durable when it
+    // closes cleanly, and that state must not claim fewer frames than it holds (a replay would
+    // count them twice).
+    set_journal_applied(&tx, applied)?;
     if journalled {
         tx.set_durability(redb::Durability::None).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
         // Durable before redb makes it visible: a reader never sees what a crash could take back.
