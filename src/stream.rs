@@ -205,8 +205,6 @@ impl FileStream {
         let (file, offset) = (self.file.clone(), self.offset);
         self.offset += n as u64;
         self.unread -= n as u64;
-        // A warm file is read right here: a page-cache copy costs less than handing the read to
-        // another thread and back. Only what might wait for the disk goes to the blocking pool.
         let mut buf = BytesMut::zeroed(n);
         let mut filled = read_cached(&file, &mut buf, offset);
         if filled == n {
