@@ -7,6 +7,7 @@ use common::*;
 use http_body_util::BodyExt;
 use keydrop::activity::{Kind, Record};
 use serde_json::{json, Value};
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 const TENANT: &str = "11111111-2222-4333-8444-555555555555";
@@ -420,7 +421,7 @@ async fn queries_by_date_paging_csv_and_tamper_detection() {
     assert_eq!(s.api("GET", "/api/activity?kind=nope", "global_admin", None).await.0, 400);
     assert_eq!(s.api("GET", "/api/activity", "admin_agent", None).await.0, 403);
 
-    // Verification: intact, then a byte flipped in the mirror, then in redb.
+    // Verification: intact, then a byte flipped in the mirror, then in the record file.
     let (st, v) = s.api("GET", "/api/activity/verify", "global_admin", None).await;
     assert_eq!((st, v["ok"].as_bool(), v["mirror"]["ok"].as_bool()), (200, Some(true), Some(true)), "{v}");
     assert_eq!(v["records"].as_u64(), Some(records.len() as u64));
@@ -444,18 +445,12 @@ async fn queries_by_date_paging_csv_and_tamper_detection() {
     assert_eq!((v["ok"].as_bool(), v["mirror"]["first_bad"]["seq"].as_u64()), (Some(false), Some(target)), "{v}");
     std::fs::write(&mirror, &text).unwrap();
 
-    let db = s.state.store.database().unwrap();
-    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("activity");
-    let tx = db.begin_write().unwrap();
-    {
-        use redb::ReadableTable;
-        let mut t = tx.open_table(table).unwrap();
-        let raw = t.get(target).unwrap().unwrap().value().to_vec();
-        let changed = String::from_utf8(raw).unwrap().replacen("127.0.0.1", "127.0.0.2", 1);
-        t.insert(target, changed.as_bytes()).unwrap();
-    }
-    tx.commit().unwrap();
-    drop(db);
+    // The same edit in the record file the server reads (same length, in place).
+    let log = s.dir.path().join("data").join(keydrop::store::RECORDS_FILE);
+    let stored = std::fs::read_to_string(&log).unwrap();
+    let line = stored.lines().find(|l| l.contains(&format!("\"seq\":{target},"))).unwrap();
+    let at = line.as_ptr() as usize - stored.as_ptr() as usize + line.find("127.0.0.1").unwrap();
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().write_all_at(b"127.0.0.2", at as u64).unwrap();
     let (_, v) = s.api("GET", "/api/activity/verify", "global_admin", None).await;
     assert_eq!((v["ok"].as_bool(), v["first_bad"]["seq"].as_u64()), (Some(false), Some(target)), "{v}");
     assert_eq!(v["mirror"]["first_bad"]["seq"].as_u64(), Some(target), "the mirror no longer matches the store either");

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use http_body_util::BodyExt;
 use keydrop::links::IssuedLink;
-use redb::ReadableTable;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -238,20 +237,14 @@ async fn verify_log_names_the_first_tampered_record() {
     let (ok, out) = verify_log(&p);
     assert!(ok && out.contains(&format!("{n} records")), "{out}");
 
-    // Flip one byte inside record 4's JSON, straight in redb.
-    let db = redb::Database::create(root.path().join("data/keydrop.redb")).unwrap();
-    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("activity");
-    let tx = db.begin_write().unwrap();
-    {
-        let mut t = tx.open_table(table).unwrap();
-        let mut raw = t.get(4).unwrap().unwrap().value().to_vec();
-        let text = String::from_utf8(raw.clone()).unwrap();
-        let at = text.find("\"bytes\":").unwrap() + 8;
-        raw[at] = if raw[at] == b'9' { b'8' } else { b'9' };
-        t.insert(4, raw.as_slice()).unwrap();
-    }
-    tx.commit().unwrap();
-    drop(db);
+    // Flip one byte inside record 4's JSON, straight in the record file.
+    let log = root.path().join("data").join(keydrop::store::RECORDS_FILE);
+    let mut raw = std::fs::read(&log).unwrap();
+    let text = String::from_utf8(raw.clone()).unwrap();
+    let line = text.lines().find(|l| l.contains("\"seq\":4,")).unwrap();
+    let at = line.as_ptr() as usize - text.as_ptr() as usize + line.find("\"bytes\":").unwrap() + 8;
+    raw[at] = if raw[at] == b'9' { b'8' } else { b'9' };
+    std::fs::write(&log, &raw).unwrap();
     let (ok, out) = verify_log(&p);
     assert!(!ok, "tampering must be detected");
     assert!(out.contains("record 4"), "{out}");

@@ -36,6 +36,7 @@
 
 pub mod disk;
 pub mod journal;
+pub mod records;
 pub mod writer;
 
 use crate::activity::Record;
@@ -50,6 +51,7 @@ pub use disk::DiskSwitch;
 
 /// The hot-path journal's file in `data_dir` (see [`journal`]).
 pub const JOURNAL_FILE: &str = "journal.wal";
+pub use records::RECORDS_FILE;
 pub use writer::{Batch, Op, Writer};
 
 pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
@@ -79,7 +81,9 @@ pub const KV_TABLES: [&str; 12] = [
     "support_requests",
     "meta",
 ];
-pub(crate) const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
+/// Where activity records were stored before [`records`]: `seq` → sealed JSON. Moved to the
+/// record file on the first start that finds it (see [`writer::recover`]).
+pub(crate) const LEGACY_ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
 /// `(at in microseconds, seq)` → nothing: the time index for date-range queries. Sparse: one
 /// entry for the first record of each distinct `at` (all records of a group commit share one).
 pub(crate) const ACTIVITY_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("activity_at");
@@ -98,6 +102,8 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the database is being reopened after a failed write")]
     Unavailable,
+    #[error("damaged: {0}")]
+    Corrupt(String),
 }
 
 macro_rules! redb_from {
@@ -178,6 +184,8 @@ pub struct OrderGate {
 /// The database and its writer.
 pub struct Store {
     db: Arc<disk::DbHandle>,
+    /// The activity record file ([`records`]).
+    records: std::path::PathBuf,
     writer: Writer,
     epoch: Arc<AtomicU64>,
 }
@@ -207,14 +215,15 @@ impl Store {
             for name in KV_TABLES {
                 tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }
-            tx.open_table(ACTIVITY)?;
+            tx.open_table(records::ACTIVITY_POS)?;
             tx.open_table(ACTIVITY_AT)?;
             tx.commit()?;
         }
         let epoch = Arc::new(AtomicU64::new(0));
-        let journal = (data_dir.join(JOURNAL_FILE), disk);
-        let writer = Writer::start(db.clone(), epoch.clone(), clock_offset, jsonl, journal)?;
-        Ok(Store { db, writer, epoch })
+        let records = data_dir.join(RECORDS_FILE);
+        let files = writer::Files { journal: data_dir.join(JOURNAL_FILE), records: records.clone(), disk };
+        let writer = Writer::start(db.clone(), epoch.clone(), clock_offset, jsonl, files)?;
+        Ok(Store { db, records, writer, epoch })
     }
 
     pub fn writer(&self) -> &Writer {
@@ -265,13 +274,14 @@ impl Store {
 
     /// Up to `limit` records with `seq > after_seq`, in order.
     pub fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let t = tx.open_table(ACTIVITY)?;
         let mut out = Vec::new();
-        for item in t.range(after_seq.saturating_add(1)..)?.take(limit) {
-            let (_, v) = item?;
-            out.push(serde_json::from_slice(v.value())?);
+        if limit == 0 {
+            return Ok(out);
         }
+        records::walk(&self.db.get()?.begin_read()?, &self.records, after_seq.saturating_add(1), |_, raw| {
+            out.push(serde_json::from_slice(raw)?);
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
     }
 
@@ -308,7 +318,6 @@ impl Store {
     /// records and, if the limit cut the answer short, the cursor for the next page.
     pub fn query_activity(&self, q: &crate::activity::Query) -> Result<(Vec<Record>, Option<u64>), StoreError> {
         let tx = self.db.get()?.begin_read()?;
-        let records = tx.open_table(ACTIVITY)?;
         let index = tx.open_table(ACTIVITY_AT)?;
         // The first record at or after `from`: the index's first entry at or after it.
         let mut start = 1u64;
@@ -319,38 +328,42 @@ impl Store {
             }
         }
         start = start.max(q.after_seq.saturating_add(1));
-        let mut out = Vec::new();
-        for item in records.range(start..)? {
-            let (k, v) = item?;
-            let r: Record = serde_json::from_slice(v.value())?;
+        let (mut out, mut next) = (Vec::new(), None);
+        records::walk(&tx, &self.records, start, |seq, raw| {
+            let r: Record = serde_json::from_slice(raw)?;
             if q.to_us.is_some_and(|to| crate::activity::at_micros(&r.at) > to) {
-                break;
+                return Ok(false);
             }
             if q.matches(&r) {
                 out.push(r);
                 if out.len() >= q.limit {
-                    return Ok((out, Some(k.value())));
+                    next = Some(seq);
+                    return Ok(false);
                 }
             }
-        }
-        Ok((out, None))
+            Ok(true)
+        })?;
+        Ok((out, next))
     }
 
     /// One record exactly as stored.
     pub fn get_activity_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let v = tx.open_table(ACTIVITY)?.get(seq)?.map(|v| v.value().to_vec());
-        Ok(v)
+        let mut out = None;
+        records::walk(&self.db.get()?.begin_read()?, &self.records, seq.max(1), |at, raw| {
+            out = (at == seq).then(|| raw.to_vec());
+            Ok(false)
+        })?;
+        Ok(out)
     }
 
     /// Feeds every activity record, in `seq` order, to `f` (stops when it returns `false`).
     pub fn scan_activity(&self, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
-        scan_records(&self.db.get()?.begin_read()?, f)
+        scan_records(&self.db.get()?.begin_read()?, &self.records, f)
     }
 
     pub fn record_count(&self) -> Result<u64, StoreError> {
         let tx = self.db.get()?.begin_read()?;
-        Ok(tx.open_table(ACTIVITY)?.len()?)
+        Ok(records::end(&tx.open_table(META)?)?.next_seq - 1)
     }
 }
 
@@ -376,27 +389,39 @@ pub(crate) fn scan_prefix_in(
 /// feeding them in order to `f`.
 ///
 /// A database left by a crash (`kill -9`, power loss) needs redb's repair before it can be read,
-/// and its newest records may still be only in the journal (see [`journal`]). A read-only open
-/// can do neither, so in either case the database is opened for writing, repaired and caught up
-/// from the journal — exactly what the server does on its next start — and read the same way.
+/// its newest records may still be only in the journal (see [`journal`]), and one written before
+/// the record file existed still holds its records in a table. A read-only open can do none of
+/// that, so in those cases the database is opened for writing, repaired, caught up from the
+/// journal and migrated — exactly what the server does on its next start — and read the same way.
 pub fn scan_activity_offline(path: &Path, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
     let journal_path = path.with_file_name(JOURNAL_FILE);
+    let records_path = path.with_file_name(RECORDS_FILE);
     match redb::ReadOnlyDatabase::open(path) {
         Ok(db) => {
             let tx = db.begin_read()?;
-            if !journal_pending(&tx, &journal_path)? {
-                return scan_records(&tx, f);
+            if !journal_pending(&tx, &journal_path)? && !legacy_records(&tx)? {
+                return scan_records(&tx, &records_path, f);
             }
         }
         Err(redb::DatabaseError::RepairAborted) => {}
         Err(e) => return Err(e.into()),
     }
     let db = redb::Database::builder().open(path)?;
-    if journal_path.exists() {
-        let mut journal = journal::Journal::open(&journal_path, None)?;
-        writer::recover(&db, &mut journal)?;
+    let frames = if journal_path.exists() { journal::read_file(&journal_path)? } else { Vec::new() };
+    writer::recover(&db, &frames, &mut records::RecordFile::open(&records_path, None)?)?;
+    scan_records(&db.begin_read()?, &records_path, f)
+}
+
+/// Opens a table of a read transaction; `None` if the database never created it.
+fn open_if_there<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match tx.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    scan_records(&db.begin_read()?, f)
 }
 
 /// Does the journal hold frames the database lacks?
@@ -404,28 +429,34 @@ fn journal_pending(tx: &redb::ReadTransaction, journal_path: &Path) -> Result<bo
     if !journal_path.exists() {
         return Ok(false);
     }
-    let applied = match tx.open_table(META) {
-        Ok(meta) => writer::journal_applied(&meta)?,
-        Err(redb::TableError::TableDoesNotExist(_)) => 0,
-        Err(e) => return Err(e.into()),
+    let applied = match open_if_there(tx, META)? {
+        Some(meta) => writer::journal_applied(&meta)?,
+        None => 0,
     };
     Ok(journal::read_file(journal_path)?.iter().any(|f| f.number > applied))
 }
 
+/// Does the database still hold records in the table they lived in before the record file?
+fn legacy_records(tx: &redb::ReadTransaction) -> Result<bool, StoreError> {
+    Ok(open_if_there(tx, LEGACY_ACTIVITY)?.map(|t| t.len()).transpose()?.unwrap_or(0) > 0)
+}
+
 fn scan_records(
     tx: &redb::ReadTransaction,
+    records_path: &Path,
     mut f: impl FnMut(Result<Record, String>) -> bool,
 ) -> Result<(), StoreError> {
-    let t = tx.open_table(ACTIVITY)?;
-    for item in t.iter()? {
-        let (k, v) = item?;
-        let r =
-            serde_json::from_slice::<Record>(v.value()).map_err(|e| format!("record {}: undecodable: {e}", k.value()));
-        if !f(r) {
-            break;
+    let walked = records::walk(tx, records_path, 1, |seq, raw| {
+        Ok(f(serde_json::from_slice::<Record>(raw).map_err(|e| format!("record {seq}: undecodable: {e}"))))
+    });
+    match walked {
+        // A record file cut short is a finding for the verifier, not a failure to read.
+        Err(StoreError::Corrupt(msg)) => {
+            f(Err(msg));
+            Ok(())
         }
+        other => other,
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -454,7 +485,8 @@ mod tests {
         assert!(!pending_after_close(dir.path()), "redb alone holds everything after a clean stop");
         let db = redb::ReadOnlyDatabase::open(dir.path().join("keydrop.redb")).unwrap();
         let tx = db.begin_read().unwrap();
-        assert_eq!(tx.open_table(ACTIVITY).unwrap().len().unwrap(), 3);
+        assert_eq!(records::end(&tx.open_table(META).unwrap()).unwrap().next_seq, 4);
+        assert_eq!(std::fs::read(dir.path().join(RECORDS_FILE)).unwrap().iter().filter(|b| **b == b'\n').count(), 3);
         assert_eq!(tx.open_table(SPENT).unwrap().get([7u8; 24].as_slice()).unwrap().map(|v| v.value()), Some(30));
     }
 }

@@ -15,17 +15,19 @@
 //! bumped so caches reload from disk.
 
 use super::disk::{DbHandle, DiskSwitch};
-use super::journal::{FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
+use super::journal::{Frame, FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
+use super::records::{self, RecordFile, ACTIVITY_POS};
 use super::{
-    FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY, ACTIVITY_AT, KV_TABLES, LINKS, META, SPENT,
+    FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LEGACY_ACTIVITY, LINKS, META,
+    SPENT,
 };
 use crate::activity::{Entry, Record, GENESIS};
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -132,12 +134,14 @@ impl Writer {
         epoch: Arc<AtomicU64>,
         clock: Arc<AtomicI64>,
         jsonl: Option<PathBuf>,
-        journal: (PathBuf, Option<DiskSwitch>),
+        files: Files,
     ) -> Result<Writer, StoreError> {
-        let mut journal = Journal::open(&journal.0, journal.1)?;
-        recover(&*db.get()?, &mut journal)?;
-        let chain = load_chain(&*db.get()?)?;
-        let mut mirror = jsonl.map(Mirror::open).transpose()?;
+        let mut journal = Journal::open(&files.journal, files.disk.clone())?;
+        let mut records = RecordFile::open(&files.records, files.disk)?;
+        let frames = journal.read_back()?;
+        journal.restart(recover(&*db.get()?, &frames, &mut records)?);
+        let chain = load_chain(&*db.get()?, records.path())?;
+        let mut mirror = jsonl.map(|path| Mirror::open(path, records.path().to_owned())).transpose()?;
         if let Some(m) = mirror.as_mut() {
             m.catch_up(&*db.get()?)?;
         }
@@ -145,7 +149,8 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
-            run(db, rx, chain, epoch, st, clock, Logs { mirror, journal, frame: FrameBuf::default() })
+            let logs = Logs { mirror, journal, frame: FrameBuf::default(), records, group_records: Vec::new() };
+            run(db, rx, chain, epoch, st, clock, logs)
         })?;
         Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats })
     }
@@ -194,11 +199,15 @@ impl Writer {
     }
 }
 
-fn load_chain(db: &Database) -> Result<Chain, StoreError> {
-    let tx = db.begin_read()?;
-    let t = tx.open_table(ACTIVITY)?;
-    let last = t.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
-    Ok(match last {
+/// The writer's files besides redb, as [`super::Store::open_with`] names them.
+pub(super) struct Files {
+    pub journal: PathBuf,
+    pub records: PathBuf,
+    pub disk: Option<DiskSwitch>,
+}
+
+fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, StoreError> {
+    Ok(match records::last(&db.begin_read()?, records_path)? {
         Some((seq, raw)) => {
             let r: Record = serde_json::from_slice(&raw)?;
             Chain { next_seq: seq + 1, prev_hash: r.hash, last_at_us: at_micros(&r.at), gate_version: 0 }
@@ -223,10 +232,12 @@ struct Mirror {
     path: PathBuf,
     file: std::fs::File,
     last_seq: u64,
+    /// The record file it copies from.
+    records: PathBuf,
 }
 
 impl Mirror {
-    fn open(path: PathBuf) -> Result<Mirror, StoreError> {
+    fn open(path: PathBuf, records: PathBuf) -> Result<Mirror, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -241,21 +252,19 @@ impl Mirror {
             }
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Mirror { path, file, last_seq })
+        Ok(Mirror { path, file, last_seq, records })
     }
 
     /// Appends every record redb has after the mirror's last line.
     fn catch_up(&mut self, db: &Database) -> Result<(), StoreError> {
-        let tx = db.begin_read()?;
-        let t = tx.open_table(ACTIVITY)?;
         let mut buf = Vec::new();
         let mut last = self.last_seq;
-        for item in t.range(self.last_seq + 1..)? {
-            let (k, v) = item?;
-            buf.extend_from_slice(v.value());
+        records::walk(&db.begin_read()?, &self.records, self.last_seq + 1, |seq, raw| {
+            buf.extend_from_slice(raw);
             buf.push(b'\n');
-            last = k.value();
-        }
+            last = seq;
+            Ok(true)
+        })?;
         if !buf.is_empty() {
             self.file.write_all(&buf)?;
             self.file.sync_data()?;
@@ -284,7 +293,7 @@ impl Mirror {
         if let Err(e) = result {
             tracing::error!(path = %self.path.display(), error = %e, "activity mirror write failed; will catch up");
             // Re-read the file's real end next time.
-            if let Ok(m) = Mirror::open(self.path.clone()) {
+            if let Ok(m) = Mirror::open(self.path.clone(), self.records.clone()) {
                 *self = m;
             }
         }
@@ -325,7 +334,7 @@ fn run(
         let mut appended = Vec::new();
         let started = std::time::Instant::now();
         let now_us = now.timestamp_micros().max(0) as u64;
-        let result = healthy(&handle, &mut broken, &mut chain, &epoch, &mut logs.journal)
+        let result = healthy(&handle, &mut broken, &mut chain, &epoch, &mut logs)
             .and_then(|db| apply(&db, &mut group, &mut chain, now_us, &mut logs, &mut appended));
         stats.observe_commit(group.len(), started.elapsed());
         stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
@@ -358,6 +367,11 @@ fn run(
             }
         }
     }
+    // redb makes its last (journalled, not yet durable) commit durable when it closes cleanly;
+    // the records that commit vouches for must be on disk before that.
+    if let Err(e) = logs.records.sync() {
+        tracing::error!(error = %e, "could not sync the activity record file at stop");
+    }
     tracing::debug!("store writer stopped");
 }
 
@@ -368,14 +382,15 @@ fn healthy(
     broken: &mut bool,
     chain: &mut Chain,
     epoch: &AtomicU64,
-    journal: &mut Journal,
+    logs: &mut Logs,
 ) -> Result<Arc<Database>, StoreError> {
     if *broken {
         handle.reopen()?;
         let db = handle.get()?;
-        recover(&db, journal)?;
+        let frames = logs.journal.read_back()?;
+        logs.journal.restart(recover(&db, &frames, &mut logs.records)?);
         let gate_version = chain.gate_version;
-        *chain = Chain { gate_version, ..load_chain(&db)? };
+        *chain = Chain { gate_version, ..load_chain(&db, logs.records.path())? };
         *broken = false;
         epoch.fetch_add(1, Ordering::AcqRel);
         tracing::info!(next_seq = chain.next_seq, "store reopened after a failed commit");
@@ -390,7 +405,8 @@ pub struct Tx<'a, 't> {
     links: &'a mut Table<'t, &'static [u8], &'static [u8]>,
     spent: &'a mut Table<'t, &'static [u8], u64>,
     kv: &'a mut BTreeMap<&'static str, Table<'t, &'static str, &'static [u8]>>,
-    activity: &'a mut Table<'t, u64, &'static [u8]>,
+    /// This group's records, one per line, for the record file.
+    records: &'a mut Vec<u8>,
     activity_at: &'a mut Table<'t, (u64, u64), ()>,
     chain: &'a mut Chain,
     now_us: u64,
@@ -459,7 +475,9 @@ impl<'t> Tx<'_, 't> {
             self.at_text = (at_us, format_micros(at_us));
         }
         let (json, hash) = Record::seal_json(&entry, seq, &self.at_text.1, &self.chain.prev_hash);
-        put_record(self.activity, self.activity_at, &mut self.indexed_at, seq, at_us, &json)?;
+        self.records.extend_from_slice(&json);
+        self.records.push(b'\n');
+        index_at(self.activity_at, &mut self.indexed_at, seq, at_us)?;
         if let Some(f) = self.frame.as_deref_mut() {
             f.record(seq, at_us, &json);
         }
@@ -518,12 +536,14 @@ const GATES_KV: &str = "order_gates";
 /// `order_id \0 link_id` → nothing: the links of an order.
 pub const ORDER_LINKS: &str = "order_links";
 
-/// The writer's files besides redb: the journal (and the frame buffer it is written from) and the
-/// optional JSON Lines mirror.
+/// The writer's files besides redb: the journal (and the frame buffer it is written from), the
+/// record file (and the group's records, one write), and the optional JSON Lines mirror.
 struct Logs {
     mirror: Option<Mirror>,
     journal: Journal,
     frame: FrameBuf,
+    records: RecordFile,
+    group_records: Vec<u8>,
 }
 
 /// `meta` key: the number of the last journal frame whose changes redb holds (u64, big-endian).
@@ -559,19 +579,16 @@ fn add_spent(
     Ok(())
 }
 
-/// Stores a sealed record and keeps the time index. The index is sparse: one `(at, first seq)`
-/// entry per distinct `at`, and every record of a group commit shares one `at`. `at` never
-/// decreases with `seq`, so seeking the index to a time and walking records by `seq` from there
-/// finds every later record.
-fn put_record(
-    activity: &mut Table<'_, u64, &'static [u8]>,
+/// Keeps the time index for a record. The index is sparse: one `(at, first seq)` entry per
+/// distinct `at`, and every record of a group commit shares one `at`. `at` never decreases with
+/// `seq`, so seeking the index to a time and walking records by `seq` from there finds every
+/// later record.
+fn index_at(
     activity_at: &mut Table<'_, (u64, u64), ()>,
     indexed_at: &mut Option<u64>,
     seq: u64,
     at_us: u64,
-    json: &[u8],
 ) -> Result<(), StoreError> {
-    activity.insert(seq, json)?;
     if *indexed_at != Some(at_us) {
         activity_at.insert((at_us, seq), ())?;
         *indexed_at = Some(at_us);
@@ -579,42 +596,94 @@ fn put_record(
     Ok(())
 }
 
-/// Brings redb up to date with the journal: re-applies, in one durable transaction, every intact
-/// frame numbered past `meta/journal_applied`, then starts the journal over. Run at start and
-/// after every reopen (a crash or a failed commit loses redb's non-durable commits, never the
-/// journal's frames).
-pub(super) fn recover(db: &Database, journal: &mut Journal) -> Result<(), StoreError> {
-    let frames = journal.read_back()?;
+/// Brings the database and the record file up to date, in one durable transaction, and returns
+/// the journal frame the database now holds everything up to (for [`Journal::restart`]):
+///
+/// 1. the record file's next append goes where the durable `activity_end` says it ends;
+/// 2. records of a database from before the record file are moved into it;
+/// 3. every intact journal frame numbered past `meta/journal_applied` is re-applied — counters,
+///    time index, and its records written to the file again.
+///
+/// Run at start and after every reopen (a crash or a failed commit loses redb's non-durable
+/// commits, never the journal's frames), and by `verify-log` on a database left by a crash.
+pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile) -> Result<u64, StoreError> {
     let tx = db.begin_write()?;
-    let applied = {
-        let applied = journal_applied(&tx.open_table(META)?)?;
+    let (applied, mut end) = {
+        let meta = tx.open_table(META)?;
+        (journal_applied(&meta)?, records::end(&meta)?)
+    };
+    records.reset(end.len)?;
+    let mut buf = Vec::new();
+    {
+        let mut pos = tx.open_table(ACTIVITY_POS)?;
+        let legacy = tx.open_table(LEGACY_ACTIVITY)?;
+        let moved = legacy.len()?;
+        if moved > 0 {
+            for item in legacy.iter()? {
+                let (k, v) = item?;
+                if buf.is_empty() {
+                    pos.insert(k.value(), records.len())?;
+                }
+                follow(&mut end, k.value())?;
+                buf.extend_from_slice(v.value());
+                buf.push(b'\n');
+                if buf.len() >= 1 << 20 {
+                    records.append(&buf)?;
+                    buf.clear();
+                }
+            }
+            records.append(&buf)?;
+            buf.clear();
+            tracing::info!(records = moved, "moved the activity records from the database to the record file");
+        }
+        drop(legacy);
+        tx.delete_table(LEGACY_ACTIVITY)?;
+
         let mut spent = tx.open_table(SPENT)?;
-        let mut activity = tx.open_table(ACTIVITY)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
         let mut indexed_at = None;
-        let (mut replayed, mut records) = (0u64, 0u64);
+        let (mut replayed, mut replayed_records) = (0u64, 0u64);
         for f in frames.iter().filter(|f| f.number > applied) {
+            let first = end.next_seq;
             for op in &f.ops {
                 match op {
                     JournalOp::Reserve { key, bytes } => add_spent(&mut spent, key, *bytes, true)?,
                     JournalOp::Refund { key, bytes } => add_spent(&mut spent, key, *bytes, false)?,
                     JournalOp::Record { seq, at_us, json } => {
-                        put_record(&mut activity, &mut activity_at, &mut indexed_at, *seq, *at_us, json)?;
-                        records += 1;
+                        follow(&mut end, *seq)?;
+                        buf.extend_from_slice(json);
+                        buf.push(b'\n');
+                        index_at(&mut activity_at, &mut indexed_at, *seq, *at_us)?;
+                        replayed_records += 1;
                     }
                 }
             }
+            if !buf.is_empty() {
+                pos.insert(first, records.append(&buf)?)?;
+                buf.clear();
+            }
             replayed += 1;
         }
-        let last = frames.last().map_or(0, |f| f.number).max(applied);
-        set_journal_applied(&tx, last)?;
         if replayed > 0 {
-            tracing::info!(frames = replayed, records, "replayed the journal into the database");
+            tracing::info!(frames = replayed, records = replayed_records, "replayed the journal into the database");
         }
-        last
-    };
+    }
+    end.len = records.len();
+    records.truncate()?;
+    records.sync()?;
+    records::set_end(&tx, end)?;
+    let applied = frames.last().map_or(0, |f| f.number).max(applied);
+    set_journal_applied(&tx, applied)?;
     tx.commit()?;
-    journal.restart(applied);
+    Ok(applied)
+}
+
+/// Counts record `seq` into `end`, which must be where it belongs: the log is gap-free.
+fn follow(end: &mut records::End, seq: u64) -> Result<(), StoreError> {
+    if seq != end.next_seq {
+        return Err(StoreError::Corrupt(format!("record {seq} found where record {} belongs", end.next_seq)));
+    }
+    end.next_seq += 1;
     Ok(())
 }
 
@@ -636,11 +705,12 @@ fn apply(
     let mut results = Vec::with_capacity(group.len());
     let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
     logs.frame.clear();
+    logs.group_records.clear();
+    let first_seq = chain.next_seq;
     let keep = logs.mirror.is_some();
     {
         let mut links = tx.open_table(LINKS)?;
         let mut spent = tx.open_table(SPENT)?;
-        let mut activity = tx.open_table(ACTIVITY)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
         let mut kv = BTreeMap::new();
         if !hot {
@@ -652,7 +722,7 @@ fn apply(
             links: &mut links,
             spent: &mut spent,
             kv: &mut kv,
-            activity: &mut activity,
+            records: &mut logs.group_records,
             activity_at: &mut activity_at,
             chain,
             now_us,
@@ -673,6 +743,11 @@ fn apply(
             results.push(Committed { last_seq: t.last_seq, output });
         }
     }
+    if !logs.group_records.is_empty() {
+        let at = logs.records.append(&logs.group_records)?;
+        tx.open_table(ACTIVITY_POS)?.insert(first_seq, at)?;
+        records::set_end(&tx, records::End { next_seq: chain.next_seq, len: logs.records.len() })?;
+    }
     let journalled = hot && logs.journal.fits(logs.frame.frame_len());
     let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
     // Written by journalled commits too: redb makes a pending non-durable commit durable when it
@@ -685,6 +760,8 @@ fn apply(
         logs.journal.append(&logs.frame)?;
         tx.commit()?;
     } else {
+        // Records first: redb's durable end must never cover bytes that are not on disk.
+        logs.records.sync()?;
         tx.commit()?;
         logs.journal.restart(applied);
     }
