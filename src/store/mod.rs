@@ -489,4 +489,42 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join(RECORDS_FILE)).unwrap().iter().filter(|b| **b == b'\n').count(), 3);
         assert_eq!(tx.open_table(SPENT).unwrap().get([7u8; 24].as_slice()).unwrap().map(|v| v.value()), Some(30));
     }
+
+    /// A database written before the record file keeps its records in the `activity` table; the
+    /// first start moves them, in order and byte for byte, and the chain goes on from them.
+    #[tokio::test]
+    async fn records_of_a_database_from_before_the_record_file_are_moved_to_it_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stored = Vec::new();
+        {
+            let db = redb::Database::create(dir.path().join("keydrop.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(LEGACY_ACTIVITY).unwrap();
+                let mut prev = crate::activity::GENESIS.to_owned();
+                for seq in 1..=3u64 {
+                    let mut e = Entry::new(Kind::DownloadStarted);
+                    e.bytes = Some(seq * 100);
+                    let (json, hash) = Record::seal_json(&e, seq, "2026-01-01T00:00:00.000000Z", &prev);
+                    t.insert(seq, json.as_slice()).unwrap();
+                    stored.push(json);
+                    prev = hash;
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        for seq in 1..=3u64 {
+            assert_eq!(store.get_activity_raw(seq).unwrap().as_deref(), Some(stored[seq as usize - 1].as_slice()));
+        }
+        let next = store.writer().commit(vec![Op::Append(Entry::new(Kind::DownloadFinished))]).await.unwrap();
+        assert_eq!(next.last_seq, Some(4));
+        let mut verifier = crate::activity::ChainVerifier::default();
+        store.scan_activity(|r| verifier.push(&r.unwrap()).is_ok()).unwrap();
+        assert_eq!(verifier.count(), 4, "one unbroken chain across the move");
+        store.close().await;
+        drop(store);
+        let db = redb::ReadOnlyDatabase::open(dir.path().join("keydrop.redb")).unwrap();
+        assert!(!legacy_records(&db.begin_read().unwrap()).unwrap(), "the old table is gone");
+    }
 }
