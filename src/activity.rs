@@ -62,7 +62,47 @@ pub struct Entry {
     pub outcome: Option<String>,
 }
 
+/// An entry's fields in canonical order, as they follow `seq` and `at`.
+#[derive(Serialize)]
+struct Fields<'a> {
+    kind: Kind,
+    actor: &'a Option<String>,
+    tenant_id: &'a Option<String>,
+    order_id: &'a Option<String>,
+    product_id: &'a Option<String>,
+    file_id: &'a Option<String>,
+    link_id: &'a Option<String>,
+    ip: &'a Option<String>,
+    user_agent: &'a Option<String>,
+    range: &'a Option<String>,
+    bytes: Option<u64>,
+    outcome: &'a Option<String>,
+}
+
 impl Entry {
+    /// The entry's part of its record's canonical JSON: everything after `seq` and `at`,
+    /// `"kind":…}`. Serializing it where the entry is made leaves the writer only what it assigns
+    /// (see [`Record::seal_body`]).
+    pub fn body(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec(&Fields {
+            kind: self.kind,
+            actor: &self.actor,
+            tenant_id: &self.tenant_id,
+            order_id: &self.order_id,
+            product_id: &self.product_id,
+            file_id: &self.file_id,
+            link_id: &self.link_id,
+            ip: &self.ip,
+            user_agent: &self.user_agent,
+            range: &self.range,
+            bytes: self.bytes,
+            outcome: &self.outcome,
+        })
+        .expect("plain data serializes");
+        json.remove(0); // the opening brace: the writer's `{"seq":…,"at":…,` comes first
+        json
+    }
+
     pub fn new(kind: Kind) -> Entry {
         Entry {
             kind,
@@ -152,23 +192,18 @@ impl Record {
     /// Same bytes as `serde_json::to_vec(&Record::seal(..))`, with one serialization instead of
     /// two: the stored form is the canonical form with `prev_hash` and `hash` appended.
     pub fn seal_json(entry: &Entry, seq: u64, at: &str, prev_hash: &str) -> (Vec<u8>, String) {
-        let mut json = serde_json::to_vec(&Canonical {
-            seq,
-            at,
-            kind: entry.kind,
-            actor: &entry.actor,
-            tenant_id: &entry.tenant_id,
-            order_id: &entry.order_id,
-            product_id: &entry.product_id,
-            file_id: &entry.file_id,
-            link_id: &entry.link_id,
-            ip: &entry.ip,
-            user_agent: &entry.user_agent,
-            range: &entry.range,
-            bytes: entry.bytes,
-            outcome: &entry.outcome,
-        })
-        .expect("plain data serializes");
+        Record::seal_body(&entry.body(), seq, at, prev_hash)
+    }
+
+    /// [`Record::seal_json`] from an [`Entry::body`] serialized earlier.
+    pub fn seal_body(body: &[u8], seq: u64, at: &str, prev_hash: &str) -> (Vec<u8>, String) {
+        let mut json = Vec::with_capacity(body.len() + at.len() + 2 * prev_hash.len() + 64);
+        json.extend_from_slice(b"{\"seq\":");
+        json.extend_from_slice(seq.to_string().as_bytes());
+        json.extend_from_slice(b",\"at\":");
+        serde_json::to_writer(&mut json, at).expect("a string serializes");
+        json.push(b',');
+        json.extend_from_slice(body);
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&json);
         ctx.update(prev_hash.as_bytes());

@@ -75,7 +75,7 @@ pub async fn handle(
         e.outcome = Some(err.code().to_owned());
         e.range = client.header(header::RANGE).map(str::to_owned);
         // A refusal record may lag: it never guards a byte.
-        let _ = state.store.writer().send(vec![crate::store::Op::Append(e)]);
+        let _ = state.store.writer().send(vec![crate::store::Op::append(e)]);
         err
     };
     match link.gate.access() {

@@ -184,12 +184,13 @@ impl Ledger {
     /// Reserves `cost` bytes of a link's budget together with its `download.started` record, and
     /// returns once both are durable. Refused with [`ReserveError::Exhausted`] if it does not fit.
     pub async fn reserve(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
+        let started = Op::append(started); // serialized before the lock, not under it
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
             if spent.saturating_add(cost) > link.budget() {
                 return Err(ReserveError::Exhausted);
             }
-            let ops = vec![Op::Reserve { key: link.spent_key, bytes: cost }, Op::Append(started)];
+            let ops = vec![Op::Reserve { key: link.spent_key, bytes: cost }, started];
             let rx = self.store.writer().send_durable(ops)?;
             *spent += cost;
             rx
@@ -220,12 +221,12 @@ impl Ledger {
             self.metrics.refunds.inc();
             self.metrics.refunded_bytes.inc_by(refund);
         }
-        let mut spent = link.spent.lock().expect("not poisoned");
         let mut ops = Vec::with_capacity(2);
         if refund > 0 {
             ops.push(Op::Refund { key: link.spent_key, bytes: refund });
         }
-        ops.push(Op::Append(finished));
+        ops.push(Op::append(finished));
+        let mut spent = link.spent.lock().expect("not poisoned");
         if let Err(e) = self.store.writer().send(ops) {
             tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
             return;
