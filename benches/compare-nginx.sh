@@ -42,6 +42,10 @@ head -c 1073741824 /dev/urandom >"$WORK/files/f1g.bin"
 # nginx's workers run as an unprivileged user: let them read the files.
 chmod 755 "$WORK" "$WORK/files"
 chmod 644 "$WORK/files/"*
+# Write the generated files out before measuring: otherwise the first rounds measure the kernel
+# flushing 1 GiB in the background, which stalls every fsync on the filesystem (keydrop's journal
+# and checkpoints) and nothing of nginx's.
+sync
 
 # --- nginx with secure_link -------------------------------------------------------------------
 cat >"$WORK/nginx/nginx.conf" <<NGINX
