@@ -8,7 +8,7 @@
 //! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
 //! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
-//! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) · [`store::journal`] (the download path's fsynced journal) · [`store::disk`] (reopen after a failed write; the disk-full test hook) |
+//! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) · [`store::journal`] (the download path's fsynced journal) · [`store::records`] (`activity.log`, the activity records) · [`store::disk`] (reopen after a failed write; the disk-full test hook) |
 //! | shared   | [`config`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
 //!
 //! A download reads top to bottom in [`download::handle`]. The concurrency story — who writes

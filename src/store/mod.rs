@@ -19,6 +19,10 @@
 //! activity log's `seq` order is the commit order, and the per-link spent counter on disk is the
 //! sum of the same deltas, in the same order, as the counter in memory.
 //!
+//! Activity records themselves live in `activity.log` ([`records`]), appended by the writer
+//! before each commit; redb holds the file's committed end and its indexes, so a reader reads only
+//! what its read transaction can see.
+//!
 //! Reads (loading a link on first use, catalog lookups, log queries) use redb read transactions
 //! from any thread; they see the last committed state.
 //!
