@@ -15,6 +15,14 @@
 //!   line (`seq` is gap-free, so the n-th line after the entry is `seq + n`).
 //! - `activity_at` (in [`super`]): the time index, as before.
 //!
+//! Appends are written `O_DIRECT` where the filesystem allows it: the bytes go from the writer's
+//! buffer to the device without a page-cache copy and later writeback, which measured as a fifth of
+//! the 4 KiB download rate when the file was written buffered (the journal already holds the same
+//! records durably, so nothing waits for them here but the device). `O_DIRECT` writes whole
+//! aligned blocks, so the writer keeps the file's last partial block in memory and writes it again,
+//! with the new records after it and zeros up to the block's end; past [`End::len`] the file holds
+//! only that padding, which readers never reach and the next append writes over.
+//!
 //! Durability follows the writer's two kinds of commit (see [`super::journal`]). A journalled
 //! group's records are also in its journal frame, so the file is not fsynced for it; a durable redb
 //! commit (a checkpoint, an admin change) fsyncs the file first and then commits, so redb's durable
@@ -23,11 +31,12 @@
 //! and cuts the file at the new end, then fsyncs it before its durable commit.
 
 use super::disk::DiskSwitch;
+use super::journal::BLOCK;
 use super::{StoreError, META};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The record file's name in `data_dir`.
@@ -143,6 +152,12 @@ pub struct RecordFile {
     /// How much of the file is known to be fsynced.
     synced: u64,
     switch: Option<DiskSwitch>,
+    /// The file opened `O_DIRECT`, if the filesystem allows it.
+    direct: Option<File>,
+    /// The bytes of the block `len` falls in, before `len` (what an `O_DIRECT` append rewrites).
+    tail: Vec<u8>,
+    /// The block-aligned buffer appends are composed in.
+    scratch: Vec<u8>,
 }
 
 impl RecordFile {
@@ -151,7 +166,21 @@ impl RecordFile {
     pub fn open(path: &Path, switch: Option<DiskSwitch>) -> std::io::Result<RecordFile> {
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len();
-        Ok(RecordFile { path: path.to_owned(), file, len, synced: 0, switch })
+        let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+        let direct = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(path).ok();
+        let mut f = RecordFile {
+            path: path.to_owned(),
+            file,
+            len: 0,
+            synced: 0,
+            switch,
+            direct,
+            tail: Vec::new(),
+            scratch: Vec::new(),
+        };
+        f.load_tail(len)?;
+        f.len = len;
+        Ok(f)
     }
 
     pub fn path(&self) -> &Path {
@@ -175,9 +204,58 @@ impl RecordFile {
     pub fn append(&mut self, buf: &[u8]) -> std::io::Result<u64> {
         self.check()?;
         let at = self.len;
-        self.file.write_all_at(buf, at)?;
+        if self.direct.is_some() {
+            self.append_direct(buf)?;
+        } else {
+            self.file.write_all_at(buf, at)?;
+        }
         self.len += buf.len() as u64;
         Ok(at)
+    }
+
+    /// The `O_DIRECT` append: the last partial block again, `buf`, zeros to the block's end.
+    fn append_direct(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let start = self.len - self.tail.len() as u64;
+        let content = self.tail.len() + buf.len();
+        let total = content.div_ceil(BLOCK) * BLOCK;
+        if self.scratch.len() < total + BLOCK {
+            self.scratch.resize(total + BLOCK, 0);
+        }
+        let off = self.scratch.as_ptr().align_offset(BLOCK).min(BLOCK);
+        let out = &mut self.scratch[off..off + total];
+        out[..self.tail.len()].copy_from_slice(&self.tail);
+        out[self.tail.len()..content].copy_from_slice(buf);
+        out[content..].fill(0);
+        let written = match &self.direct {
+            Some(direct) => direct.write_all_at(out, start),
+            None => Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        match written {
+            Ok(()) => {
+                let keep = ((self.len + buf.len() as u64) % BLOCK as u64) as usize;
+                self.tail.clear();
+                self.tail.extend_from_slice(&out[content - keep..content]);
+                Ok(())
+            }
+            // Refused after all: buffered from here on.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => {
+                tracing::info!(error = %e, "activity.log: O_DIRECT writes refused; writing buffered");
+                self.direct = None;
+                self.file.write_all_at(buf, self.len)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the partial block before `len` into `tail` (direct mode only).
+    fn load_tail(&mut self, len: u64) -> std::io::Result<()> {
+        self.tail.clear();
+        if self.direct.is_some() {
+            let keep = (len % BLOCK as u64) as usize;
+            self.tail.resize(keep, 0);
+            self.file.read_exact_at(&mut self.tail, len - keep as u64)?;
+        }
+        Ok(())
     }
 
     /// Makes everything appended so far durable (a no-op if it already is).
@@ -201,6 +279,7 @@ impl RecordFile {
                 self.path.display()
             )));
         }
+        self.load_tail(len)?;
         self.len = len;
         self.synced = 0;
         Ok(())
@@ -294,6 +373,32 @@ mod tests {
         f.truncate().unwrap();
         f.sync().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"kept\nnew\n");
+    }
+
+    /// `O_DIRECT` appends rewrite the last partial block; after any mix of sizes, and after reopening
+    /// mid-block, the file up to the end holds exactly what was appended.
+    #[test]
+    fn appends_of_any_size_across_blocks_and_reopens_keep_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RECORDS_FILE);
+        let mut expected = Vec::new();
+        let mut f = RecordFile::open(&path, None).unwrap();
+        f.reset(0).unwrap();
+        for (i, n) in [1usize, 700, 4095, 4096, 4097, 13, 9000, 1, 2].into_iter().enumerate() {
+            let line: Vec<u8> = (0..n).map(|k| b'a' + ((i + k) % 26) as u8).chain([b'\n']).collect();
+            assert_eq!(f.append(&line).unwrap(), expected.len() as u64);
+            expected.extend_from_slice(&line);
+            if i == 4 {
+                // Reopen in the middle of a block, as a restart does.
+                drop(f);
+                f = RecordFile::open(&path, None).unwrap();
+                f.reset(expected.len() as u64).unwrap();
+            }
+        }
+        f.sync().unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[..expected.len()], expected.as_slice());
+        f.truncate().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 
     #[test]
