@@ -250,6 +250,39 @@ async fn verify_log_names_the_first_tampered_record() {
     assert!(out.contains("record 4"), "{out}");
 }
 
+/// Records the database vouches for are gone (a file cut short, a bad restore): `verify-log`
+/// says so, and the server refuses to start rather than continue the chain over the hole.
+#[tokio::test]
+async fn a_record_file_cut_short_is_reported_and_the_server_refuses_to_start() {
+    let (root, _data, link) = prepare(1000, 5).await;
+    let port = free_port();
+    let p = write_config(root.path(), port);
+    let s = {
+        let cfg = test_config(root.path());
+        Server::start_with(root, cfg).await
+    };
+    for _ in 0..3 {
+        get(&link.url.replace(&link.url[7..link.url.find("/d/").unwrap()], &s.public.to_string()), &[]).await.unwrap();
+    }
+    let root = s.stop().await;
+    let (ok, out) = verify_log(&p);
+    assert!(ok, "{out}");
+
+    let log = root.path().join("data").join(keydrop::store::RECORDS_FILE);
+    let text = std::fs::read(&log).unwrap();
+    let end = text.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(end as u64 - 100).unwrap();
+
+    let (ok, out) = verify_log(&p);
+    assert!(!ok, "a short record file must fail verification: {out}");
+    assert!(out.contains("activity.log") && out.contains("ends before record"), "{out}");
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&p).stdout(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must not start: {stderr}");
+    assert!(stderr.contains("activity.log"), "the refusal names the file: {stderr}");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "nothing listens on the public port");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_format_writes_one_json_object_per_line() {
     let (root, _data, link) = prepare(1000, 5).await;
