@@ -27,6 +27,8 @@ cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   [ -n "${KD_PID:-}" ] && kill "$KD_PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  # Keep wrk's output (printed at the end); drop the generated files and data (over 1 GiB a run).
+  rm -rf "$WORK/files" "$WORK/data"
 }
 trap cleanup EXIT
 
