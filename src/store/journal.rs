@@ -336,9 +336,18 @@ mod tests {
 
     #[test]
     fn frames_read_back_in_order_after_reopening() {
+        frames_read_back(true);
+        frames_read_back(false);
+    }
+
+    /// `direct: false` is the buffered path taken where the filesystem refuses `O_DIRECT`.
+    fn frames_read_back(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let mut j = open(&path);
+        if !direct {
+            j.direct = None;
+        }
         assert!(j.read_back().unwrap().is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY, "preallocated");
         for i in 1..=3 {
