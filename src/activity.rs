@@ -79,12 +79,34 @@ struct Fields<'a> {
     outcome: &'a Option<String>,
 }
 
+impl Fields<'_> {
+    /// `"kind":…}`: the canonical JSON after `seq` and `at`.
+    fn body(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec(self).expect("plain data serializes");
+        json.remove(0); // the opening brace: `{"seq":…,"at":…,` comes first
+        json
+    }
+}
+
+/// The canonical form: `{"seq":…,"at":…,` followed by an entry's [`Fields::body`].
+fn canonical_of(seq: u64, at: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut json = Vec::with_capacity(body.len() + at.len() + 200);
+    json.extend_from_slice(b"{\"seq\":");
+    write!(json, "{seq}").expect("writing to a Vec cannot fail");
+    json.extend_from_slice(b",\"at\":");
+    serde_json::to_writer(&mut json, at).expect("a string serializes");
+    json.push(b',');
+    json.extend_from_slice(body);
+    json
+}
+
 impl Entry {
     /// The entry's part of its record's canonical JSON: everything after `seq` and `at`,
     /// `"kind":…}`. Serializing it where the entry is made leaves the writer only what it assigns
     /// (see [`Record::seal_body`]).
     pub fn body(&self) -> Vec<u8> {
-        let mut json = serde_json::to_vec(&Fields {
+        Fields {
             kind: self.kind,
             actor: &self.actor,
             tenant_id: &self.tenant_id,
@@ -97,10 +119,8 @@ impl Entry {
             range: &self.range,
             bytes: self.bytes,
             outcome: &self.outcome,
-        })
-        .expect("plain data serializes");
-        json.remove(0); // the opening brace: the writer's `{"seq":…,"at":…,` comes first
-        json
+        }
+        .body()
     }
 
     pub fn new(kind: Kind) -> Entry {
@@ -145,24 +165,6 @@ pub struct Record {
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Serialize)]
-struct Canonical<'a> {
-    seq: u64,
-    at: &'a str,
-    kind: Kind,
-    actor: &'a Option<String>,
-    tenant_id: &'a Option<String>,
-    order_id: &'a Option<String>,
-    product_id: &'a Option<String>,
-    file_id: &'a Option<String>,
-    link_id: &'a Option<String>,
-    ip: &'a Option<String>,
-    user_agent: &'a Option<String>,
-    range: &'a Option<String>,
-    bytes: Option<u64>,
-    outcome: &'a Option<String>,
-}
-
 impl Record {
     /// Seals an entry as record `seq` at time `at`, chained to `prev_hash`.
     pub fn seal(entry: Entry, seq: u64, at: String, prev_hash: &str) -> Record {
@@ -197,13 +199,7 @@ impl Record {
 
     /// [`Record::seal_json`] from an [`Entry::body`] serialized earlier.
     pub fn seal_body(body: &[u8], seq: u64, at: &str, prev_hash: &str) -> (Vec<u8>, String) {
-        let mut json = Vec::with_capacity(body.len() + at.len() + 2 * prev_hash.len() + 64);
-        json.extend_from_slice(b"{\"seq\":");
-        json.extend_from_slice(seq.to_string().as_bytes());
-        json.extend_from_slice(b",\"at\":");
-        serde_json::to_writer(&mut json, at).expect("a string serializes");
-        json.push(b',');
-        json.extend_from_slice(body);
+        let mut json = canonical_of(seq, at, body);
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&json);
         ctx.update(prev_hash.as_bytes());
@@ -220,9 +216,7 @@ impl Record {
 
     /// The canonical bytes that are hashed (before `prev_hash` is appended).
     pub fn canonical(&self) -> Vec<u8> {
-        serde_json::to_vec(&Canonical {
-            seq: self.seq,
-            at: &self.at,
+        let fields = Fields {
             kind: self.kind,
             actor: &self.actor,
             tenant_id: &self.tenant_id,
@@ -235,8 +229,8 @@ impl Record {
             range: &self.range,
             bytes: self.bytes,
             outcome: &self.outcome,
-        })
-        .expect("plain data serializes")
+        };
+        canonical_of(self.seq, &self.at, &fields.body())
     }
 
     /// `hex(SHA-256(canonical ‖ prev_hash))`.
