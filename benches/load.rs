@@ -52,6 +52,7 @@ impl Bench {
             .catalog
             .attach(FileSpec {
                 file_id: id.into(),
+                product_id: "bench".into(),
                 path: id.into(),
                 filename: format!("{id}.bin"),
                 ..Default::default()
@@ -73,7 +74,7 @@ impl Bench {
                     IssueRequest {
                         order_id: "bench-order".into(),
                         tenant_id: None,
-                        product_id: None,
+                        product_id: "bench".into(),
                         file_id,
                         ttl_secs: None,
                         max_uses: Some(max_uses),
@@ -103,7 +104,7 @@ impl Bench {
 impl Bench {
     /// Stores `n` links straight through the writer, 10,000 per commit (setup for `growth`).
     async fn bulk_links(&self, file_id: &str, n: usize) -> Vec<String> {
-        let size = self.state.catalog.record(file_id).unwrap().unwrap().size;
+        let size = self.state.catalog.record("bench", file_id).unwrap().unwrap().size;
         let mut paths = Vec::with_capacity(n);
         let mut ops = Vec::with_capacity(10_000);
         for i in 0..n {
@@ -114,7 +115,7 @@ impl Bench {
                 link_id: hex::encode(id),
                 order_id: "bench-order".into(),
                 tenant_id: None,
-                product_id: None,
+                product_id: "bench".into(),
                 file_id: file_id.into(),
                 key_id: self.state.keys.signing_key_id(),
                 issued_at: 0,

@@ -56,7 +56,7 @@ fn reservations(c: &mut Criterion) {
         link_id: hex::encode(id),
         order_id: "ord".into(),
         tenant_id: None,
-        product_id: None,
+        product_id: "p".into(),
         file_id: "f".into(),
         key_id: 1,
         issued_at: 0,

@@ -1,17 +1,21 @@
-//! Downloadable files: attaching them (path confined to `files_dir`, size and mtime taken at once,
-//! SHA-256 computed once in the background and kept) and the cache of open files with their
-//! precomputed response headers that the download path serves from.
+//! Downloadable files: attaching them (path confined to `files_dir`, one hard link only, size and
+//! mtime taken at once, SHA-256 computed once in the background and kept), retiring them, and the
+//! cache of open files with their precomputed response headers that the download path serves from.
 //!
-//! Files are treated as immutable once attached: a new build gets a new `file_id`. The open file
-//! handle is cached, so replacing the file on disk under the same path does not change what an
-//! already-loaded entry serves until restart.
+//! A file is `(product_id, file_id)` (API.md §5.1) and never changes once attached: attaching the
+//! same id again with the same path, size and file name changes nothing; anything else is
+//! `file_exists` (a new build is a new `file_id`). So a link, which names its product and file,
+//! serves exactly the bytes and name it was issued for. Retiring a file stops new links; issued
+//! links keep serving it. The open file handle is cached, so replacing the file on disk under the
+//! same path does not change what an already-loaded entry serves until restart.
 
 use crate::representation;
-use crate::store::{FileRecord, Op, Store, StoreError};
+use crate::store::{file_key, FileRecord, Op, Store, StoreError};
 use base64::Engine;
 use dashmap::DashMap;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -24,6 +28,16 @@ pub enum FileError {
     Missing,
     #[error("not a regular file")]
     NotAFile,
+    /// A second hard link could lead anywhere on the filesystem, and `canonicalize` cannot see it.
+    #[error("the file has more than one hard link")]
+    HardLinked,
+    #[error("the file differs from the catalog's record")]
+    Changed,
+    /// The product already has a different file under this id.
+    #[error("a different file is attached under this id")]
+    Exists(Box<FileRecord>),
+    #[error("no such file")]
+    Unknown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -32,12 +46,21 @@ pub enum FileError {
 #[derive(Debug, Clone, Default)]
 pub struct FileSpec {
     pub file_id: String,
-    pub product_id: Option<String>,
+    pub product_id: String,
     pub path: String,
     pub filename: String,
     pub version: Option<String>,
     pub language: Option<String>,
     pub file_type: Option<String>,
+}
+
+/// What [`Catalog::attach`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    Created(FileRecord),
+    /// The same file was attached already; its labels (version, language, file type) are now
+    /// the ones given.
+    Existing(FileRecord),
 }
 
 /// Resolves `rel` under `files_dir`, refusing absolute paths, `..`, and symlinks that lead out.
@@ -76,10 +99,27 @@ pub struct ServedFile {
 /// Files up to this size are kept in memory once opened.
 pub const SMALL_FILE: u64 = 64 * 1024;
 
+/// The checks a catalog file passes at attach and again at open: a regular file with exactly one
+/// hard link (API.md §5.1).
+fn check_file(meta: &std::fs::Metadata) -> Result<(), FileError> {
+    if !meta.is_file() {
+        return Err(FileError::NotAFile);
+    }
+    if meta.nlink() != 1 {
+        return Err(FileError::HardLinked);
+    }
+    Ok(())
+}
+
 impl ServedFile {
     fn open(files_dir: &Path, rec: FileRecord) -> Result<ServedFile, FileError> {
         let full = confine(files_dir, &rec.path)?;
         let mut file = File::open(full).map_err(|_| FileError::Missing)?;
+        let meta = file.metadata().map_err(|_| FileError::Missing)?;
+        check_file(&meta)?;
+        if meta.len() != rec.size {
+            return Err(FileError::Changed);
+        }
         let content = if rec.size <= SMALL_FILE {
             let mut buf = Vec::with_capacity(rec.size as usize);
             file.read_to_end(&mut buf).map_err(|_| FileError::Missing)?;
@@ -109,7 +149,8 @@ impl ServedFile {
 pub struct Catalog {
     store: Arc<Store>,
     files_dir: PathBuf,
-    served: DashMap<String, Arc<ServedFile>>,
+    /// product_id → file_id → open file: two lookups by `&str`, no key to build per request.
+    served: DashMap<String, DashMap<String, Arc<ServedFile>>>,
 }
 
 impl Catalog {
@@ -121,14 +162,20 @@ impl Catalog {
         &self.files_dir
     }
 
-    /// Attaches (or replaces) a file: checks the path, records size and mtime durably, and starts
-    /// the SHA-256 in a background thread; `Repr-Digest` appears once it is stored.
-    pub async fn attach(self: &Arc<Self>, spec: FileSpec) -> Result<FileRecord, FileError> {
+    fn forget(&self, product_id: &str, file_id: &str) {
+        if let Some(files) = self.served.get(product_id) {
+            files.remove(file_id);
+        }
+    }
+
+    /// Attaches a file: checks the path, records size and mtime durably, and starts the SHA-256
+    /// in a background thread (`Repr-Digest` appears once it is stored). The same file again is
+    /// [`Attached::Existing`]; a different path, size or file name under the id is
+    /// [`FileError::Exists`]. The check and the write are one store transaction.
+    pub async fn attach(self: &Arc<Self>, spec: FileSpec) -> Result<Attached, FileError> {
         let full = confine(&self.files_dir, &spec.path)?;
         let meta = std::fs::metadata(&full).map_err(|_| FileError::Missing)?;
-        if !meta.is_file() {
-            return Err(FileError::NotAFile);
-        }
+        check_file(&meta)?;
         let mtime_ns = meta
             .modified()
             .ok()
@@ -145,20 +192,71 @@ impl Catalog {
             version: spec.version,
             language: spec.language,
             file_type: spec.file_type,
+            retired_at: None,
         };
-        self.store.writer().commit(vec![Op::PutFile(rec.clone())]).await?;
-        self.served.remove(&rec.file_id);
-        let me = self.clone();
-        let (id, size) = (rec.file_id.clone(), rec.size);
-        std::thread::Builder::new()
-            .name("keydrop-sha256".into())
-            .spawn(move || me.compute_digest(&id, &full, size))
-            .map_err(StoreError::from)?;
+        let key = file_key(&rec.product_id, &rec.file_id);
+        let outcome = self
+            .store
+            .writer()
+            .txn(move |tx| match tx.get_json::<FileRecord>("files", &key)? {
+                None => {
+                    tx.put_json("files", &key, &rec)?;
+                    Ok(Ok(Attached::Created(rec)))
+                }
+                Some(old) if old.path == rec.path && old.size == rec.size && old.filename == rec.filename => {
+                    let relabelled =
+                        FileRecord { version: rec.version, language: rec.language, file_type: rec.file_type, ..old };
+                    tx.put_json("files", &key, &relabelled)?;
+                    Ok(Ok(Attached::Existing(relabelled)))
+                }
+                Some(old) => Ok(Err(FileError::Exists(Box::new(old)))),
+            })
+            .await??;
+        let rec = match &outcome {
+            Attached::Created(r) | Attached::Existing(r) => r,
+        };
+        self.forget(&rec.product_id, &rec.file_id);
+        if rec.sha256.is_none() {
+            let me = self.clone();
+            let (pid, fid, size) = (rec.product_id.clone(), rec.file_id.clone(), rec.size);
+            std::thread::Builder::new()
+                .name("keydrop-sha256".into())
+                .spawn(move || me.compute_digest(&pid, &fid, &full, size))
+                .map_err(StoreError::from)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Retires a file: no new links are issued for it; links issued already keep serving it.
+    /// Retiring again changes nothing.
+    pub async fn retire(
+        &self,
+        product_id: &str,
+        file_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<FileRecord, FileError> {
+        let key = file_key(product_id, file_id);
+        let rec = self
+            .store
+            .writer()
+            .txn(move |tx| {
+                let Some(mut rec) = tx.get_json::<FileRecord>("files", &key)? else {
+                    return Ok(None);
+                };
+                if rec.retired_at.is_none() {
+                    rec.retired_at = Some(now);
+                    tx.put_json("files", &key, &rec)?;
+                }
+                Ok(Some(rec))
+            })
+            .await?
+            .ok_or(FileError::Unknown)?;
+        self.forget(product_id, file_id);
         Ok(rec)
     }
 
     /// Hashes the file in 1 MiB reads, stores the digest, and refreshes the cached entry.
-    fn compute_digest(&self, file_id: &str, path: &Path, size: u64) {
+    fn compute_digest(&self, product_id: &str, file_id: &str, path: &Path, size: u64) {
         let digest = (|| -> std::io::Result<String> {
             let mut f = File::open(path)?;
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -174,45 +272,52 @@ impl Catalog {
         })();
         match digest {
             Ok(sha256) => {
-                let op = Op::SetFileSha { file_id: file_id.to_owned(), size, sha256 };
+                let op =
+                    Op::SetFileSha { product_id: product_id.to_owned(), file_id: file_id.to_owned(), size, sha256 };
                 let rt = self.store.writer().send_durable(vec![op]);
                 if let Ok(rx) = rt {
                     // Wait for durability on this (non-async) thread, then drop the stale entry.
                     if let Ok(Ok(_)) = rx.blocking_recv() {
-                        self.served.remove(file_id);
+                        self.forget(product_id, file_id);
                     }
                 }
             }
-            Err(e) => tracing::warn!(file_id, error = %e, "could not hash file"),
+            Err(e) => tracing::warn!(product_id, file_id, error = %e, "could not hash file"),
         }
     }
 
     /// The stored record of a file.
-    pub fn record(&self, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
-        if let Some(s) = self.served.get(file_id) {
-            return Ok(Some(s.rec.clone()));
-        }
-        self.store.file(file_id)
+    pub fn record(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+        self.store.file(product_id, file_id)
     }
 
-    /// The servable file, opening and caching it on first use; `None` if unknown or missing.
-    pub fn served(&self, file_id: &str) -> Result<Option<Arc<ServedFile>>, StoreError> {
-        if let Some(s) = self.served.get(file_id) {
-            return Ok(Some(s.clone()));
+    /// The files attached to a product, retired ones included.
+    pub fn files_of(&self, product_id: &str) -> Result<Vec<FileRecord>, StoreError> {
+        self.store.files_of(product_id)
+    }
+
+    /// The servable file, opening and caching it on first use; `None` if unknown, missing, or no
+    /// longer the file that was attached (size changed, a second hard link).
+    pub fn served(&self, product_id: &str, file_id: &str) -> Result<Option<Arc<ServedFile>>, StoreError> {
+        if let Some(s) = self.served.get(product_id).and_then(|files| files.get(file_id).map(|f| f.clone())) {
+            return Ok(Some(s));
         }
-        let Some(rec) = self.store.file(file_id)? else {
+        let Some(rec) = self.store.file(product_id, file_id)? else {
             return Ok(None);
         };
         match ServedFile::open(&self.files_dir, rec) {
-            Ok(s) => Ok(Some(self.served.entry(file_id.to_owned()).or_insert(Arc::new(s)).clone())),
+            Ok(s) => {
+                let files = self.served.entry(product_id.to_owned()).or_default();
+                let s = files.entry(file_id.to_owned()).or_insert(Arc::new(s)).clone();
+                Ok(Some(s))
+            }
             Err(e) => {
-                tracing::error!(file_id, error = %e, "attached file cannot be opened");
+                tracing::error!(product_id, file_id, error = %e, "attached file cannot be served");
                 Ok(None)
             }
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +340,18 @@ mod tests {
             assert!(matches!(confine(&files, "link"), Err(FileError::OutsideFilesDir)));
         }
         assert!(matches!(confine(&files, "nope.iso"), Err(FileError::Missing)));
+    }
+
+    #[test]
+    fn a_second_hard_link_is_refused_wherever_it_points() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("one"), b"x").unwrap();
+        assert!(check_file(&std::fs::metadata(root.path().join("one")).unwrap()).is_ok());
+        std::fs::hard_link(root.path().join("one"), root.path().join("two")).unwrap();
+        for name in ["one", "two"] {
+            let meta = std::fs::metadata(root.path().join(name)).unwrap();
+            assert!(matches!(check_file(&meta), Err(FileError::HardLinked)), "{name}");
+        }
+        assert!(matches!(check_file(&std::fs::metadata(root.path()).unwrap()), Err(FileError::NotAFile)));
     }
 }

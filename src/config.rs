@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// A request head must arrive whole within this long (slowloris).
     pub header_read_timeout_secs: u64,
+    /// A request body (admin calls, revocation pushes) must arrive whole within this long, or
+    /// the request gets `408` and its connection is closed (a body dripping one byte at a time).
+    pub body_read_timeout_secs: u64,
     /// The largest request head (request line and headers); larger ones get `431`.
     pub max_header_bytes: usize,
     /// The most header fields in one request; more get `431`.
@@ -170,6 +173,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             idle_timeout_secs: 60,
             header_read_timeout_secs: 30,
+            body_read_timeout_secs: 10,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             admin_max_body_bytes: 512 * 1024,
@@ -262,9 +266,10 @@ impl Config {
                 "server.max_connections and server.max_connections_per_ip must be at least 1".into(),
             ));
         }
-        if s.idle_timeout_secs == 0 || s.header_read_timeout_secs == 0 {
+        if s.idle_timeout_secs == 0 || s.header_read_timeout_secs == 0 || s.body_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
-                "server.idle_timeout_secs and server.header_read_timeout_secs must be at least 1".into(),
+                "server.idle_timeout_secs, header_read_timeout_secs and body_read_timeout_secs must be at least 1"
+                    .into(),
             ));
         }
         // hyper needs room for at least one 8 KiB read.

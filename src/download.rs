@@ -41,7 +41,7 @@ impl Client<'_> {
         e.actor = Some("customer".into());
         e.tenant_id = link.rec.tenant_id.clone().or_else(|| link.gate.tenant_id.clone());
         e.order_id = Some(link.rec.order_id.clone());
-        e.product_id = link.rec.product_id.clone();
+        e.product_id = Some(link.rec.product_id.clone());
         e.file_id = Some(link.rec.file_id.clone());
         e.link_id = Some(link.rec.link_id.clone());
         e.ip = Some(self.peer.ip().to_string());
@@ -87,7 +87,7 @@ pub async fn handle(
         Access::Suspended => return Err(refuse(ApiError::Suspended)),
         Access::Open => {}
     }
-    let file = match state.catalog.served(&link.rec.file_id).map_err(store_unavailable)? {
+    let file = match state.catalog.served(&link.rec.product_id, &link.rec.file_id).map_err(store_unavailable)? {
         Some(f) => f,
         None => return Err(ApiError::Unavailable { retry_after_secs: 60 }),
     };

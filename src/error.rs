@@ -54,6 +54,10 @@ pub enum ApiError {
     UnavailableInMarket { detail: String },
     #[error("not found: {what}")]
     Missing { what: &'static str },
+    /// A request body that did not arrive whole in time (`[server] body_read_timeout_secs`);
+    /// the connection is closed after the answer.
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +117,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::UnavailableInMarket { .. } => "unavailable_in_market",
             ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -167,6 +173,10 @@ impl ApiError {
             }
             ApiError::Unauthenticated => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RequestTimeout => {
+                // The rest of the body may still be coming: the connection cannot be reused.
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));

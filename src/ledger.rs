@@ -292,7 +292,7 @@ mod tests {
             link_id: hex::encode([i; 16]),
             order_id: "o".into(),
             tenant_id: None,
-            product_id: None,
+            product_id: "p".into(),
             file_id: "f".into(),
             key_id: 1,
             issued_at: 0,

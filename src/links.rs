@@ -16,7 +16,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 pub struct IssueRequest {
     pub order_id: String,
     pub tenant_id: Option<String>,
-    pub product_id: Option<String>,
+    /// The file is `(product_id, file_id)`.
+    pub product_id: String,
     pub file_id: String,
     /// Shortens the configured lifetime; never lengthens it.
     pub ttl_secs: Option<u64>,
@@ -50,6 +51,7 @@ pub enum IssueError {
     Revoked,
     #[error("order suspended")]
     Suspended,
+    /// Unknown, or retired (no new links).
     #[error("unknown file")]
     UnknownFile,
     #[error("{0}")]
@@ -77,7 +79,11 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
         Access::Suspended => return Err(IssueError::Suspended),
         Access::Open => {}
     }
-    let file = state.catalog.record(&req.file_id)?.ok_or(IssueError::UnknownFile)?;
+    let file = state
+        .catalog
+        .record(&req.product_id, &req.file_id)?
+        .filter(|f| f.retired_at.is_none())
+        .ok_or(IssueError::UnknownFile)?;
     let cfg = &state.config.links;
     let max_ttl = u64::from(cfg.ttl_days) * 86_400;
     let ttl = req.ttl_secs.unwrap_or(max_ttl).min(max_ttl);
@@ -94,7 +100,7 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
         link_id: link_id.clone(),
         order_id: req.order_id.clone(),
         tenant_id: req.tenant_id.clone(),
-        product_id: req.product_id.clone().or(file.product_id.clone()),
+        product_id: file.product_id.clone(),
         file_id: file.file_id.clone(),
         key_id: state.keys.signing_key_id(),
         issued_at,
@@ -108,7 +114,7 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
     e.user_agent = req.user_agent;
     e.tenant_id = rec.tenant_id.clone();
     e.order_id = Some(rec.order_id.clone());
-    e.product_id = rec.product_id.clone();
+    e.product_id = Some(rec.product_id.clone());
     e.file_id = Some(rec.file_id.clone());
     e.link_id = Some(link_id.clone());
     e.outcome = Some("issued".into());
@@ -132,6 +138,7 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
 pub struct LinkStatus {
     pub link_id: String,
     pub order_id: String,
+    pub product_id: String,
     pub file_id: String,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -165,6 +172,7 @@ pub async fn link_status(
     Ok(Some(LinkStatus {
         link_id: rec.link_id.clone(),
         order_id: rec.order_id.clone(),
+        product_id: rec.product_id.clone(),
         file_id: rec.file_id.clone(),
         issued_at: ts(rec.issued_at),
         expires_at: ts(rec.expires_at),

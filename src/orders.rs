@@ -62,6 +62,18 @@ pub fn tax_included(country: &str) -> bool {
     matches!(country, "AU" | "BR")
 }
 
+/// The largest money amount in a request or an answer: 2^53 − 1 minor units, the largest integer
+/// every JSON client (a JavaScript `number`, a double) reads exactly (API.md §5.2).
+pub const MAX_AMOUNT_CENTS: u64 = (1 << 53) - 1;
+
+/// An order's total from `(unit price, quantity)` lines; `None` past [`MAX_AMOUNT_CENTS`].
+pub fn order_total(lines: impl IntoIterator<Item = (u64, u32)>) -> Option<u64> {
+    lines
+        .into_iter()
+        .try_fold(0u64, |sum, (price, qty)| sum.checked_add(price.checked_mul(u64::from(qty))?))
+        .filter(|t| *t <= MAX_AMOUNT_CENTS)
+}
+
 /// The strictest policy among an order's items.
 pub fn order_policy(order: &Order) -> CancelPolicy {
     order.items.iter().map(|i| i.cancel_policy).max().unwrap_or(CancelPolicy::Standard)
@@ -138,6 +150,16 @@ pub fn cancellation(order: &Order, now: DateTime<Utc>, window_days: u32, retenti
 mod tests {
     use super::*;
     use crate::model::OrderItem;
+
+    #[test]
+    fn an_order_total_stays_within_what_json_numbers_carry_exactly() {
+        assert_eq!(order_total([(100, 3), (1, 1)]), Some(301));
+        assert_eq!(order_total([(MAX_AMOUNT_CENTS, 1)]), Some(MAX_AMOUNT_CENTS));
+        assert_eq!(order_total([(MAX_AMOUNT_CENTS, 1), (1, 1)]), None);
+        // 100 lines × quantity 100,000 × 10^12: 10^19, past 2^53 and close to u64's end.
+        assert_eq!(order_total(std::iter::repeat_n((1_000_000_000_000, 100_000), 100)), None);
+        assert_eq!(order_total([(u64::MAX, 2)]), None, "no overflow wraps around");
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -154,6 +154,8 @@ pub fn text(code: &str, lang: Lang) -> (&'static str, &'static str) {
         ("support_request_required", _) => ("Support request required", "This order can only be cancelled through a support request."),
         ("already_cancelled", _) => ("Already cancelled", "This order was cancelled already."),
         ("not_a_subscription", _) => ("Not a subscription", "Only subscriptions can be suspended, reactivated or renewed."),
+        ("request_timeout", _) => ("Request timeout", "The request body did not arrive in time; the connection is closed. Send the whole body at once."),
+        ("file_exists", _) => ("File exists", "This product already has a different file under this file_id. Attach a new build under a new file_id."),
         ("retention_expired", _) => ("Retention expired", "The suspension lasted longer than the retention period; the order has expired."),
         _ => ("Error", "The request could not be completed. Please try again later."),
     }

@@ -8,6 +8,10 @@ use ring::hmac;
 
 /// How far `t` may be from the server's clock.
 pub const TOLERANCE_SECS: i64 = 300;
+/// The most `v1=` values a header may carry (API.md §5.2): each costs one HMAC per secret.
+pub const MAX_SIGNATURES: usize = 4;
+/// The longest header accepted, in bytes (API.md §5.2).
+pub const MAX_HEADER_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadSignature {
@@ -21,14 +25,20 @@ pub enum BadSignature {
     Mismatch,
 }
 
-/// Parses `t=…,v1=…[,v1=…]`; unknown keys are ignored (future schemes).
+/// Parses `t=…,v1=…[,v1=…]`; unknown keys are ignored (future schemes). A header longer than
+/// [`MAX_HEADER_BYTES`] or with more than [`MAX_SIGNATURES`] `v1=` values is malformed, so a
+/// refused push costs at most that many HMACs per secret, whatever it sends.
 pub fn parse(header: &str) -> Result<(i64, Vec<Vec<u8>>), BadSignature> {
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(BadSignature::Malformed);
+    }
     let mut t = None;
     let mut sigs = Vec::new();
     for part in header.split(',') {
         let (k, v) = part.trim().split_once('=').ok_or(BadSignature::Malformed)?;
         match k {
             "t" => t = Some(v.parse::<i64>().map_err(|_| BadSignature::Malformed)?),
+            "v1" if sigs.len() == MAX_SIGNATURES => return Err(BadSignature::Malformed),
             "v1" => sigs.push(hex::decode(v).map_err(|_| BadSignature::Malformed)?),
             _ => {}
         }
@@ -96,6 +106,19 @@ mod tests {
             assert!(verify(&["s3cret".into()], Some(bad), BODY, 1_000).is_err(), "{bad}");
         }
         assert_eq!(verify(&[], Some(&h), BODY, 1_000), Err(BadSignature::Mismatch));
+    }
+
+    #[test]
+    fn more_than_four_v1_values_or_a_header_over_1024_bytes_is_malformed_before_any_hmac() {
+        let good = sign("s3cret", 1_000, BODY);
+        let v1 = good.split_once(',').unwrap().1;
+        let four = format!("t=1000,{}", [v1; 4].join(","));
+        assert_eq!(verify(&["s3cret".into()], Some(&four), BODY, 1_000), Ok(()), "four values are allowed");
+        let five = format!("t=1000,{}", [v1; 5].join(","));
+        assert_eq!(parse(&five), Err(BadSignature::Malformed));
+        assert_eq!(verify(&["s3cret".into()], Some(&five), BODY, 1_000), Err(BadSignature::Malformed));
+        let long = format!("{good},x={}", "a".repeat(MAX_HEADER_BYTES));
+        assert_eq!(verify(&["s3cret".into()], Some(&long), BODY, 1_000), Err(BadSignature::Malformed));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub enum Caller {
 pub enum Admin {
     PutProduct { product_id: String },
     PutFile { product_id: String, file_id: String },
+    RetireFile { product_id: String, file_id: String },
     AddKeys { product_id: String },
     ListProducts,
     GetProduct { product_id: String },
@@ -70,9 +71,11 @@ impl Admin {
     /// The roles of API.md §4's table.
     pub fn caller(&self) -> Caller {
         match self {
-            Admin::PutProduct { .. } | Admin::PutFile { .. } | Admin::AddKeys { .. } | Admin::VerifyActivity => {
-                Caller::Roles(GLOBAL)
-            }
+            Admin::PutProduct { .. }
+            | Admin::PutFile { .. }
+            | Admin::RetireFile { .. }
+            | Admin::AddKeys { .. }
+            | Admin::VerifyActivity => Caller::Roles(GLOBAL),
             Admin::Activity => Caller::Roles(AUDITORS),
             Admin::Revocation => Caller::SignedPush,
             Admin::ListProducts
@@ -98,6 +101,7 @@ impl Admin {
         match self {
             Admin::PutProduct { .. } => "put_product",
             Admin::PutFile { .. } => "put_file",
+            Admin::RetireFile { .. } => "retire_file",
             Admin::AddKeys { .. } => "add_keys",
             Admin::ListProducts => "list_products",
             Admin::GetProduct { .. } => "get_product",
@@ -221,7 +225,14 @@ fn admin_route<'a>(method: &Method, path: &str) -> Endpoint<'a> {
             )
         }
         ["products", p, "files", f] => {
-            pick(&[(M::PUT, Admin::PutFile { product_id: p.to_string(), file_id: f.to_string() })], "PUT")
+            let (product_id, file_id) = (p.to_string(), f.to_string());
+            pick(
+                &[
+                    (M::PUT, Admin::PutFile { product_id: product_id.clone(), file_id: file_id.clone() }),
+                    (M::DELETE, Admin::RetireFile { product_id, file_id }),
+                ],
+                "PUT, DELETE",
+            )
         }
         ["products", p, "keys"] => pick(&[(M::POST, Admin::AddKeys { product_id: p.to_string() })], "POST"),
         ["customers"] => pick(&[(M::POST, Admin::CreateCustomer), (M::GET, Admin::FindCustomer)], "GET, POST"),
@@ -290,6 +301,9 @@ mod tests {
             route(Listener::Admin, &Method::GET, "/api/orders/o1/keys").caller(),
             Some(Caller::Roles(&[Role::AdminAgent]))
         );
+        let retire = route(Listener::Admin, &Method::DELETE, "/api/products/p/files/f");
+        assert_eq!(retire, Endpoint::Admin(Admin::RetireFile { product_id: "p".into(), file_id: "f".into() }));
+        assert_eq!(retire.caller(), Some(Caller::Roles(&[Role::GlobalAdmin])));
         assert_eq!(route(Listener::Admin, &Method::GET, "/api/nope"), Endpoint::NotFound);
         assert_eq!(route(Listener::Admin, &Method::GET, "/api/orders//keys"), Endpoint::NotFound);
         assert_eq!(route(Listener::Admin, &Method::GET, "/api/orders/%ff/keys"), Endpoint::NotFound);

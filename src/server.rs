@@ -59,7 +59,8 @@ pub async fn run(
     // Every connection task holds a clone; when all are gone, `recv` returns `None`.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let cap = state.config.server.max_connections;
-    let per_ip = Arc::new(PerIp::default());
+    // Each listener counts its own connections per address (API.md §5.2): downloads from an
+    // office or a proxy must not lock that address out of the admin API.
     let public = tokio::spawn(accept_loop(
         listeners.public,
         Listener::Public,
@@ -67,7 +68,7 @@ pub async fn run(
         phase_rx.clone(),
         alive_tx.clone(),
         Arc::new(Semaphore::new(cap)),
-        per_ip.clone(),
+        Arc::new(PerIp::default()),
     ));
     let admin = tokio::spawn(accept_loop(
         listeners.admin,
@@ -76,7 +77,7 @@ pub async fn run(
         phase_rx,
         alive_tx.clone(),
         Arc::new(Semaphore::new(cap)),
-        per_ip,
+        Arc::new(PerIp::default()),
     ));
     drop(alive_tx);
 

@@ -171,7 +171,7 @@ async fn signed_pushes_revoke_once_and_bad_ones_revoke_nothing() {
         keydrop::links::IssueRequest {
             order_id: unknown.into(),
             tenant_id: None,
-            product_id: None,
+            product_id: "prod-1".into(),
             file_id: "pf".into(),
             ttl_secs: None,
             max_uses: None,

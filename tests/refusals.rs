@@ -62,7 +62,7 @@ async fn refusal_table_expired_revoked_suspended_invalid() {
         keydrop::links::IssueRequest {
             order_id: "o-rev".into(),
             tenant_id: None,
-            product_id: None,
+            product_id: "prod-1".into(),
             file_id: "f".into(),
             ttl_secs: None,
             max_uses: None,

@@ -3,7 +3,7 @@
 
 use super::input::{got, Fields};
 use super::{check_id, Ctx, Reply};
-use crate::catalog::{FileError, FileSpec};
+use crate::catalog::{Attached, FileError, FileSpec};
 use crate::error::ApiError;
 use crate::model::{CancelPolicy, Product, ProductKind};
 use crate::orders::{is_country, market_list};
@@ -85,17 +85,32 @@ fn file_json(f: &FileRecord) -> Value {
     json!({
         "file_id": f.file_id, "product_id": f.product_id, "version": f.version, "language": f.language,
         "file_type": f.file_type, "path": f.path, "filename": f.filename, "size": f.size, "sha256": f.sha256,
+        "retired_at": f.retired_at,
     })
 }
 
-/// The files attached to a product.
+/// The files of a product that new links may be issued for (not retired).
 pub fn files_of(ctx: &Ctx<'_>, product_id: &str) -> Result<Vec<FileRecord>, ApiError> {
-    let all = ctx.state.store.scan_prefix("files", "", usize::MAX)?;
-    Ok(all
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<FileRecord>(&v).ok())
-        .filter(|f| f.product_id.as_deref() == Some(product_id))
-        .collect())
+    Ok(ctx.state.catalog.files_of(product_id)?.into_iter().filter(|f| f.retired_at.is_none()).collect())
+}
+
+fn file_error(e: FileError) -> ApiError {
+    match e {
+        FileError::OutsideFilesDir => ApiError::field("path", "must be relative to files_dir and stay inside it"),
+        FileError::Missing => ApiError::field("path", "no such file under files_dir"),
+        FileError::NotAFile => ApiError::field("path", "is not a regular file"),
+        FileError::HardLinked => ApiError::field("path", "has more than one hard link; copy the file instead"),
+        FileError::Changed => ApiError::field("path", "changed while being attached"),
+        FileError::Exists(old) => ApiError::conflict(
+            "file_exists",
+            format!(
+                "this product already has {} ({}, {} bytes) as file {}; attach a new build under a new file_id",
+                old.filename, old.path, old.size, old.file_id
+            ),
+        ),
+        FileError::Unknown => ApiError::Missing { what: "file" },
+        FileError::Store(s) => s.into(),
+    }
 }
 
 fn keys_available(ctx: &Ctx<'_>, product_id: &str) -> Result<usize, ApiError> {
@@ -104,7 +119,7 @@ fn keys_available(ctx: &Ctx<'_>, product_id: &str) -> Result<usize, ApiError> {
 
 fn product_json(ctx: &Ctx<'_>, p: &Product) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(p).unwrap_or_default();
-    v["files"] = files_of(ctx, &p.product_id)?.iter().map(file_json).collect();
+    v["files"] = ctx.state.catalog.files_of(&p.product_id)?.iter().map(file_json).collect();
     v["keys_available"] = keys_available(ctx, &p.product_id)?.into();
     Ok(v)
 }
@@ -130,24 +145,31 @@ pub async fn put_file(
     if filename.as_deref().is_some_and(|n| n.contains(['/', '\\'])) {
         f.error("filename", "must be a file name, not a path");
     }
+    if filename.as_deref().is_some_and(|n| matches!(n.trim(), "." | "..")) {
+        // A link ending in `/.` or `/..` is normalised away by clients (to `/d/`: 404).
+        f.error("filename", "must not be . or ..");
+    }
     f.finish()?;
-    let existed = ctx.state.catalog.record(file_id)?.is_some();
     let spec = FileSpec {
         file_id: file_id.to_owned(),
-        product_id: Some(product_id.to_owned()),
+        product_id: product_id.to_owned(),
         path: got(path),
         filename: got(filename),
         version,
         language,
         file_type,
     };
-    let rec = ctx.state.catalog.attach(spec).await.map_err(|e| match e {
-        FileError::OutsideFilesDir => ApiError::field("path", "must be relative to files_dir and stay inside it"),
-        FileError::Missing => ApiError::field("path", "no such file under files_dir"),
-        FileError::NotAFile => ApiError::field("path", "is not a regular file"),
-        FileError::Store(s) => s.into(),
-    })?;
-    Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, file_json(&rec)))
+    match ctx.state.catalog.attach(spec).await.map_err(file_error)? {
+        Attached::Created(rec) => Ok((StatusCode::CREATED, file_json(&rec))),
+        Attached::Existing(rec) => Ok((StatusCode::OK, file_json(&rec))),
+    }
+}
+
+/// `DELETE /api/products/{p}/files/{f}`: retires the file (API.md §5.1).
+pub async fn retire_file(ctx: &Ctx<'_>, product_id: &str, file_id: &str) -> Result<Reply, ApiError> {
+    load_product(ctx, product_id)?;
+    let rec = ctx.state.catalog.retire(product_id, file_id, ctx.state.now()).await.map_err(file_error)?;
+    Ok((StatusCode::OK, file_json(&rec)))
 }
 
 pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {

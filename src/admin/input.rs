@@ -1,29 +1,133 @@
-//! Reading admin request bodies: a size cap, JSON parsing, and field-by-field validation that
-//! reports every problem as `{"field", "message"}` in one `400 invalid_request` (missing fields,
-//! wrong types, unknown fields, out-of-range values) instead of stopping at the first.
+//! Reading admin request bodies: a size cap and a deadline, strict JSON parsing (a key given
+//! twice is refused, naming it), and field-by-field validation that reports every problem as
+//! `{"field", "message"}` in one `400 invalid_request` (missing fields, wrong types, unknown
+//! fields, out-of-range values) instead of stopping at the first.
 
 use crate::error::{ApiError, FieldError};
 use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
+use std::time::Duration;
 
-/// Reads a body of at most `max` bytes (`[server] admin_max_body_bytes`) as a JSON object.
-pub async fn read_object<B>(body: B, max: usize) -> Result<Map<String, Value>, ApiError>
+/// Reads a whole body of at most `max` bytes within `deadline` (`[server] body_read_timeout_secs`):
+/// a body that drips in slower is `408` (and its connection is closed), so no caller — the
+/// unauthenticated revocation push included — can hold a connection with an unfinished body.
+pub async fn read_bytes<B>(body: B, max: usize, deadline: Duration, what: &str) -> Result<bytes::Bytes, ApiError>
 where
     B: http_body::Body + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let bytes = match Limited::new(body, max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => return Err(ApiError::field("body", format!("must be a JSON object of at most {max} bytes"))),
-    };
+    match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(_)) => Err(ApiError::field("body", format!("must be {what} of at most {max} bytes"))),
+    }
+}
+
+/// Reads a body of at most `max` bytes (`[server] admin_max_body_bytes`) as a JSON object.
+pub async fn read_object<B>(body: B, max: usize, deadline: Duration) -> Result<Map<String, Value>, ApiError>
+where
+    B: http_body::Body + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bytes = read_bytes(body, max, deadline, "a JSON object").await?;
     if bytes.is_empty() {
         return Ok(Map::new());
     }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::field("body", "must be a JSON object")),
-        Err(e) => Err(ApiError::field("body", format!("malformed JSON at line {} column {}", e.line(), e.column()))),
+    match parse_strict(&bytes)? {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::field("body", "must be a JSON object")),
+    }
+}
+
+/// Parses JSON like `serde_json::from_slice::<Value>`, except that an object with the same key
+/// twice is refused with `400` naming it (`contact.email`, `items[1].quantity`): serde_json keeps
+/// the last value silently, and two readers of one body must never see two different requests.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, ApiError> {
+    use serde::de::DeserializeSeed;
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Strict { path: String::new(), duplicate: &duplicate }.deserialize(&mut de).and_then(|v| {
+        de.end()?;
+        Ok(v)
+    });
+    match (parsed, duplicate.into_inner()) {
+        (_, Some(field)) => Err(ApiError::field(&field, "is given more than once")),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => {
+            Err(ApiError::field("body", format!("malformed JSON at line {} column {}", e.line(), e.column())))
+        }
+    }
+}
+
+/// A JSON value visitor that remembers where it is, to name a duplicate key.
+struct Strict<'d> {
+    path: String,
+    duplicate: &'d std::cell::RefCell<Option<String>>,
+}
+
+impl Strict<'_> {
+    fn child(&self, path: String) -> Strict<'_> {
+        Strict { path, duplicate: self.duplicate }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self.child(format!("{}[{}]", self.path, out.len())))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
+            if out.contains_key(&key) {
+                *self.duplicate.borrow_mut() = Some(path);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            let v = map.next_value_seed(self.child(path))?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -259,6 +363,23 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    fn refused_field(body: &str) -> String {
+        match parse_strict(body.as_bytes()) {
+            Err(ApiError::InvalidRequest { errors }) => errors[0].field.clone(),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it_at_any_depth() {
+        assert_eq!(refused_field(r#"{"name":"a","name":"b"}"#), "name");
+        assert_eq!(refused_field(r#"{"contact":{"email":"a","email":"b"}}"#), "contact.email");
+        assert_eq!(refused_field(r#"{"items":[{"quantity":1},{"quantity":1,"quantity":2}]}"#), "items[1].quantity");
+        assert_eq!(refused_field(r#"{"a":1} x"#), "body", "trailing garbage is malformed");
+        let v = parse_strict(r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}],"c":{"a":1}}"#.as_bytes()).unwrap();
+        assert_eq!(v, serde_json::json!({"a":[1,-2,3.5,"x",null,true,{"b":{}}],"c":{"a":1}}));
     }
 
     #[test]

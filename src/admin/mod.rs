@@ -71,10 +71,7 @@ where
         headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect());
     if call == Admin::Revocation {
         // Signed instead of authenticated: the signature covers the raw body.
-        let raw = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024)).await {
-            Ok(c) => c.to_bytes(),
-            Err(_) => return Err(ApiError::field("body", "must be at most 65536 bytes")),
-        };
+        let raw = input::read_bytes(body, 64 * 1024, body_deadline(state), "a push").await?;
         let sig = headers.get("keydrop-signature").and_then(|v| v.to_str().ok());
         let (status, value) = revocations::push(state, sig, &raw, peer, user_agent).await?;
         return Ok(json(status, &value));
@@ -86,7 +83,7 @@ where
         _ => {}
     }
     let obj: Map<String, Value> = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-        input::read_object(body, state.config.server.admin_max_body_bytes).await?
+        input::read_object(body, state.config.server.admin_max_body_bytes, body_deadline(state)).await?
     } else {
         Map::new()
     };
@@ -94,6 +91,7 @@ where
     let (status, value) = match call {
         Admin::PutProduct { product_id } => catalog::put_product(&ctx, &product_id, &obj).await?,
         Admin::PutFile { product_id, file_id } => catalog::put_file(&ctx, &product_id, &file_id, &obj).await?,
+        Admin::RetireFile { product_id, file_id } => catalog::retire_file(&ctx, &product_id, &file_id).await?,
         Admin::AddKeys { product_id } => catalog::add_keys(&ctx, &product_id, &obj).await?,
         Admin::ListProducts => catalog::list(&ctx)?,
         Admin::GetProduct { product_id } => catalog::get(&ctx, &product_id)?,
@@ -121,6 +119,10 @@ where
         Admin::Revocation => return Err(ApiError::Internal("revocation reached the bearer path".into())),
     };
     Ok(json(status, &value))
+}
+
+fn body_deadline(state: &AppState) -> std::time::Duration {
+    std::time::Duration::from_secs(state.config.server.body_read_timeout_secs)
 }
 
 /// A JSON response.

@@ -77,6 +77,10 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     if lines.windows(2).any(|w| w[0].0.kind != w[1].0.kind) {
         f.error("items", "an order holds either perpetual or subscription products, not both");
     }
+    let total = crate::orders::order_total(lines.iter().map(|(p, q)| (p.unit_price_cents, *q)));
+    if total.is_none() {
+        f.error("items", format!("the order's total must not exceed {} minor units", crate::orders::MAX_AMOUNT_CENTS));
+    }
     f.finish()?;
     if let Some((p, _)) = lines.iter().find(|(p, _)| unavailable_in(&p.unavailable_markets, &customer.country)) {
         return Err(ApiError::UnavailableInMarket {
@@ -103,7 +107,7 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
             })
             .collect(),
         currency: lines[0].0.currency.clone(),
-        total_cents: lines.iter().map(|(p, q)| p.unit_price_cents.saturating_mul(u64::from(*q))).sum(),
+        total_cents: got(total),
         tax_included: tax_included(&customer.country),
         auto_renew: (lines[0].0.kind == ProductKind::Subscription).then_some(true),
         suspended_at: None,
@@ -238,7 +242,7 @@ pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>)
         let req = IssueRequest {
             order_id: o.order_id.clone(),
             tenant_id: Some(o.tenant_id.clone()),
-            product_id: Some(product_id.clone()),
+            product_id: product_id.clone(),
             file_id: file.file_id,
             ttl_secs: ttl,
             max_uses: max_uses.map(|m| m as u32),

@@ -25,8 +25,8 @@ pub async fn push(
         tracing::warn!(%peer, reason = %why, "revocation push refused");
         return Err(ApiError::BadSignature);
     }
-    let obj: Map<String, Value> = match serde_json::from_slice(raw) {
-        Ok(Value::Object(m)) => m,
+    let obj: Map<String, Value> = match super::input::parse_strict(raw)? {
+        Value::Object(m) => m,
         _ => return Err(ApiError::field("body", "must be a JSON object")),
     };
     let mut f = Fields::new(&obj, &["order_id", "reason"]);

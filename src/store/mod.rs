@@ -72,7 +72,7 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 
 /// The `&str → bytes` tables (JSON values unless noted). Composite keys join parts with `\0`.
 pub const KV_TABLES: [&str; 12] = [
-    "files",
+    "files", // product_id \0 file_id → FileRecord (see [`file_key`])
     "order_gates",
     "products",
     "customers",
@@ -119,12 +119,17 @@ redb_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::
 
 /// A download link as stored. Budget arithmetic uses `unit` = the file's size at issue time (1
 /// for an empty file, whose every `GET` costs one unit).
+///
+/// A link names its file by `(product_id, file_id)` (API.md §5.1); attached files never change,
+/// so a link serves exactly the bytes and name it was issued for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkRecord {
     pub link_id: String,
     pub order_id: String,
     pub tenant_id: Option<String>,
-    pub product_id: Option<String>,
+    /// Empty only in links stored before files belonged to products, until [`migrate`] fills it.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub product_id: String,
     pub file_id: String,
     pub key_id: u32,
     /// Unix seconds.
@@ -154,11 +159,12 @@ impl LinkRecord {
     }
 }
 
-/// A downloadable file attached to a product.
+/// A downloadable file attached to a product, identified by `(product_id, file_id)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub file_id: String,
-    pub product_id: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub product_id: String,
     /// Relative to `files_dir`, already checked not to leave it.
     pub path: String,
     pub filename: String,
@@ -168,6 +174,18 @@ pub struct FileRecord {
     pub version: Option<String>,
     pub language: Option<String>,
     pub file_type: Option<String>,
+    /// Set by `DELETE /api/products/{p}/files/{f}`: no new links; issued ones keep serving.
+    #[serde(default)]
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A file's key in the `files` table: `product_id \0 file_id`.
+pub fn file_key(product_id: &str, file_id: &str) -> String {
+    format!("{product_id}\0{file_id}")
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// What the download path needs to know about an order.
@@ -221,6 +239,7 @@ impl Store {
             }
             tx.open_table(records::ACTIVITY_POS)?;
             tx.open_table(ACTIVITY_AT)?;
+            migrate(&tx)?;
             tx.commit()?;
         }
         let epoch = Arc::new(AtomicU64::new(0));
@@ -264,10 +283,18 @@ impl Store {
         Ok(Some((rec, spent)))
     }
 
-    pub fn file(&self, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+    pub fn file(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
         let tx = self.db.get()?.begin_read()?;
-        let raw = tx.open_table(FILES)?.get(file_id)?;
+        let raw = tx.open_table(FILES)?.get(file_key(product_id, file_id).as_str())?;
         Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
+    }
+
+    /// The files attached to a product (retired ones included), in `file_id` order.
+    pub fn files_of(&self, product_id: &str) -> Result<Vec<FileRecord>, StoreError> {
+        self.scan_prefix("files", &file_key(product_id, ""), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| Ok(serde_json::from_slice(&v)?))
+            .collect()
     }
 
     pub fn gate(&self, order_id: &str) -> Result<Option<OrderGate>, StoreError> {
@@ -369,6 +396,57 @@ impl Store {
         let tx = self.db.get()?.begin_read()?;
         Ok(records::end(&tx.open_table(META)?)?.next_seq - 1)
     }
+}
+
+/// `meta` key: the stored data's layout version (u64, big-endian; absent = 1).
+const SCHEMA: &str = "schema";
+/// 2: files keyed by `(product_id, file_id)`, every link naming its product.
+const SCHEMA_VERSION: u64 = 2;
+
+/// Moves data stored by an older keydrop to the current layout, once, inside the opening
+/// transaction. Version 1 keyed files by `file_id` alone, so attaching an id to a second product
+/// re-pointed the first product's links at the second's file (API.md §5.1): each file moves to
+/// `product_id \0 file_id`, and each link that did not record its product gets the product of
+/// the file it named.
+fn migrate(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META)?;
+    let version = meta.get(SCHEMA)?.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)).unwrap_or(1);
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let mut files = tx.open_table(FILES)?;
+    let mut product_of = std::collections::HashMap::new();
+    let legacy: Vec<(String, Vec<u8>)> = files
+        .iter()?
+        .filter_map(|item| item.ok().map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
+        .filter(|(k, _)| !k.contains('\0'))
+        .collect();
+    for (key, raw) in &legacy {
+        let rec: FileRecord = serde_json::from_slice(raw)?;
+        files.remove(key.as_str())?;
+        files.insert(file_key(&rec.product_id, &rec.file_id).as_str(), raw.as_slice())?;
+        product_of.insert(rec.file_id, rec.product_id);
+    }
+    let mut links = tx.open_table(LINKS)?;
+    let mut fixed = Vec::new();
+    for item in links.iter()? {
+        let (k, v) = item?;
+        let mut rec: LinkRecord = serde_json::from_slice(v.value())?;
+        if rec.product_id.is_empty() {
+            if let Some(p) = product_of.get(&rec.file_id) {
+                rec.product_id.clone_from(p);
+                fixed.push((k.value().to_vec(), serde_json::to_vec(&rec)?));
+            }
+        }
+    }
+    for (k, v) in &fixed {
+        links.insert(k.as_slice(), v.as_slice())?;
+    }
+    meta.insert(SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())?;
+    if !legacy.is_empty() || !fixed.is_empty() {
+        tracing::info!(files = legacy.len(), links = fixed.len(), "moved files under their products");
+    }
+    Ok(())
 }
 
 /// Up to `limit` `(key, value)` pairs of a key/value table whose key starts with `prefix`, in

@@ -52,6 +52,7 @@ pub enum Op {
     PutFile(FileRecord),
     /// Records a file's SHA-256 once computed (a no-op if the file is gone or changed size).
     SetFileSha {
+        product_id: String,
         file_id: String,
         size: u64,
         sha256: String,
@@ -518,12 +519,13 @@ impl<'t> Tx<'_, 't> {
                 self.spent.insert(rec.spent_key().as_slice(), 0)?;
                 self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
             }
-            Op::PutFile(rec) => self.put_json(FILES_KV, &rec.file_id, &rec)?,
-            Op::SetFileSha { file_id, size, sha256 } => {
-                let existing: Option<FileRecord> = self.get_json(FILES_KV, &file_id)?;
+            Op::PutFile(rec) => self.put_json(FILES_KV, &super::file_key(&rec.product_id, &rec.file_id), &rec)?,
+            Op::SetFileSha { product_id, file_id, size, sha256 } => {
+                let key = super::file_key(&product_id, &file_id);
+                let existing: Option<FileRecord> = self.get_json(FILES_KV, &key)?;
                 if let Some(mut rec) = existing.filter(|r| r.size == size) {
                     rec.sha256 = Some(sha256);
-                    self.put_json(FILES_KV, &file_id, &rec)?;
+                    self.put_json(FILES_KV, &key, &rec)?;
                 }
             }
             Op::PutGate { order_id, gate } => {

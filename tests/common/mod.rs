@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub const TENANT: &str = "3f2a9c4e-8d1b-4e6a-9f0c-5b7d2e1a4c8f";
+/// The product the harness attaches its files to.
+pub const PRODUCT: &str = "prod-1";
 
 /// The built `keydrop` binary, for tests that need a real process.
 pub const BIN: &str = env!("CARGO_BIN_EXE_keydrop");
@@ -141,7 +143,7 @@ impl Server {
             .catalog
             .attach(FileSpec {
                 file_id: file_id.into(),
-                product_id: Some("prod-1".into()),
+                product_id: PRODUCT.into(),
                 path: file_id.into(),
                 filename: filename.into(),
                 ..Default::default()
@@ -149,7 +151,7 @@ impl Server {
             .await
             .unwrap();
         within(30, "file digest", async {
-            while self.state.catalog.record(file_id).unwrap().unwrap().sha256.is_none() {
+            while self.state.catalog.record(PRODUCT, file_id).unwrap().unwrap().sha256.is_none() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -190,7 +192,7 @@ impl Server {
             IssueRequest {
                 order_id: order_id.into(),
                 tenant_id: Some(TENANT.into()),
-                product_id: None,
+                product_id: PRODUCT.into(),
                 file_id: file_id.into(),
                 ttl_secs,
                 max_uses: Some(max_uses),
