@@ -10,7 +10,8 @@
 //! values as `null`:
 //!
 //! `seq, at, kind, actor, tenant_id, order_id, product_id, file_id, link_id, ip, user_agent,
-//! range, bytes, outcome`
+//! range, bytes, outcome`, then `count` only when the record has one (a coalesced
+//! `download.refused`, API.md §5.2) — so every record written before `count` existed keeps its hash.
 //!
 //! `seq` and `bytes` are JSON integers; `at` is RFC 3339 UTC with microseconds
 //! (`2026-11-21T08:30:00.000000Z`). `seq` starts at 1 and has no gaps; `at` never decreases.
@@ -60,6 +61,8 @@ pub struct Entry {
     pub range: Option<String>,
     pub bytes: Option<u64>,
     pub outcome: Option<String>,
+    /// How many refusals a `download.refused` record stands for (API.md §5.2).
+    pub count: Option<u64>,
 }
 
 /// An entry's fields in canonical order, as they follow `seq` and `at`.
@@ -77,6 +80,8 @@ struct Fields<'a> {
     range: &'a Option<String>,
     bytes: Option<u64>,
     outcome: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
 }
 
 impl Fields<'_> {
@@ -119,6 +124,7 @@ impl Entry {
             range: &self.range,
             bytes: self.bytes,
             outcome: &self.outcome,
+            count: self.count,
         }
         .body()
     }
@@ -137,6 +143,7 @@ impl Entry {
             range: None,
             bytes: None,
             outcome: None,
+            count: None,
         }
     }
 }
@@ -158,6 +165,8 @@ pub struct Record {
     pub range: Option<String>,
     pub bytes: Option<u64>,
     pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -183,6 +192,7 @@ impl Record {
             range: entry.range,
             bytes: entry.bytes,
             outcome: entry.outcome,
+            count: entry.count,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };
@@ -229,6 +239,7 @@ impl Record {
             range: &self.range,
             bytes: self.bytes,
             outcome: &self.outcome,
+            count: self.count,
         };
         canonical_of(self.seq, &self.at, &fields.body())
     }
@@ -332,8 +343,9 @@ pub fn at_micros(at: &str) -> u64 {
     chrono::DateTime::parse_from_rfc3339(at).map_or(0, |t| t.timestamp_micros().max(0) as u64)
 }
 
-/// The column order of the CSV export: the record's fields in API order.
-pub const CSV_COLUMNS: [&str; 16] = [
+/// The column order of the CSV export: the record's fields in API order, then the columns added
+/// later (at the end, so readers of the first columns by position keep working).
+pub const CSV_COLUMNS: [&str; 17] = [
     "seq",
     "at",
     "kind",
@@ -350,6 +362,7 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "outcome",
     "prev_hash",
     "hash",
+    "count",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -443,6 +456,23 @@ mod tests {
         );
         let expected = hex::encode(digest::digest(&digest::SHA256, format!("{c}{GENESIS}").as_bytes()));
         assert_eq!(r.hash, expected);
+    }
+
+    #[test]
+    fn a_count_is_hashed_after_outcome_and_a_record_without_one_is_hashed_as_before() {
+        let mut e = Entry::new(Kind::DownloadRefused);
+        e.outcome = Some("exhausted".into());
+        let plain = Record::seal(e.clone(), 1, "2026-11-21T08:30:01.000000Z".into(), GENESIS);
+        assert!(String::from_utf8(plain.canonical()).unwrap().ends_with(r#""outcome":"exhausted"}"#));
+        e.count = Some(7);
+        let (json, hash) = Record::seal_json(&e, 1, "2026-11-21T08:30:01.000000Z", GENESIS);
+        let r: Record = serde_json::from_slice(&json).unwrap();
+        assert_eq!(r.count, Some(7));
+        assert!(String::from_utf8(r.canonical()).unwrap().ends_with(r#""outcome":"exhausted","count":7}"#));
+        assert_eq!((r.compute_hash(), hash.clone()), (hash, r.hash.clone()));
+        let mut forged = r.clone();
+        forged.count = Some(1);
+        assert_ne!(forged.compute_hash(), r.hash, "the count is covered by the hash");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! → reserve the response's bytes with the `download.started` record, durably → stream → on end,
 //! refund what was not sent and queue `download.finished`.
 //!
-//! Refusals of a correctly signed link are logged as `download.refused`; a bad token is not
-//! (nothing trustworthy to log, and logging it would let anyone fill the log).
+//! Refusals of a correctly signed link are logged as `download.refused`, at most once per second
+//! per link and code ([`crate::refusals`]); a bad token is not (nothing trustworthy to log, and
+//! logging it would let anyone fill the log).
 
 use crate::activity::{Entry, Kind};
 use crate::body::Body;
@@ -71,11 +72,17 @@ pub async fn handle(
     }
     let link = state.ledger.link(&claims.link_id).await.map_err(store_unavailable)?.ok_or(ApiError::Invalid)?;
     let refuse = |err: ApiError| {
-        let mut e = client.entry(Kind::DownloadRefused, &link);
-        e.outcome = Some(err.code().to_owned());
-        e.range = client.header(header::RANGE).map(str::to_owned);
+        let code = err.code();
+        let record = state.refusals.refused(claims.link_id, code, std::time::Instant::now(), || {
+            let mut e = client.entry(Kind::DownloadRefused, &link);
+            e.outcome = Some(code.to_owned());
+            e.range = client.header(header::RANGE).map(str::to_owned);
+            e
+        });
         // A refusal record may lag: it never guards a byte.
-        let _ = state.store.writer().send(vec![crate::store::Op::append(e)]);
+        if let Some(e) = record {
+            let _ = state.store.writer().send(vec![crate::store::Op::append(e)]);
+        }
         err
     };
     match link.gate.access() {

@@ -7,7 +7,7 @@
 //! |----------|---------|
 //! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
-//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
+//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`refusals`] (refusal records coalesced per link and second) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
 //! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) · [`store::journal`] (the download path's fsynced journal) · [`store::records`] (`activity.log`, the activity records) · [`store::disk`] (reopen after a failed write; the disk-full test hook) |
 //! | shared   | [`config`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
 //!
@@ -35,6 +35,7 @@ pub mod orders;
 pub mod pages;
 pub mod push;
 pub mod range;
+pub mod refusals;
 pub mod representation;
 pub mod router;
 pub mod secrets;

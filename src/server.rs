@@ -80,6 +80,7 @@ pub async fn run(
         Arc::new(PerIp::default()),
     ));
     drop(alive_tx);
+    let flusher = tokio::spawn(flush_refusals(state.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining downloads");
@@ -93,9 +94,27 @@ pub async fn run(
         let _ = phase_tx.send(Phase::Stopped);
         let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
     }
+    flusher.abort();
+    let held = state.refusals.drain();
+    if !held.is_empty() {
+        let _ = state.store.writer().send(held.into_iter().map(crate::store::Op::append).collect());
+    }
     state.store.close().await;
     tracing::info!("store flushed; stopped");
     Ok(())
+}
+
+/// Records the refusals held for their second, about every 250 ms (see [`crate::refusals`]).
+async fn flush_refusals(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let due = state.refusals.due(Instant::now());
+        if !due.is_empty() {
+            let _ = state.store.writer().send(due.into_iter().map(crate::store::Op::append).collect());
+        }
+    }
 }
 
 async fn accept_loop(

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Seals and opens activation keys at rest.
     pub sealer: crate::keys::Sealer,
     pub metrics: crate::metrics::Metrics,
+    /// Refusal records held for their second (see [`crate::refusals`]).
+    pub refusals: crate::refusals::Coalescer,
     /// TLS for the listeners, when `[server.tls]` is set; reloaded on SIGHUP.
     pub tls: Option<crate::tls::Tls>,
     draining: AtomicBool,
@@ -72,6 +74,7 @@ impl AppState {
             keys,
             sealer,
             metrics,
+            refusals: Default::default(),
             tls,
             push_secrets,
             draining: AtomicBool::new(false),

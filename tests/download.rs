@@ -277,13 +277,9 @@ async fn two_hundred_racing_gets_on_a_five_use_link_serve_exactly_five() {
     let st = s.settled(&link).await;
     assert_eq!(st.bytes_spent, 5 * data.len() as u64);
     assert_eq!(st.state, "exhausted");
-    let refused = s
-        .records()
-        .await
-        .iter()
-        .filter(|r| r.kind == Kind::DownloadRefused && r.outcome.as_deref() == Some("exhausted"))
-        .count();
-    assert_eq!(refused, 195);
+    // Every refusal is counted; they share a few coalesced records (API.md §5.2).
+    let refused = s.refusal_records(&link.link_id, "exhausted", 195).await;
+    assert!(refused.len() <= 5, "{} records for 195 refusals in about a second", refused.len());
     s.stop().await;
 }
 

@@ -90,6 +90,92 @@ async fn connections_over_the_per_ip_cap_get_503_and_other_addresses_are_served(
     s.stop().await;
 }
 
+#[tokio::test]
+async fn each_listener_counts_its_own_connections_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_connections_per_ip = 2;
+    let s = Server::start_with(dir, cfg).await;
+    let me = Ipv4Addr::new(127, 0, 0, 11);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect_from(me, s.public).await.unwrap();
+        assert_eq!(exchange(&mut c, HEALTH).await.0, 200);
+        held.push(c);
+    }
+    let mut over = connect_from(me, s.public).await.unwrap();
+    assert_eq!(exchange(&mut over, HEALTH).await.0, 503, "the public cap is reached");
+    // Downloads filling the public cap do not lock the address out of the admin API.
+    for _ in 0..2 {
+        let mut c = connect_from(me, s.admin).await.unwrap();
+        assert_eq!(exchange(&mut c, HEALTH).await.0, 200);
+        held.push(c);
+    }
+    let mut over = connect_from(me, s.admin).await.unwrap();
+    assert_eq!(exchange(&mut over, HEALTH).await.0, 503, "the admin listener has its own cap");
+    s.stop().await;
+}
+
+/// Sends a request head announcing a body, then the body one byte every `gap`; returns when
+/// the server answered (status and elapsed time) or gave up on the connection.
+async fn drip(addr: std::net::SocketAddr, head: &str, body: &[u8], gap: Duration) -> (Option<u16>, Duration) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let t0 = Instant::now();
+    c.write_all(head.as_bytes()).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        for b in body {
+            if w.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let status = within(30, "drip answer", async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).get(9..12).and_then(|s| s.parse().ok())
+    })
+    .await;
+    writer.abort();
+    (status, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_drips_in_is_408_and_closed_within_the_body_timeout_and_a_normal_one_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = admin_config(dir.path());
+    cfg.server.body_read_timeout_secs = 2;
+    cfg.revocation.push_secret = Some("s".into());
+    let s = Server::start_with(dir, cfg).await;
+    let body = br#"{"tenant_id":"33333333-3333-4444-8555-666666666666","domain":"d.com","name":"N","country":"US"}"#;
+    let auth = format!("Authorization: Bearer {}\r\n", token_for("admin_agent"));
+    let fixed = format!("POST /api/customers HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n", body.len());
+    let (st, took) = drip(s.admin, &fixed, body, Duration::from_millis(500)).await;
+    assert_eq!(st, Some(408), "fixed-length body");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+
+    // Chunked, on the unauthenticated push endpoint: one chunk of one byte at a time.
+    let chunked: Vec<u8> = std::iter::repeat_n(b"1\r\nx\r\n".to_vec(), 40).flatten().collect();
+    let push = "POST /api/revocations HTTP/1.1\r\nHost: x\r\nKeydrop-Signature: t=1,v1=00\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (st, took) = drip(s.admin, push, &chunked, Duration::from_millis(100)).await;
+    assert_eq!(st, Some(408), "chunked body");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+
+    // A body sent at once is served as before.
+    let mut c = TcpStream::connect(s.admin).await.unwrap();
+    let req = format!("{fixed}{}", String::from_utf8_lossy(body));
+    assert_eq!(exchange(&mut c, &req).await.0, 201);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_and_stalled_downloads_are_closed() {
     let dir = tempfile::tempdir().unwrap();

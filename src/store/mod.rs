@@ -572,6 +572,46 @@ mod tests {
         assert_eq!(tx.open_table(SPENT).unwrap().get([7u8; 24].as_slice()).unwrap().map(|v| v.value()), Some(30));
     }
 
+    /// A database from before files belonged to products keyed them by `file_id` alone, and its
+    /// links may not name their product: the first start moves each file under its product and
+    /// gives each such link the product of its file, once.
+    #[tokio::test]
+    async fn files_and_links_of_a_database_from_before_file_ids_per_product_are_moved_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let link_id = [9u8; 16];
+        {
+            let db = redb::Database::create(dir.path().join("keydrop.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut files = tx.open_table(FILES).unwrap();
+                let old = serde_json::json!({"file_id": "x", "product_id": "A", "path": "big.bin",
+                    "filename": "A.iso", "size": 64, "mtime_ns": 1, "sha256": null, "version": "1",
+                    "language": null, "file_type": null});
+                files.insert("x", old.to_string().as_bytes()).unwrap();
+                let mut links = tx.open_table(LINKS).unwrap();
+                let link = serde_json::json!({"link_id": hex::encode(link_id), "order_id": "o", "tenant_id": null,
+                    "product_id": null, "file_id": "x", "key_id": 1, "issued_at": 5, "expires_at": 99,
+                    "max_uses": 2, "unit": 64});
+                links.insert(link_id.as_slice(), link.to_string().as_bytes()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let file = store.file("A", "x").unwrap().expect("moved under its product");
+        assert_eq!((file.filename.as_str(), file.size, file.version.as_deref()), ("A.iso", 64, Some("1")));
+        assert_eq!(store.file("B", "x").unwrap(), None);
+        assert_eq!(store.files_of("A").unwrap(), vec![file]);
+        let (link, _) = store.link(&link_id).unwrap().unwrap();
+        assert_eq!((link.product_id.as_str(), link.file_id.as_str()), ("A", "x"));
+        assert!(store.get_raw("files", "x").unwrap().is_none(), "the old key is gone");
+        store.close().await;
+        drop(store);
+        // A second start finds nothing left to move and changes nothing.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.files_of("A").unwrap().len(), 1);
+        store.close().await;
+    }
+
     /// A database written before the record file keeps its records in the `activity` table; the
     /// first start moves them, in order and byte for byte, and the chain goes on from them.
     #[tokio::test]

@@ -228,6 +228,29 @@ impl Server {
         .await
     }
 
+    /// The `download.refused` records of a link with `code`, once their counts add up to
+    /// `expected` (held refusals are recorded about a second after they happen).
+    pub async fn refusal_records(&self, link_id: &str, code: &str, expected: u64) -> Vec<keydrop::activity::Record> {
+        within(10, "refusal records", async {
+            loop {
+                let recs: Vec<_> = self
+                    .records()
+                    .await
+                    .into_iter()
+                    .filter(|r| r.kind == keydrop::activity::Kind::DownloadRefused)
+                    .filter(|r| r.link_id.as_deref() == Some(link_id) && r.outcome.as_deref() == Some(code))
+                    .collect();
+                let total: u64 = recs.iter().map(|r| r.count.unwrap_or(1)).sum();
+                assert!(total <= expected, "{total} refusals recorded, {expected} served");
+                if total == expected {
+                    return recs;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+    }
+
     pub async fn records(&self) -> Vec<keydrop::activity::Record> {
         self.state.store.writer().flush().await.unwrap();
         self.state.store.records_after(0, 1_000_000).unwrap()
