@@ -46,6 +46,25 @@ pub enum Kind {
     SupportRequestCreated,
 }
 
+impl Kind {
+    /// The contract name, as serialized (`download.started`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::KeyAccessed => "key.accessed",
+            Kind::LinkIssued => "link.issued",
+            Kind::DownloadStarted => "download.started",
+            Kind::DownloadFinished => "download.finished",
+            Kind::DownloadRefused => "download.refused",
+            Kind::OrderCreated => "order.created",
+            Kind::OrderCancelled => "order.cancelled",
+            Kind::OrderSuspended => "order.suspended",
+            Kind::OrderReactivated => "order.reactivated",
+            Kind::OrderRevoked => "order.revoked",
+            Kind::SupportRequestCreated => "support_request.created",
+        }
+    }
+}
+
 /// What a caller knows about an event; the writer seals it into a [`Record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -499,6 +518,27 @@ mod tests {
         c.remove(1);
         let mut v = ChainVerifier::default();
         assert_eq!(c.iter().try_for_each(|r| v.push(r)).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn kind_names_are_their_serialized_names() {
+        use Kind::*;
+        let all = [
+            KeyAccessed,
+            LinkIssued,
+            DownloadStarted,
+            DownloadFinished,
+            DownloadRefused,
+            OrderCreated,
+            OrderCancelled,
+            OrderSuspended,
+            OrderReactivated,
+            OrderRevoked,
+            SupportRequestCreated,
+        ];
+        for k in all {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
     }
 
     #[test]

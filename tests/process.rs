@@ -177,6 +177,14 @@ async fn kill_9_right_after_downloads_keeps_every_reservation_and_record_from_th
         .iter()
         .filter(|r| r.kind == keydrop::activity::Kind::DownloadStarted)
         .count();
+    // The replayed records are in the filter index too.
+    let q = keydrop::activity::Query {
+        kind: Some(keydrop::activity::Kind::DownloadStarted),
+        order_id: state.store.records_after(0, 10_000).unwrap().iter().rev().find_map(|r| r.order_id.clone()),
+        limit: 1000,
+        ..Default::default()
+    };
+    assert_eq!(state.store.query_activity(&q).unwrap().0.len() as u64, n, "{q:?}");
     state.store.close().await;
     drop(state);
     assert_eq!(started as u64, n, "every acknowledged download has its download.started record");

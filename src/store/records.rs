@@ -133,6 +133,68 @@ pub(super) fn walk(
     Ok(())
 }
 
+/// Feeds `f` every record the write transaction's [`End`] covers, as `(seq, offset, stored
+/// bytes)`, reading the file once from its start (building an index over an existing log).
+pub(super) fn walk_write(
+    tx: &WriteTransaction,
+    path: &Path,
+    mut f: impl FnMut(u64, u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let end = end(&tx.open_table(META)?)?;
+    if end.next_seq <= 1 {
+        return Ok(());
+    }
+    let file = File::open(path).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+    let mut r = BufReader::with_capacity(1 << 20, file.take(end.len));
+    let (mut seq, mut offset, mut line) = (1u64, 0u64, Vec::with_capacity(1024));
+    while seq < end.next_seq {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)? as u64;
+        if line.pop() != Some(b'\n') {
+            return Err(StoreError::Corrupt(format!("{} ends before record {seq}", path.display())));
+        }
+        f(seq, offset, &line)?;
+        offset += n;
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// Reads single records at known offsets (from the filter index), no further than an [`End`].
+pub(super) struct Reader {
+    file: File,
+    end: u64,
+    path: PathBuf,
+}
+
+impl Reader {
+    pub(super) fn open(tx: &ReadTransaction, path: &Path) -> Result<Reader, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+        Ok(Reader { file, end: end_in(tx)?.len, path: path.to_owned() })
+    }
+
+    /// The record whose line starts at `offset`.
+    pub(super) fn read(&self, offset: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(1024);
+        let mut buf = [0u8; 2048];
+        let mut at = offset;
+        while at < self.end {
+            let want = ((self.end - at) as usize).min(buf.len());
+            let n = self.file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
+                out.extend_from_slice(&buf[..i]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+            at += n as u64;
+        }
+        Err(StoreError::Corrupt(format!("{}: no whole record at offset {offset}", self.path.display())))
+    }
+}
+
 /// The last record a transaction sees, as `(seq, stored bytes)`.
 pub(super) fn last(tx: &ReadTransaction, path: &Path) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     let mut out = None;

@@ -15,6 +15,7 @@
 //! bumped so caches reload from disk.
 
 use super::disk::{DbHandle, DiskSwitch};
+use super::index::{self, Tags, ACTIVITY_IX};
 use super::journal::{Frame, FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
 use super::records::{self, RecordFile, ACTIVITY_POS};
 use super::{
@@ -63,8 +64,11 @@ pub enum Op {
     },
     /// Appends an activity record.
     Append(Entry),
-    /// Appends an activity record given as its [`Entry::body`] (see [`Op::append`]).
-    AppendBody(Vec<u8>),
+    /// Appends an activity record given as its [`Entry::body`] and index tags (see [`Op::append`]).
+    AppendBody {
+        body: Vec<u8>,
+        tags: Tags,
+    },
     /// Runs a read-modify-write inside the group's transaction (the admin API's atomic steps:
     /// take a key from the pool, check a window and revoke). The closure must validate before
     /// it writes: a domain refusal is returned *inside* its output and writes nothing; an `Err`
@@ -411,6 +415,9 @@ pub struct Tx<'a, 't> {
     /// This group's records, one per line, for the record file.
     records: &'a mut Vec<u8>,
     activity_at: &'a mut Table<'t, (u64, u64), ()>,
+    /// The filter index ([`index`]), and the record file's length before this group's append.
+    ix: &'a mut Table<'t, (u64, u64), u64>,
+    base_offset: u64,
     chain: &'a mut Chain,
     now_us: u64,
     last_seq: Option<u64>,
@@ -472,17 +479,18 @@ impl<'t> Tx<'_, 't> {
 
     /// Appends an activity record in this transaction and returns its `seq`.
     pub fn append(&mut self, entry: Entry) -> Result<u64, StoreError> {
-        self.append_body(&entry.body())
+        self.append_body(&entry.body(), &index::tags_of(&entry))
     }
 
     /// Appends the record whose [`Entry::body`] this is.
-    fn append_body(&mut self, body: &[u8]) -> Result<u64, StoreError> {
+    fn append_body(&mut self, body: &[u8], tags: &Tags) -> Result<u64, StoreError> {
         let at_us = self.now_us.max(self.chain.last_at_us);
         let seq = self.chain.next_seq;
         if self.at_text.0 != at_us || self.at_text.1.is_empty() {
             self.at_text = (at_us, format_micros(at_us));
         }
         let (json, hash) = Record::seal_body(body, seq, &self.at_text.1, &self.chain.prev_hash);
+        index::insert(self.ix, tags, seq, self.base_offset + self.records.len() as u64)?;
         self.records.extend_from_slice(&json);
         self.records.push(b'\n');
         index_at(self.activity_at, &mut self.indexed_at, seq, at_us)?;
@@ -534,8 +542,8 @@ impl<'t> Tx<'_, 't> {
             Op::Append(entry) => {
                 self.append(entry)?;
             }
-            Op::AppendBody(body) => {
-                self.append_body(&body)?;
+            Op::AppendBody { body, tags } => {
+                self.append_body(&body, &tags)?;
             }
             Op::Txn(f) => return f(self).map(Some),
         }
@@ -575,14 +583,14 @@ impl Op {
     /// Can this op go through the journal? (The download path's ops; anything else — admin
     /// changes, arbitrary transactions — is committed durably by redb itself.)
     fn is_hot(&self) -> bool {
-        matches!(self, Op::Reserve { .. } | Op::Refund { .. } | Op::Append(_) | Op::AppendBody(_))
+        matches!(self, Op::Reserve { .. } | Op::Refund { .. } | Op::Append(_) | Op::AppendBody { .. })
     }
 
     /// Appends `entry`, serialized here rather than on the writer thread: the download path's
     /// records are made on the request's worker, so the writer — one thread for every download —
     /// only adds `seq`, `at` and the hashes, and frees one buffer instead of the entry's strings.
     pub fn append(entry: Entry) -> Op {
-        Op::AppendBody(entry.body())
+        Op::AppendBody { tags: index::tags_of(&entry), body: entry.body() }
     }
 }
 
@@ -660,6 +668,7 @@ pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile)
 
         let mut spent = tx.open_table(SPENT)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
+        let mut ix = tx.open_table(ACTIVITY_IX)?;
         let mut indexed_at = None;
         let (mut replayed, mut replayed_records) = (0u64, 0u64);
         for f in frames.iter().filter(|f| f.number > applied) {
@@ -670,6 +679,7 @@ pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile)
                     JournalOp::Refund { key, bytes } => add_spent(&mut spent, key, *bytes, false)?,
                     JournalOp::Record { seq, at_us, json } => {
                         follow(&mut end, *seq)?;
+                        index::insert(&mut ix, &index::tags_of_stored(json)?, *seq, records.len() + buf.len() as u64)?;
                         buf.extend_from_slice(json);
                         buf.push(b'\n');
                         index_at(&mut activity_at, &mut indexed_at, *seq, *at_us)?;
@@ -691,10 +701,22 @@ pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile)
     records.truncate()?;
     records.sync()?;
     records::set_end(&tx, end)?;
+    if !indexed(&tx)? {
+        let n = index::build(&tx, records.path())?;
+        tx.open_table(META)?.insert(INDEXED, [1u8].as_slice())?;
+        tracing::info!(records = n, "built the activity filter index");
+    }
     let applied = frames.last().map_or(0, |f| f.number).max(applied);
     set_journal_applied(&tx, applied)?;
     tx.commit()?;
     Ok(applied)
+}
+
+/// `meta` key, present once every record is in the filter index ([`index`]).
+const INDEXED: &str = "activity_ix";
+
+fn indexed(tx: &redb::WriteTransaction) -> Result<bool, StoreError> {
+    Ok(tx.open_table(META)?.get(INDEXED)?.is_some())
 }
 
 /// Counts record `seq` into `end`, which must be where it belongs: the log is gap-free.
@@ -731,6 +753,7 @@ fn apply(
         let mut links = tx.open_table(LINKS)?;
         let mut spent = tx.open_table(SPENT)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
+        let mut ix = tx.open_table(ACTIVITY_IX)?;
         let mut kv = BTreeMap::new();
         if !hot {
             for name in KV_TABLES {
@@ -743,6 +766,8 @@ fn apply(
             kv: &mut kv,
             records: &mut logs.group_records,
             activity_at: &mut activity_at,
+            ix: &mut ix,
+            base_offset: logs.records.len(),
             chain,
             now_us,
             last_seq: None,
