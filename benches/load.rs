@@ -4,7 +4,9 @@
 //! byte), `1m` (1 MiB files, 64 connections: GB/s), `1g` (one 1 GiB file, one stream: GB/s),
 //! `race` (1,000 concurrent GETs on a fresh 50-use link), `growth` (4 KiB downloads walking 1,000
 //! links, then walking 1,000,000 links stored — every request a cold link), `mem` (resident memory
-//! with 1,000 concurrent slow downloads of a 1 GiB file). `KEYDROP_BENCH_SECS` sets the length of
+//! with 1,000 concurrent slow downloads of a 1 GiB file), `activity` (1,000,000 records over 10,000
+//! orders and 1,000 tenants, then `GET /api/activity`'s query filtered by order, tenant and kind,
+//! and a one-hour window: median time per page of 100). `KEYDROP_BENCH_SECS` sets the length of
 //! the timed runs (default 10). Prints a table and writes `target/bench-load.json`.
 
 use bytes::Bytes;
@@ -233,6 +235,57 @@ async fn load(addr: std::net::SocketAddr, paths: Arc<Vec<String>>, conns: usize,
     LoadResult { requests: lat.len() as u64, refused, bytes, secs, p50_ms: pct(0.50), p99_ms: pct(0.99) }
 }
 
+/// Stores 1,000,000 records, then times filtered queries (the store call behind `GET /api/activity`).
+async fn activity_queries(b: &Bench, json: &mut serde_json::Map<String, serde_json::Value>) {
+    use keydrop::activity::{Entry, Kind, Query};
+    let kinds = [Kind::DownloadStarted, Kind::DownloadFinished, Kind::LinkIssued, Kind::KeyAccessed];
+    let t0 = Instant::now();
+    let writer = b.state.store.writer().clone();
+    for c in 0..100u64 {
+        let ops = (0..10_000u64)
+            .map(|i| {
+                let n = c * 10_000 + i;
+                let mut e = Entry::new(kinds[(n % 4) as usize]);
+                e.order_id = Some(format!("ord_{:06}", n % 10_000));
+                e.tenant_id = Some(format!("{:08}-0000-4000-8000-000000000000", n % 1_000));
+                e.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) bench".into());
+                e.bytes = Some(n);
+                keydrop::store::Op::append(e)
+            })
+            .collect();
+        writer.commit(ops).await.unwrap();
+    }
+    let stored = t0.elapsed().as_secs_f64();
+    println!("{:<34} {:>14}", "  (stored 1,000,000 records)", format!("{stored:.1} s"));
+    let any: Vec<_> = b.state.store.records_after(500_000, 1).unwrap();
+    let at = keydrop::activity::at_micros(&any[0].at);
+    let cases = [
+        ("activity: by order (100 of 100)", Query { order_id: Some("ord_004321".into()), ..Default::default() }),
+        (
+            "activity: by tenant (100 of 1,000)",
+            Query { tenant_id: Some("00000321-0000-4000-8000-000000000000".into()), ..Default::default() },
+        ),
+        ("activity: by kind (100 of 250k)", Query { kind: Some(Kind::KeyAccessed), ..Default::default() }),
+        (
+            "activity: one-hour window",
+            Query { from_us: Some(at.saturating_sub(1_800_000_000)), to_us: Some(at + 1_800_000_000), ..Default::default() },
+        ),
+    ];
+    for (name, q) in cases {
+        let q = Query { limit: 100, after_seq: 400_000, ..q };
+        let mut took = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            let (recs, _) = b.state.store.query_activity(&q).unwrap();
+            took.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(!recs.is_empty(), "{name}: nothing found");
+        }
+        took.sort_by(f64::total_cmp);
+        println!("{name:<34} {:>14}", format!("{:.2} ms", took[10]));
+        json.insert(format!("activity_{}_ms", name.split_whitespace().nth(2).unwrap_or("x")), took[10].into());
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
@@ -337,6 +390,9 @@ fn main() {
                 )
             );
             json.insert("mem_rss_mib_1000_slow".into(), during.into());
+        }
+        if want("activity") {
+            activity_queries(&b, &mut json).await;
         }
         if want("race") {
             b.file("frace", 64 * 1024).await;
