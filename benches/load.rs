@@ -268,7 +268,11 @@ async fn activity_queries(b: &Bench, json: &mut serde_json::Map<String, serde_js
         ("activity: by kind (100 of 250k)", Query { kind: Some(Kind::KeyAccessed), ..Default::default() }),
         (
             "activity: one-hour window",
-            Query { from_us: Some(at.saturating_sub(1_800_000_000)), to_us: Some(at + 1_800_000_000), ..Default::default() },
+            Query {
+                from_us: Some(at.saturating_sub(1_800_000_000)),
+                to_us: Some(at + 1_800_000_000),
+                ..Default::default()
+            },
         ),
     ];
     for (name, q) in cases {

@@ -5,7 +5,7 @@
 //!
 //! | layer    | modules |
 //! |----------|---------|
-//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
+//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`h2_streams`] (HTTP/2 streams reset one by one) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
 //! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`refusals`] (refusal records coalesced per link and second) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
 //! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) · [`store::journal`] (the download path's fsynced journal) · [`store::records`] (`activity.log`, the activity records) · [`store::disk`] (reopen after a failed write; the disk-full test hook) |
@@ -25,6 +25,7 @@ pub mod counted;
 pub mod demo;
 pub mod download;
 pub mod error;
+pub mod h2_streams;
 pub mod keys;
 pub mod ledger;
 pub mod links;

@@ -3,8 +3,9 @@
 //!
 //! [`run`] takes already-bound listeners (tests bind `127.0.0.1:0`), the shared state and a
 //! shutdown future. Each connection runs in its own task, which also listens for two signals:
-//! an order's gate closing (if a download of that order streams on this connection, the
-//! connection is dropped at once, even if the client stopped reading) and the shutdown phases.
+//! an order's gate closing (if an HTTP/1 download of that order streams on this connection, the
+//! connection is dropped at once, even if the client stopped reading; an HTTP/2 download's stream
+//! alone is reset, see [`crate::h2_streams`]) and the shutdown phases.
 //!
 //! Shutdown: stop accepting; refuse new downloads with `503`; ask every connection to finish its
 //! current responses and close (`graceful_shutdown`); after `shutdown_grace_secs`, drop whatever is
@@ -264,7 +265,9 @@ where
     let mut revocations = state.ledger.revocations();
     let cfg = &state.config.server;
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run as tasks a revocation can end one by one (see `h2_streams`).
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(crate::h2_streams::StreamExec::new(state.ledger.revocations()));
     // hyper's buffer cap bounds request heads (larger ones get 431) and what hyper queues of a
     // body; the default 64 KiB keeps about one chunk queued, which bounds what a cut-off
     // download can be charged beyond what it received.

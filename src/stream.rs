@@ -57,10 +57,28 @@ impl Outcome {
 /// Called once when the body ends, with the bytes sent.
 pub type Settle = Box<dyn FnOnce(u64, Outcome) + Send>;
 
-/// Per-connection context for downloads: the downloads currently streaming (so the connection
-/// can be dropped when one of their orders is revoked even if the client has stopped reading)
-/// and the socket's written-bytes counter (so a cut-off HTTP/1 response is charged only for what
-/// left the process).
+tokio::task_local! {
+    /// The HTTP/2 stream a request runs in (set by the server's stream executor): a download
+    /// registers its order's gate here, so a revocation resets that stream alone.
+    pub static STREAM: Arc<StreamGates>;
+}
+
+/// The gates of the downloads in one HTTP/2 stream (at most one: a stream is one request).
+#[derive(Debug, Default)]
+pub struct StreamGates(Mutex<Vec<Arc<Gate>>>);
+
+impl StreamGates {
+    /// True if the stream's download belongs to an order that is no longer open.
+    pub fn any_closed(&self) -> bool {
+        self.0.lock().expect("not poisoned").iter().any(|g| !g.is_open())
+    }
+}
+
+/// Per-connection context for downloads: the HTTP/1 downloads currently streaming (so the
+/// connection can be dropped when one of their orders is revoked even if the client has stopped
+/// reading; an HTTP/1 connection carries one response at a time, so that cuts nothing else) and
+/// the socket's written-bytes counter (so a cut-off HTTP/1 response is charged only for what
+/// left the process). HTTP/2 downloads register with their stream instead ([`STREAM`]).
 #[derive(Default, Clone)]
 pub struct ConnDownloads {
     streaming: Arc<Mutex<Vec<Streaming>>>,
@@ -161,7 +179,7 @@ pub struct FileStream {
     settle: Option<Settle>,
     /// The connection's written-bytes counter and its value when this response began (HTTP/1).
     written: Option<(crate::counted::Written, u64)>,
-    _registration: Registration,
+    _registration: Option<Registration>,
 }
 
 impl FileStream {
@@ -174,7 +192,9 @@ impl FileStream {
         settle: Settle,
     ) -> FileStream {
         let Source { file, start, len, memory } = source;
-        let _registration = conn.register(gate.clone());
+        let in_stream =
+            !exclusive_wire && STREAM.try_with(|s| s.0.lock().expect("not poisoned").push(gate.clone())).is_ok();
+        let _registration = (!in_stream).then(|| conn.register(gate.clone()));
         let written = conn.written.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
         let mut s = FileStream {
             file,
@@ -330,10 +350,14 @@ impl Drop for FileStream {
         if let Some(p) = self.pending.take() {
             p.abort();
         }
-        let outcome = match self.outcome {
-            Some(o) => o,
-            None if self.sent == self.total => Outcome::Complete,
-            None => Outcome::Aborted,
+        let outcome = match (self.outcome, self.gate.access()) {
+            (Some(o), _) => o,
+            (None, _) if self.sent == self.total => Outcome::Complete,
+            // Dropped unfinished because its order closed (an HTTP/2 stream reset, an HTTP/1
+            // connection dropped while the client was not reading).
+            (None, crate::store::Access::Revoked) => Outcome::Revoked,
+            (None, crate::store::Access::Suspended) => Outcome::Suspended,
+            (None, crate::store::Access::Open) => Outcome::Aborted,
         };
         // Bytes yielded to hyper but still in its queue when the connection died never left
         // the process: charge at most what the socket accepted since this response began.

@@ -475,3 +475,83 @@ async fn slowloris_connections_do_not_stop_a_normal_download() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_order_resets_its_http2_stream_and_another_orders_download_on_the_connection_completes() {
+    let s = Server::start().await;
+    s.add_file("a", "a.iso", 32 * 1024 * 1024).await;
+    let b_data = s.add_file("b", "b.iso", 8 * 1024 * 1024).await;
+    s.open_order("order-a").await;
+    s.open_order("order-b").await;
+    let link_a = s.issue("order-a", "a", 5).await;
+    let link_b = s.issue("order-b", "b", 5).await;
+
+    // One h2c connection carrying both downloads.
+    let tcp = tokio::net::TcpStream::connect(s.public).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let get_on = |url: &str| {
+        let mut sender = sender.clone();
+        let req = request("GET", url, &[]);
+        async move { within(30, "h2 get", sender.send_request(req)).await.unwrap() }
+    };
+    // A: reads one frame, then stops reading (the server can no longer send: flow control).
+    let a = get_on(&link_a.url).await;
+    assert_eq!((a.version(), a.status().as_u16()), (http::Version::HTTP_2, 200));
+    let mut a_body = a.into_body();
+    within(30, "a's first frame", a_body.frame()).await.unwrap().unwrap();
+    // B: read slowly for its first MiB, then at full speed.
+    let b = get_on(&link_b.url).await;
+    let reader = tokio::spawn(async move {
+        let mut body = b.into_body();
+        let mut got = Vec::new();
+        while let Some(f) = body.frame().await {
+            got.extend_from_slice(&f.map_err(|e| format!("b was cut: {e}"))?.into_data().unwrap_or_default());
+            if got.len() < 1 << 20 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok::<_, String>(got)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let revoked_at = Instant::now();
+    s.set_access("order-a", Access::Revoked).await;
+
+    // A's download ends on the server within a second, as revoked, and its stream is reset.
+    within(5, "a's download.finished", async {
+        loop {
+            let recs = s.records().await;
+            let done =
+                recs.iter().find(|r| r.kind == Kind::DownloadFinished && r.link_id == Some(link_a.link_id.clone()));
+            if let Some(r) = done {
+                assert_eq!(r.outcome.as_deref(), Some("revoked"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(revoked_at.elapsed() < Duration::from_secs(1), "a was cut after {:?}", revoked_at.elapsed());
+    let a_end = within(5, "a's stream", async {
+        loop {
+            match a_body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            }
+        }
+    })
+    .await;
+    assert!(a_end.is_some(), "a's body must end with a reset, not complete");
+
+    // B, on the same connection, completes byte for byte.
+    let got = within(60, "b completes", reader).await.unwrap().unwrap();
+    assert!(got == b_data, "b received {} of {} bytes", got.len(), b_data.len());
+    assert!(!conn.is_finished(), "the connection stays open");
+    let (st, _, _) = get(&link_a.url, &[]).await.unwrap();
+    assert_eq!(st, 410);
+    s.stop().await;
+}
