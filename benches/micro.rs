@@ -4,6 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keydrop::activity::{Entry, Kind, Record, GENESIS};
+use keydrop::ledger::Outcome;
 use keydrop::range::bytes_range;
 use keydrop::store::{LinkRecord, Op, Store};
 use keydrop::token::KeyRing;
@@ -71,8 +72,12 @@ fn reservations(c: &mut Criterion) {
         e.bytes = Some(4096);
         e
     };
+    let finished = || Entry::new(Kind::DownloadFinished);
+    // Each reservation is finished in full, as a completed download is (its record queued).
     c.bench_function("reserve_durable_alone", |b| {
-        b.iter(|| rt.block_on(ledger.reserve(&link, 4096, started())).unwrap());
+        b.iter(|| {
+            rt.block_on(ledger.reserve(&link, 4096, started(), finished())).unwrap().finish(4096, Outcome::Complete)
+        });
     });
     c.bench_function("reserve_durable_64_concurrent", |b| {
         b.iter(|| {
@@ -80,7 +85,10 @@ fn reservations(c: &mut Criterion) {
                 let tasks: Vec<_> = (0..64)
                     .map(|_| {
                         let (ledger, link) = (ledger.clone(), link.clone());
-                        tokio::spawn(async move { ledger.reserve(&link, 4096, started()).await.unwrap() })
+                        tokio::spawn(async move {
+                            let r = ledger.reserve(&link, 4096, started(), finished()).await.unwrap();
+                            r.finish(4096, Outcome::Complete);
+                        })
                     })
                     .collect();
                 for t in tasks {

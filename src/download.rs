@@ -2,8 +2,9 @@
 //!
 //! verify the token (no store touched for a bad one) → load the hot link → refuse if revoked,
 //! expired, suspended → conditional request (`304`) → `Range` / `If-Range` → `HEAD` answers here
-//! → reserve the response's bytes with the `download.started` record, durably → stream → on end,
-//! refund what was not sent and queue `download.finished`.
+//! → reserve the response's bytes with the `download.started` record, durably (a
+//! [`crate::ledger::Reservation`]) → stream → when the body ends or is dropped, the reservation
+//! refunds what was not sent and queues `download.finished`.
 //!
 //! Refusals of a correctly signed link are logged as `download.refused`, at most once per second
 //! per link and code ([`crate::refusals`]); a bad token is not (nothing trustworthy to log, and
@@ -12,12 +13,12 @@
 use crate::activity::{Entry, Kind};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::ledger::{HotLink, ReserveError};
+use crate::ledger::{HotLink, Outcome, ReserveError};
 use crate::range::{bytes_range, RangeDecision};
 use crate::representation::{if_none_match_hits, if_range_matches, not_modified_since};
 use crate::state::AppState;
 use crate::store::Access;
-use crate::stream::{ConnDownloads, FileStream, Outcome};
+use crate::stream::{ConnDownloads, FileStream};
 use chrono::{DateTime, TimeZone, Utc};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use std::net::SocketAddr;
@@ -70,7 +71,7 @@ pub async fn handle(
     if state.is_draining() {
         return Err(ApiError::Unavailable { retry_after_secs: 5 });
     }
-    let link = state.ledger.link(&claims.link_id).await.map_err(store_unavailable)?.ok_or(ApiError::Invalid)?;
+    let link = state.ledger.link(&claims.link_id).await.map_err(ApiError::from)?.ok_or(ApiError::Invalid)?;
     let refuse = |err: ApiError| {
         let code = err.code();
         let record = state.refusals.refused(claims.link_id, code, std::time::Instant::now(), || {
@@ -94,7 +95,7 @@ pub async fn handle(
         Access::Suspended => return Err(refuse(ApiError::Suspended)),
         Access::Open => {}
     }
-    let file = match state.catalog.served(&link.rec.product_id, &link.rec.file_id).map_err(store_unavailable)? {
+    let file = match state.catalog.served(&link.rec.product_id, &link.rec.file_id).map_err(ApiError::from)? {
         Some(f) => f,
         None => return Err(ApiError::Unavailable { retry_after_secs: 60 }),
     };
@@ -153,48 +154,29 @@ pub async fn handle(
         return Ok(resp);
     }
 
+    let range = matches!(decision, RangeDecision::Partial { .. }).then(|| format!("bytes={start}-{}", start + len - 1));
     let mut started = client.entry(Kind::DownloadStarted, &link);
     started.bytes = Some(len);
-    started.range =
-        matches!(decision, RangeDecision::Partial { .. }).then(|| format!("bytes={start}-{}", start + len - 1));
+    started.range.clone_from(&range);
     started.outcome = Some("reserved".into());
-    match state.ledger.reserve(&link, cost, started).await {
-        Ok(()) => {}
+    let mut finished = client.entry(Kind::DownloadFinished, &link);
+    finished.range = range;
+    let reservation = match state.ledger.reserve(&link, cost, started, finished).await {
+        Ok(r) if size == 0 => r.no_refund(),
+        Ok(r) => r,
         Err(ReserveError::Exhausted) => return Err(refuse(ApiError::Exhausted)),
-        Err(ReserveError::Store(e)) => return Err(store_unavailable(e)),
-    }
-
-    let finished = {
-        let mut e = client.entry(Kind::DownloadFinished, &link);
-        e.range =
-            matches!(decision, RangeDecision::Partial { .. }).then(|| format!("bytes={start}-{}", start + len - 1));
-        e
+        Err(ReserveError::Store(e)) => return Err(e.into()),
     };
-    let st = state.clone();
-    let hot = link.clone();
-    let settle: crate::stream::Settle = Box::new(move |sent: u64, outcome: Outcome| {
-        let refund = if size == 0 { 0 } else { len - sent };
-        let mut e = finished;
-        e.bytes = Some(sent);
-        e.outcome = Some(outcome.as_str().to_owned());
-        tracing::debug!(link_id = %hot.rec.link_id, sent, refund, outcome = outcome.as_str(), "download ended");
-        st.ledger.settle(&hot, refund, e);
-    });
     if len == 0 {
-        (settle)(0, Outcome::Complete);
+        reservation.finish(0, Outcome::Complete);
         return Ok(resp);
     }
     let source = crate::stream::Source { file: file.file.clone(), start, len, memory: file.content.clone() };
-    let body = FileStream::new(source, link.gate.clone(), client.conn, client.exclusive_wire, settle);
+    let body = FileStream::new(source, link.gate.clone(), client.conn, client.exclusive_wire, reservation);
     *resp.body_mut() = Body::Stream(Box::pin(body));
     Ok(resp)
 }
 
 fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-fn store_unavailable(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "store unavailable for a download");
-    ApiError::Unavailable { retry_after_secs: 5 }
 }

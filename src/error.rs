@@ -73,13 +73,6 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> ApiError {
-        tracing::error!(error = %e, "store error");
-        ApiError::Unavailable { retry_after_secs: 5 }
-    }
-}
-
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {

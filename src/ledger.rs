@@ -83,6 +83,69 @@ impl HotLink {
     }
 }
 
+/// How a download ended, for its `download.finished` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    Aborted,
+    Revoked,
+    Suspended,
+    ReadError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Aborted => "aborted",
+            Outcome::Revoked => "revoked",
+            Outcome::Suspended => "suspended",
+            Outcome::ReadError => "read_error",
+        }
+    }
+}
+
+/// Bytes of a link's budget held for one response, durable since [`Ledger::reserve`] returned.
+/// [`Reservation::finish`] — or dropping it, which counts as nothing sent — settles it exactly
+/// once: the bytes not sent go back to the budget and the `download.finished` record is queued.
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    link: Arc<HotLink>,
+    reserved: u64,
+    /// False for a `GET` of an empty file, which costs its one unit whatever happens.
+    refundable: bool,
+    finished: Option<Entry>,
+}
+
+impl Reservation {
+    /// A reservation for a zero-byte file: nothing to hand back, whatever is sent.
+    pub fn no_refund(mut self) -> Reservation {
+        self.refundable = false;
+        self
+    }
+
+    /// Settles with `sent` bytes delivered and how the response ended.
+    pub fn finish(mut self, sent: u64, outcome: Outcome) {
+        self.settle(sent, outcome);
+    }
+
+    fn settle(&mut self, sent: u64, outcome: Outcome) {
+        let Some(mut e) = self.finished.take() else { return };
+        let sent = sent.min(self.reserved);
+        let refund = if self.refundable { self.reserved - sent } else { 0 };
+        e.bytes = Some(sent);
+        e.outcome = Some(outcome.as_str().to_owned());
+        tracing::debug!(link_id = %self.link.rec.link_id, sent, refund, outcome = outcome.as_str(), "download ended");
+        self.ledger.settle(&self.link, refund, e);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.settle(0, Outcome::Aborted);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReserveError {
     #[error("budget exhausted")]
@@ -183,7 +246,26 @@ impl Ledger {
 
     /// Reserves `cost` bytes of a link's budget together with its `download.started` record, and
     /// returns once both are durable. Refused with [`ReserveError::Exhausted`] if it does not fit.
-    pub async fn reserve(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
+    /// The [`Reservation`] settles when it is finished or dropped: what was not sent goes back to
+    /// the budget and `finished` is recorded with the bytes sent and the outcome.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        link: &Arc<HotLink>,
+        cost: u64,
+        started: Entry,
+        finished: Entry,
+    ) -> Result<Reservation, ReserveError> {
+        self.admit(link, cost, started).await?;
+        Ok(Reservation {
+            ledger: self.clone(),
+            link: link.clone(),
+            reserved: cost,
+            refundable: true,
+            finished: Some(finished),
+        })
+    }
+
+    async fn admit(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
         let started = Op::append(started); // serialized before the lock, not under it
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
@@ -215,7 +297,7 @@ impl Ledger {
     }
 
     /// Hands back `refund` unsent bytes and queues the `download.finished` record. Does not wait.
-    pub fn settle(&self, link: &HotLink, refund: u64, finished: Entry) {
+    fn settle(&self, link: &HotLink, refund: u64, finished: Entry) {
         self.metrics.in_flight.dec();
         if refund > 0 {
             self.metrics.refunds.inc();
@@ -306,26 +388,30 @@ mod tests {
     async fn idle_links_are_evicted_and_reload_with_their_spending() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let ledger = Ledger::with_capacity(store.clone(), 4);
+        let ledger = Arc::new(Ledger::with_capacity(store.clone(), 4));
         for i in 0..10u8 {
             ledger.put_link(record(i), Entry::new(Kind::LinkIssued)).await.unwrap();
         }
         let held = ledger.link(&[0; 16]).await.unwrap().unwrap();
-        ledger.reserve(&held, 150, Entry::new(Kind::DownloadStarted)).await.unwrap();
+        let started = || Entry::new(Kind::DownloadStarted);
+        let finished = || Entry::new(Kind::DownloadFinished);
+        let mut open = vec![ledger.reserve(&held, 150, started(), finished()).await.unwrap()];
         for i in 1..10u8 {
             let l = ledger.link(&[i; 16]).await.unwrap().unwrap();
-            ledger.reserve(&l, 100, Entry::new(Kind::DownloadStarted)).await.unwrap();
+            // Finished in full: nothing handed back, and the entry is no longer held.
+            ledger.reserve(&l, 100, started(), finished()).await.unwrap().finish(100, Outcome::Complete);
         }
         assert!(ledger.hot_links() <= 5, "bounded: {}", ledger.hot_links());
         // The held entry was never evicted; an evicted one reloads with its durable spending.
         assert!(Arc::ptr_eq(&held, &ledger.link(&[0; 16]).await.unwrap().unwrap()));
         let again = ledger.link(&[1; 16]).await.unwrap().unwrap();
         assert_eq!(again.spent(), 100);
-        assert!(matches!(
-            ledger.reserve(&again, 101, Entry::new(Kind::DownloadStarted)).await,
-            Err(ReserveError::Exhausted)
-        ));
-        ledger.reserve(&again, 100, Entry::new(Kind::DownloadStarted)).await.unwrap();
+        assert!(matches!(ledger.reserve(&again, 101, started(), finished()).await, Err(ReserveError::Exhausted)));
+        open.push(ledger.reserve(&again, 100, started(), finished()).await.unwrap());
+        // Dropping a reservation unfinished hands its bytes back.
+        drop(open);
+        store.writer().flush().await.unwrap();
+        assert_eq!((held.spent(), again.spent()), (0, 100));
         store.close().await;
     }
 }

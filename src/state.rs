@@ -26,7 +26,7 @@ pub enum StartError {
 pub struct AppState {
     pub config: Config,
     pub store: Arc<Store>,
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
     pub catalog: Arc<Catalog>,
     pub keys: KeyRing,
     /// Secrets accepted on revocation pushes (several during a rotation).
@@ -63,7 +63,7 @@ impl AppState {
         let clock_offset = Arc::new(AtomicI64::new(0));
         let store =
             Arc::new(Store::open_with(&data_dir, clock_offset.clone(), config.activity.jsonl_path.clone(), disk)?);
-        let ledger = Ledger::new(store.clone());
+        let ledger = Arc::new(Ledger::new(store.clone()));
         let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.writer().stats.metrics);
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
         Ok(Arc::new(AppState {

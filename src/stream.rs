@@ -12,9 +12,9 @@
 //! independent of the file's size — 1,000 slow downloads hold about 64 MiB of buffers. Each poll first checks the order's
 //! [`Gate`]: once the order is revoked or suspended, the body fails and hyper closes the
 //! connection. When the body is dropped — finished, cut off by the client, revoked, or at
-//! shutdown — its [`Settle`] callback runs exactly once with the bytes actually handed to hyper.
+//! shutdown — its [`Reservation`] is finished exactly once with the bytes actually handed to hyper.
 
-use crate::ledger::Gate;
+use crate::ledger::{Gate, Outcome, Reservation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use std::fs::File;
@@ -31,31 +31,6 @@ pub const CHUNK: usize = 256 * 1024;
 pub const MIN_CHUNK: usize = 64 * 1024;
 /// A client that asks for more within this long after the last chunk counts as keeping up.
 pub const FAST: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// How a download ended, for its `download.finished` record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Complete,
-    Aborted,
-    Revoked,
-    Suspended,
-    ReadError,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Complete => "complete",
-            Outcome::Aborted => "aborted",
-            Outcome::Revoked => "revoked",
-            Outcome::Suspended => "suspended",
-            Outcome::ReadError => "read_error",
-        }
-    }
-}
-
-/// Called once when the body ends, with the bytes sent.
-pub type Settle = Box<dyn FnOnce(u64, Outcome) + Send>;
 
 tokio::task_local! {
     /// The HTTP/2 stream a request runs in (set by the server's stream executor): a download
@@ -176,7 +151,7 @@ pub struct FileStream {
     yielded_at: Option<std::time::Instant>,
     gate: Arc<Gate>,
     outcome: Option<Outcome>,
-    settle: Option<Settle>,
+    reservation: Option<Reservation>,
     /// The connection's written-bytes counter and its value when this response began (HTTP/1).
     written: Option<(crate::counted::Written, u64)>,
     _registration: Option<Registration>,
@@ -189,7 +164,7 @@ impl FileStream {
         gate: Arc<Gate>,
         conn: &ConnDownloads,
         exclusive_wire: bool,
-        settle: Settle,
+        reservation: Reservation,
     ) -> FileStream {
         let Source { file, start, len, memory } = source;
         let in_stream =
@@ -209,7 +184,7 @@ impl FileStream {
             yielded_at: None,
             gate,
             outcome: None,
-            settle: Some(settle),
+            reservation: Some(reservation),
             written,
             _registration,
         };
@@ -365,8 +340,8 @@ impl Drop for FileStream {
             (Some((w, at_start)), o) if o != Outcome::Complete => self.sent.min(w.get().saturating_sub(*at_start)),
             _ => self.sent,
         };
-        if let Some(settle) = self.settle.take() {
-            settle(sent, outcome);
+        if let Some(r) = self.reservation.take() {
+            r.finish(sent, outcome);
         }
     }
 }

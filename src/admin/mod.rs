@@ -125,6 +125,20 @@ fn body_deadline(state: &AppState) -> std::time::Duration {
     std::time::Duration::from_secs(state.config.server.body_read_timeout_secs)
 }
 
+/// The one place a storage failure becomes an answer, for the admin API and downloads alike:
+/// transient ones (I/O, a full disk, shutdown) are `503` with `Retry-After`; the rest (damaged
+/// data, a broken invariant) are `500`, saying nothing. The log says everything.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        if e.is_transient() {
+            tracing::error!(error = %e, "store unavailable");
+            ApiError::Unavailable { retry_after_secs: 5 }
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
 /// A JSON response.
 pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
     let mut r = Response::new(Body::from_bytes(value.to_string()));

@@ -143,9 +143,7 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
                 let prefix = format!("{}\0", i.product_id);
                 let Some(idx) = taken.iter().position(|(k, _)| k.starts_with(&prefix)) else {
                     // Cannot happen (every pool was counted above); never panic in the writer.
-                    return Err(crate::store::StoreError::CommitFailed(
-                        "key pool changed under the transaction".into(),
-                    ));
+                    return Err(crate::store::StoreError::Bug("key pool changed under the transaction".into()));
                 };
                 let (pool_key, sealed) = taken.remove(idx);
                 tx.remove("key_pool", &pool_key)?;

@@ -109,6 +109,31 @@ pub enum StoreError {
     Unavailable,
     #[error("damaged: {0}")]
     Corrupt(String),
+    /// An invariant of the code itself failed ("cannot happen").
+    #[error("internal: {0}")]
+    Bug(String),
+}
+
+impl StoreError {
+    /// Would the same call likely succeed later — an I/O error, a full disk, a database being
+    /// reopened, a shutdown? Otherwise the data or the code is wrong (a damaged file, a stored
+    /// value that does not decode, a broken invariant) and retrying will not help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io(_) | StoreError::Closed | StoreError::CommitFailed(_) | StoreError::Unavailable => true,
+            StoreError::Db(e) => matches!(
+                e,
+                redb::Error::Io(_)
+                    | redb::Error::PreviousIo
+                    | redb::Error::DatabaseAlreadyOpen
+                    | redb::Error::DatabaseClosed
+                    | redb::Error::WouldBlock
+                    | redb::Error::TransactionInProgress
+                    | redb::Error::ReadTransactionStillInUse(_)
+            ),
+            StoreError::Encoding(_) | StoreError::Corrupt(_) | StoreError::Bug(_) => false,
+        }
+    }
 }
 
 macro_rules! redb_from {
@@ -564,6 +589,20 @@ fn scan_records(
 mod tests {
     use super::*;
     use crate::activity::{Entry, Kind};
+
+    #[test]
+    fn io_failures_are_transient_and_damage_or_bugs_are_not() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        assert!(StoreError::Io(enospc()).is_transient());
+        assert!(StoreError::Db(redb::Error::Io(enospc())).is_transient());
+        assert!(StoreError::Db(redb::Error::PreviousIo).is_transient());
+        assert!(StoreError::Closed.is_transient() && StoreError::Unavailable.is_transient());
+        assert!(!StoreError::Corrupt("short file".into()).is_transient());
+        assert!(!StoreError::Db(redb::Error::Corrupted("page".into())).is_transient());
+        assert!(!StoreError::Bug("cannot happen".into()).is_transient());
+        let undecodable = serde_json::from_slice::<FileRecord>(b"{").unwrap_err();
+        assert!(!StoreError::Encoding(undecodable).is_transient());
+    }
 
     fn pending_after_close(dir: &Path) -> bool {
         let db = redb::ReadOnlyDatabase::open(dir.join("keydrop.redb")).unwrap();

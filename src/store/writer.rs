@@ -187,7 +187,7 @@ impl Writer {
     ) -> Result<T, StoreError> {
         let op = Op::Txn(Box::new(move |tx| f(tx).map(|v| Box::new(v) as Box<dyn Any + Send>)));
         let out = self.commit(vec![op]).await?.output.ok_or(StoreError::Closed)?;
-        out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::CommitFailed("txn output type".into()))
+        out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::Bug("txn output type".into()))
     }
 
     /// Waits until everything queued before this call is durable.
@@ -433,7 +433,7 @@ pub struct Tx<'a, 't> {
 
 impl<'t> Tx<'_, 't> {
     fn kv(&mut self, table: &'static str) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
-        self.kv.get_mut(table).ok_or_else(|| StoreError::CommitFailed(format!("unknown table {table}")))
+        self.kv.get_mut(table).ok_or_else(|| StoreError::Bug(format!("unknown table {table}")))
     }
 
     pub fn get_raw(&mut self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -522,7 +522,7 @@ impl<'t> Tx<'_, 't> {
                 }
             }
             Op::PutLink(rec) => {
-                let id = hex::decode(&rec.link_id).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
+                let id = hex::decode(&rec.link_id).map_err(|e| StoreError::Bug(e.to_string()))?;
                 self.links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
                 self.spent.insert(rec.spent_key().as_slice(), 0)?;
                 self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
@@ -799,7 +799,7 @@ fn apply(
     // count them twice).
     set_journal_applied(&tx, applied)?;
     if journalled {
-        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::CommitFailed(e.to_string()))?;
+        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
         // Durable before redb makes it visible: a reader never sees what a crash could take back.
         logs.journal.append(&logs.frame)?;
         tx.commit()?;
