@@ -1,25 +1,46 @@
 //! The activity log's filter index (API.md §5.2): `GET /api/activity` filtered by `order_id`,
 //! `tenant_id` or `kind` reads this index, never the whole log.
 //!
-//! One redb table, `activity_ix`: `(tag, seq) → offset` of the record in the record file. Every
-//! record gets up to three entries: one for its kind, one for its tenant, one for its order. A
-//! tag is a namespaced 64-bit value — the kind's number, or a hash (FNV-1a) of the tenant or
-//! order id — so keys are fixed-width and small, and all of one tag's entries are adjacent in
-//! `seq` order: a filtered query is one range scan of the tag, reading each match's line at its
-//! offset. A hash may collide; the query checks every record it reads against the filter, so a
-//! collision costs a read, never a wrong answer.
+//! Every record has up to three tags: its kind's, its tenant's and its order's — a namespaced
+//! 64-bit value, the FNV-1a hash of the name or id — so all of one tag's records can be listed in
+//! `seq` order as `(seq, offset in the record file)`. A hash may collide; the query checks every
+//! record it reads against the filter, so a collision costs a read, never a wrong answer.
 //!
-//! Entries are written in the transaction that appends their records (the writer's group commit,
-//! and the journal's replay after a crash, which computes them again from the replayed records),
-//! so the index is exactly as durable and as visible as the records. A database from before the
-//! index gets it built from the record file on first start ([`build`]).
+//! ## Why chunks, written now and then
+//!
+//! One B-tree entry per record and tag was tried first: six inserts per download, each on another
+//! leaf page once downloads are spread over many orders, which tripled the writer's time per
+//! download. So the writer keeps the entries of recent records in memory, in [`Recent`] (a list
+//! per tag), and from time to time writes each tag's list as one row of `activity_ix_chunks`:
+//! `(tag, first seq) → packed (seq, offset) pairs`. A flush costs one insert per tag seen since
+//! the last one — a few thousand for thousands of orders — whatever the number of records.
+//!
+//! A flush happens inside a durable redb commit once [`FLUSH_AT`] entries are held, and at stop;
+//! the same commit sets `meta/activity_ix_through`, the last `seq` the table covers. Nothing is
+//! lost to a crash: on start ([`catch_up`]) the records after `activity_ix_through` are read back
+//! from the record file (journal replay has already put them there) and indexed into the table —
+//! the same path that builds the index of a database from before it. A query takes the tag's
+//! entries from [`Recent`] *before* its read transaction begins and merges them with the table's
+//! rows (see [`scan`]): whatever a flush moved in between is seen on one side or both, never
+//! neither.
 
 use super::StoreError;
 use crate::activity::{Entry, Kind, Record};
 use redb::{ReadableTable, Table, TableDefinition};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
-/// `(tag, seq)` → offset of the record's line in the record file.
-pub(crate) const ACTIVITY_IX: TableDefinition<(u64, u64), u64> = TableDefinition::new("activity_ix");
+/// `(tag, seq of the chunk's first record)` → the chunk: `(seq, offset)` pairs, 16 bytes each
+/// (little-endian), ascending.
+pub(crate) const ACTIVITY_IX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("activity_ix_chunks");
+
+/// Entries held in memory (16 bytes each) before the next durable commit writes them out: about
+/// 170,000 downloads' records, which a start after a crash reads back (well under a second).
+/// Smaller in the crate's unit tests, so that they cross it.
+pub const FLUSH_AT: usize = if cfg!(test) { 16 * 1024 } else { 512 * 1024 };
+
+/// `meta` key: the last `seq` whose entries the table holds (u64, big-endian; absent = none).
+const THROUGH: &str = "activity_ix_through";
 
 /// A record's index tags; 0 means none.
 pub type Tags = [u64; 3];
@@ -57,57 +78,229 @@ pub fn tags_of(e: &Entry) -> Tags {
     tags(e.kind, e.tenant_id.as_deref(), e.order_id.as_deref())
 }
 
-/// The tags of a stored record (replay and the first build).
+/// The tags of a stored record.
 pub fn tags_of_stored(json: &[u8]) -> Result<Tags, StoreError> {
     let r: Record = serde_json::from_slice(json)?;
     Ok(tags(r.kind, r.tenant_id.as_deref(), r.order_id.as_deref()))
 }
 
-/// Indexes record `seq`, stored at `offset`.
-pub(super) fn insert(
-    ix: &mut Table<'_, (u64, u64), u64>,
-    tags: &Tags,
-    seq: u64,
-    offset: u64,
-) -> Result<(), StoreError> {
-    for tag in tags.iter().filter(|t| **t != 0) {
-        ix.insert((*tag, seq), offset)?;
+/// Per tag, `(seq, offset)` in `seq` order.
+#[derive(Debug, Default)]
+struct Lists {
+    by_tag: HashMap<u64, Vec<(u64, u64)>>,
+    entries: usize,
+    /// The last `seq` added.
+    last_seq: u64,
+}
+
+impl Lists {
+    fn add(&mut self, tags: &Tags, seq: u64, offset: u64) {
+        for tag in tags.iter().filter(|t| **t != 0) {
+            self.by_tag.entry(*tag).or_default().push((seq, offset));
+            self.entries += 1;
+        }
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// Writes one chunk per tag, in tag order, and the `seq` the table now covers.
+    fn write(&self, tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut ix = tx.open_table(ACTIVITY_IX)?;
+        let mut tags: Vec<_> = self.by_tag.iter().collect();
+        tags.sort_unstable_by_key(|(t, _)| **t);
+        for (tag, list) in tags {
+            insert_chunk(&mut ix, *tag, list)?;
+        }
+        set_through(tx, self.last_seq)
+    }
+}
+
+fn insert_chunk(ix: &mut Table<'_, (u64, u64), &[u8]>, tag: u64, list: &[(u64, u64)]) -> Result<(), StoreError> {
+    let Some(first) = list.first() else { return Ok(()) };
+    let mut packed = Vec::with_capacity(list.len() * 16);
+    for (seq, offset) in list {
+        packed.extend_from_slice(&seq.to_le_bytes());
+        packed.extend_from_slice(&offset.to_le_bytes());
+    }
+    ix.insert((tag, first.0), packed.as_slice())?;
+    Ok(())
+}
+
+fn unpack(chunk: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    chunk.chunks_exact(16).map(|c| {
+        let (s, o) = c.split_at(8);
+        (u64::from_le_bytes(s.try_into().unwrap_or_default()), u64::from_le_bytes(o.try_into().unwrap_or_default()))
+    })
+}
+
+fn through(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = tx.open_table(super::META)?;
+    let v = meta.get(THROUGH)?.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes));
+    Ok(v.unwrap_or(0))
+}
+
+fn set_through(tx: &redb::WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    if seq > 0 {
+        tx.open_table(super::META)?.insert(THROUGH, seq.to_be_bytes().as_slice())?;
     }
     Ok(())
 }
 
-/// `(seq, offset)` of the records with `tag` from `from_seq` on, in order, fed to `f` until it
-/// returns `false`.
+/// The entries of records the table does not cover yet (see the module docs). Written by the
+/// writer thread only; read by queries.
+#[derive(Debug, Clone, Default)]
+pub struct Recent(Arc<RwLock<Lists>>);
+
+impl Recent {
+    /// After a commit: the entries of its records.
+    pub(super) fn add(&self, group: &[(Tags, u64, u64)]) {
+        let mut lists = self.0.write().expect("not poisoned");
+        for (tags, seq, offset) in group {
+            lists.add(tags, *seq, *offset);
+        }
+    }
+
+    /// Whether the next durable commit should write the held entries out.
+    pub(super) fn due(&self) -> bool {
+        self.0.read().expect("not poisoned").entries >= FLUSH_AT
+    }
+
+    /// Inside a durable commit: everything held, plus `group` (this commit's records).
+    pub(super) fn write_into(&self, tx: &redb::WriteTransaction, group: &[(Tags, u64, u64)]) -> Result<(), StoreError> {
+        let held = self.0.read().expect("not poisoned");
+        if group.is_empty() {
+            return held.write(tx);
+        }
+        let mut all = Lists { by_tag: held.by_tag.clone(), entries: held.entries, last_seq: held.last_seq };
+        for (tags, seq, offset) in group {
+            all.add(tags, *seq, *offset);
+        }
+        all.write(tx)
+    }
+
+    /// After that durable commit succeeded.
+    pub(super) fn clear(&self) {
+        *self.0.write().expect("not poisoned") = Lists::default();
+    }
+
+    /// `(seq, offset)` of the held entries of `tag` from `from_seq` on.
+    pub(super) fn of(&self, tag: u64, from_seq: u64) -> Vec<(u64, u64)> {
+        let held = self.0.read().expect("not poisoned");
+        held.by_tag.get(&tag).map_or_else(Vec::new, |l| l.iter().copied().filter(|(s, _)| *s >= from_seq).collect())
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.0.read().expect("not poisoned").entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `(seq, offset)` of the records with `tag` from `from_seq` on, in `seq` order — the table's
+/// chunks merged with `recent` (taken from [`Recent::of`] before the read transaction began; an
+/// entry on both sides is read once) — fed to `f` until it returns `false`.
 pub(super) fn scan(
-    ix: &impl ReadableTable<(u64, u64), u64>,
+    ix: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    recent: Vec<(u64, u64)>,
     tag: u64,
     from_seq: u64,
     mut f: impl FnMut(u64, u64) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    for item in ix.range((tag, from_seq)..=(tag, u64::MAX))? {
-        let (k, v) = item?;
-        if !f(k.value().1, v.value())? {
-            break;
+    // The chunk that starts at or before `from_seq` may hold later records too.
+    let first = match ix.range((tag, 0)..=(tag, from_seq))?.next_back() {
+        Some(item) => item?.0.value().1,
+        None => from_seq,
+    };
+    let mut last = 0u64;
+    for item in ix.range((tag, first)..=(tag, u64::MAX))? {
+        let (_, chunk) = item?;
+        for (seq, offset) in unpack(chunk.value()).filter(|(s, _)| *s >= from_seq) {
+            if seq > last {
+                last = seq;
+                if !f(seq, offset)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    for (seq, offset) in recent.into_iter().filter(|(s, _)| *s >= from_seq) {
+        if seq > last {
+            last = seq;
+            if !f(seq, offset)? {
+                return Ok(());
+            }
         }
     }
     Ok(())
 }
 
-/// Indexes every record of a database from before the index, reading the record file once.
-pub(super) fn build(tx: &redb::WriteTransaction, records_path: &std::path::Path) -> Result<u64, StoreError> {
-    let mut ix = tx.open_table(ACTIVITY_IX)?;
+/// Indexes, straight into the table, every record after the `seq` the table covers — read back
+/// from the record file — and moves that mark to the end: after a crash (the held entries were
+/// lost, the records were not), and for a database from before the index. Returns how many
+/// records it indexed.
+pub(super) fn catch_up(tx: &redb::WriteTransaction, records_path: &std::path::Path) -> Result<u64, StoreError> {
+    let from = through(tx)? + 1;
+    let mut lists = Lists::default();
     let mut n = 0;
-    super::records::walk_write(tx, records_path, |seq, offset, json| {
-        insert(&mut ix, &tags_of_stored(json)?, seq, offset)?;
+    super::records::walk_write(tx, records_path, from, |seq, offset, json| {
+        lists.add(&tags_of_stored(json)?, seq, offset);
         n += 1;
+        if lists.entries >= FLUSH_AT {
+            lists.write(tx)?;
+            lists = Lists::default();
+        }
         Ok(())
     })?;
+    lists.write(tx)?;
     Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableDatabase;
+
+    #[test]
+    fn a_scan_merges_stored_chunks_and_held_entries_in_seq_order_reading_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let recent = Recent::default();
+        let (tag, other) = (order_tag("o7"), order_tag("o8"));
+        let t = |tag| [kind_tag(Kind::KeyAccessed), 0, tag];
+        recent.add(&[(t(tag), 1, 10), (t(tag), 3, 30)]);
+        let tx = db.begin_write().unwrap();
+        recent.write_into(&tx, &[(t(tag), 5, 50), (t(other), 6, 60)]).unwrap();
+        tx.commit().unwrap();
+        // The flush committed but `Recent` still holds 1 and 3 (cleared only afterwards), and 7.
+        recent.add(&[(t(tag), 7, 70)]);
+        let rtx = db.begin_read().unwrap();
+        let ix = rtx.open_table(ACTIVITY_IX).unwrap();
+        let mut seen = Vec::new();
+        scan(&ix, recent.of(tag, 1), tag, 1, |seq, off| {
+            seen.push((seq, off));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(1, 10), (3, 30), (5, 50), (7, 70)]);
+        let mut from_3 = Vec::new();
+        scan(&ix, recent.of(tag, 3), tag, 3, |seq, _| {
+            from_3.push(seq);
+            Ok(from_3.len() < 2)
+        })
+        .unwrap();
+        assert_eq!(from_3, vec![3, 5], "starts inside a chunk at from_seq and stops when told");
+        let mut kinds = 0;
+        scan(&ix, recent.of(kind_tag(Kind::KeyAccessed), 1), kind_tag(Kind::KeyAccessed), 1, |_, _| {
+            kinds += 1;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(kinds, 5);
+        recent.clear();
+        assert!(recent.is_empty());
+    }
 
     #[test]
     fn tags_of_an_entry_and_of_its_stored_record_agree_and_namespaces_differ() {

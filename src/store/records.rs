@@ -133,27 +133,39 @@ pub(super) fn walk(
     Ok(())
 }
 
-/// Feeds `f` every record the write transaction's [`End`] covers, as `(seq, offset, stored
-/// bytes)`, reading the file once from its start (building an index over an existing log).
+/// Feeds `f` every record from `from_seq` to the write transaction's [`End`], as `(seq, offset,
+/// stored bytes)` (indexing records after a crash, or a whole log the first time).
 pub(super) fn walk_write(
     tx: &WriteTransaction,
     path: &Path,
+    from_seq: u64,
     mut f: impl FnMut(u64, u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let end = end(&tx.open_table(META)?)?;
-    if end.next_seq <= 1 {
+    let from = from_seq.max(1);
+    if from >= end.next_seq {
         return Ok(());
     }
-    let file = File::open(path).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
-    let mut r = BufReader::with_capacity(1 << 20, file.take(end.len));
-    let (mut seq, mut offset, mut line) = (1u64, 0u64, Vec::with_capacity(1024));
+    let (mut seq, mut offset) = match tx.open_table(ACTIVITY_POS)?.range(..=from)?.next_back() {
+        Some(item) => {
+            let (k, v) = item?;
+            (k.value(), v.value())
+        }
+        None => (1, 0),
+    };
+    let mut file = File::open(path).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut r = BufReader::with_capacity(1 << 20, file.take(end.len.saturating_sub(offset)));
+    let mut line = Vec::with_capacity(1024);
     while seq < end.next_seq {
         line.clear();
         let n = r.read_until(b'\n', &mut line)? as u64;
         if line.pop() != Some(b'\n') {
             return Err(StoreError::Corrupt(format!("{} ends before record {seq}", path.display())));
         }
-        f(seq, offset, &line)?;
+        if seq >= from {
+            f(seq, offset, &line)?;
+        }
         offset += n;
         seq += 1;
     }

@@ -15,7 +15,7 @@
 //! bumped so caches reload from disk.
 
 use super::disk::{DbHandle, DiskSwitch};
-use super::index::{self, Tags, ACTIVITY_IX};
+use super::index::{self, Tags};
 use super::journal::{Frame, FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
 use super::records::{self, RecordFile, ACTIVITY_POS};
 use super::{
@@ -125,6 +125,8 @@ pub struct Writer {
     tx: mpsc::UnboundedSender<Msg>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     pub stats: Arc<WriterStats>,
+    /// Filter index entries the index table does not hold yet (see [`index`]).
+    pub(super) recent: index::Recent,
 }
 
 struct Chain {
@@ -155,11 +157,21 @@ impl Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
+        let recent = index::Recent::default();
+        let held = recent.clone();
         let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
-            let logs = Logs { mirror, journal, frame: FrameBuf::default(), records, group_records: Vec::new() };
+            let logs = Logs {
+                mirror,
+                journal,
+                frame: FrameBuf::default(),
+                records,
+                group_records: Vec::new(),
+                group_ix: Vec::new(),
+                recent: held,
+            };
             run(db, rx, chain, epoch, st, clock, logs)
         })?;
-        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats })
+        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent })
     }
 
     /// Queues ops without waiting. Never blocks; fails only if the writer has stopped.
@@ -379,6 +391,18 @@ fn run(
     if let Err(e) = logs.records.sync() {
         tracing::error!(error = %e, "could not sync the activity record file at stop");
     }
+    // The held index entries, so the next start need not read those records back.
+    if !broken && !logs.recent.is_empty() {
+        let flushed = handle.get().and_then(|db| {
+            let tx = db.begin_write()?;
+            logs.recent.write_into(&tx, &[])?;
+            tx.commit()?;
+            Ok(())
+        });
+        if let Err(e) = flushed {
+            tracing::warn!(error = %e, "could not write the filter index at stop; the next start rebuilds it");
+        }
+    }
     tracing::debug!("store writer stopped");
 }
 
@@ -396,6 +420,8 @@ fn healthy(
         let db = handle.get()?;
         let frames = logs.journal.read_back()?;
         logs.journal.restart(recover(&db, &frames, &mut logs.records)?);
+        // Recovery indexed every record the index table lacked.
+        logs.recent.clear();
         let gate_version = chain.gate_version;
         *chain = Chain { gate_version, ..load_chain(&db, logs.records.path())? };
         *broken = false;
@@ -415,8 +441,9 @@ pub struct Tx<'a, 't> {
     /// This group's records, one per line, for the record file.
     records: &'a mut Vec<u8>,
     activity_at: &'a mut Table<'t, (u64, u64), ()>,
-    /// The filter index ([`index`]), and the record file's length before this group's append.
-    ix: &'a mut Table<'t, (u64, u64), u64>,
+    /// The group's filter index entries — `(tags, seq, offset)` — and the record file's length
+    /// before this group's append (see [`index`]).
+    ix: &'a mut Vec<(Tags, u64, u64)>,
     base_offset: u64,
     chain: &'a mut Chain,
     now_us: u64,
@@ -490,7 +517,7 @@ impl<'t> Tx<'_, 't> {
             self.at_text = (at_us, format_micros(at_us));
         }
         let (json, hash) = Record::seal_body(body, seq, &self.at_text.1, &self.chain.prev_hash);
-        index::insert(self.ix, tags, seq, self.base_offset + self.records.len() as u64)?;
+        self.ix.push((*tags, seq, self.base_offset + self.records.len() as u64));
         self.records.extend_from_slice(&json);
         self.records.push(b'\n');
         index_at(self.activity_at, &mut self.indexed_at, seq, at_us)?;
@@ -564,6 +591,9 @@ struct Logs {
     frame: FrameBuf,
     records: RecordFile,
     group_records: Vec<u8>,
+    /// The group's filter index entries, and those the index table does not hold yet.
+    group_ix: Vec<(Tags, u64, u64)>,
+    recent: index::Recent,
 }
 
 /// `meta` key: the number of the last journal frame whose changes redb holds (u64, big-endian).
@@ -668,7 +698,6 @@ pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile)
 
         let mut spent = tx.open_table(SPENT)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
-        let mut ix = tx.open_table(ACTIVITY_IX)?;
         let mut indexed_at = None;
         let (mut replayed, mut replayed_records) = (0u64, 0u64);
         for f in frames.iter().filter(|f| f.number > applied) {
@@ -679,7 +708,6 @@ pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile)
                     JournalOp::Refund { key, bytes } => add_spent(&mut spent, key, *bytes, false)?,
                     JournalOp::Record { seq, at_us, json } => {
                         follow(&mut end, *seq)?;
-                        index::insert(&mut ix, &index::tags_of_stored(json)?, *seq, records.len() + buf.len() as u64)?;
                         buf.extend_from_slice(json);
                         buf.push(b'\n');
                         index_at(&mut activity_at, &mut indexed_at, *seq, *at_us)?;
@@ -701,22 +729,14 @@ pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile)
     records.truncate()?;
     records.sync()?;
     records::set_end(&tx, end)?;
-    if !indexed(&tx)? {
-        let n = index::build(&tx, records.path())?;
-        tx.open_table(META)?.insert(INDEXED, [1u8].as_slice())?;
-        tracing::info!(records = n, "built the activity filter index");
+    let indexed = index::catch_up(&tx, records.path())?;
+    if indexed > 0 {
+        tracing::info!(records = indexed, "indexed the activity records the filter index lacked");
     }
     let applied = frames.last().map_or(0, |f| f.number).max(applied);
     set_journal_applied(&tx, applied)?;
     tx.commit()?;
     Ok(applied)
-}
-
-/// `meta` key, present once every record is in the filter index ([`index`]).
-const INDEXED: &str = "activity_ix";
-
-fn indexed(tx: &redb::WriteTransaction) -> Result<bool, StoreError> {
-    Ok(tx.open_table(META)?.get(INDEXED)?.is_some())
 }
 
 /// Counts record `seq` into `end`, which must be where it belongs: the log is gap-free.
@@ -747,13 +767,13 @@ fn apply(
     let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
     logs.frame.clear();
     logs.group_records.clear();
+    logs.group_ix.clear();
     let first_seq = chain.next_seq;
     let keep = logs.mirror.is_some();
     {
         let mut links = tx.open_table(LINKS)?;
         let mut spent = tx.open_table(SPENT)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
-        let mut ix = tx.open_table(ACTIVITY_IX)?;
         let mut kv = BTreeMap::new();
         if !hot {
             for name in KV_TABLES {
@@ -766,7 +786,7 @@ fn apply(
             kv: &mut kv,
             records: &mut logs.group_records,
             activity_at: &mut activity_at,
-            ix: &mut ix,
+            ix: &mut logs.group_ix,
             base_offset: logs.records.len(),
             chain,
             now_us,
@@ -803,10 +823,20 @@ fn apply(
         // Durable before redb makes it visible: a reader never sees what a crash could take back.
         logs.journal.append(&logs.frame)?;
         tx.commit()?;
+        logs.recent.add(&logs.group_ix);
     } else {
+        let flush = logs.recent.due();
+        if flush {
+            logs.recent.write_into(&tx, &logs.group_ix)?;
+        }
         // Records first: redb's durable end must never cover bytes that are not on disk.
         logs.records.sync()?;
         tx.commit()?;
+        if flush {
+            logs.recent.clear();
+        } else {
+            logs.recent.add(&logs.group_ix);
+        }
         logs.journal.restart(applied);
     }
     Ok(results)
