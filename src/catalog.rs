@@ -10,7 +10,7 @@
 //! same path does not change what an already-loaded entry serves until restart.
 
 use crate::representation;
-use crate::store::{file_key, FileRecord, Op, Store, StoreError};
+use crate::store::{FileRecord, Op, Store, StoreError};
 use base64::Engine;
 use dashmap::DashMap;
 use std::fs::File;
@@ -55,13 +55,7 @@ pub struct FileSpec {
 }
 
 /// What [`Catalog::attach`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attached {
-    Created(FileRecord),
-    /// The same file was attached already; its labels (version, language, file type) are now
-    /// the ones given.
-    Existing(FileRecord),
-}
+pub use crate::store::commands::Attach as Attached;
 
 /// Resolves `rel` under `files_dir`, refusing absolute paths, `..`, and symlinks that lead out.
 pub fn confine(files_dir: &Path, rel: &str) -> Result<PathBuf, FileError> {
@@ -194,24 +188,7 @@ impl Catalog {
             file_type: spec.file_type,
             retired_at: None,
         };
-        let key = file_key(&rec.product_id, &rec.file_id);
-        let outcome = self
-            .store
-            .writer()
-            .txn(move |tx| match tx.get_json::<FileRecord>("files", &key)? {
-                None => {
-                    tx.put_json("files", &key, &rec)?;
-                    Ok(Ok(Attached::Created(rec)))
-                }
-                Some(old) if old.path == rec.path && old.size == rec.size && old.filename == rec.filename => {
-                    let relabelled =
-                        FileRecord { version: rec.version, language: rec.language, file_type: rec.file_type, ..old };
-                    tx.put_json("files", &key, &relabelled)?;
-                    Ok(Ok(Attached::Existing(relabelled)))
-                }
-                Some(old) => Ok(Err(FileError::Exists(Box::new(old)))),
-            })
-            .await??;
+        let outcome = self.store.attach_file(rec).await?.map_err(FileError::Exists)?;
         let rec = match &outcome {
             Attached::Created(r) | Attached::Existing(r) => r,
         };
@@ -235,22 +212,7 @@ impl Catalog {
         file_id: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<FileRecord, FileError> {
-        let key = file_key(product_id, file_id);
-        let rec = self
-            .store
-            .writer()
-            .txn(move |tx| {
-                let Some(mut rec) = tx.get_json::<FileRecord>("files", &key)? else {
-                    return Ok(None);
-                };
-                if rec.retired_at.is_none() {
-                    rec.retired_at = Some(now);
-                    tx.put_json("files", &key, &rec)?;
-                }
-                Ok(Some(rec))
-            })
-            .await?
-            .ok_or(FileError::Unknown)?;
+        let rec = self.store.retire_file(product_id, file_id, now).await?.ok_or(FileError::Unknown)?;
         self.forget(product_id, file_id);
         Ok(rec)
     }

@@ -81,9 +81,7 @@ pub async fn handle(
             e
         });
         // A refusal record may lag: it never guards a byte.
-        if let Some(e) = record {
-            let _ = state.store.writer().send(vec![crate::store::Op::append(e)]);
-        }
+        state.store.append_later(record.into_iter().collect());
         err
     };
     match link.gate.access() {

@@ -21,6 +21,7 @@
 
 use crate::activity::Entry;
 use crate::metrics::LedgerMetrics;
+use crate::store::writer::GateSink;
 use crate::store::{Access, LinkRecord, Op, OrderGate, Store, StoreError};
 
 use crate::token::LinkId;
@@ -143,6 +144,16 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.settle(0, Outcome::Aborted);
+    }
+}
+
+impl GateSink for Ledger {
+    fn gate_committed(&self, order_id: &str, gate: &OrderGate, version: u64) {
+        if let Err(e) = self.gate_changed(order_id, gate, version) {
+            // The cache cannot load the gate: drop it, so the next request reads the disk.
+            tracing::error!(order_id, error = %e, "gate change not applied in memory; reloading");
+            self.gates.remove(order_id);
+        }
     }
 }
 
@@ -322,27 +333,25 @@ impl Ledger {
         Ok(())
     }
 
-    /// Sets an order's access durably (with its activity record), then in memory. Closing a gate
-    /// notifies every connection so in-flight downloads of that order stop at once.
+    /// Sets an order's access durably (with its activity record); memory follows on commit
+    /// ([`GateSink`]). Closing a gate notifies every connection so in-flight downloads of that
+    /// order stop at once.
     pub async fn set_access(&self, order_id: &str, gate: OrderGate, record: Option<Entry>) -> Result<(), StoreError> {
-        let (order, g) = (order_id.to_owned(), gate.clone());
-        let version = self
-            .store
+        let order = order_id.to_owned();
+        self.store
             .writer()
             .txn(move |tx| {
-                let v = tx.put_gate(&order, &g)?;
+                tx.put_gate(&order, &gate)?;
                 if let Some(r) = record {
                     tx.append(r)?;
                 }
-                Ok(v)
+                Ok(())
             })
-            .await?;
-        self.gate_changed(order_id, gate, version)
+            .await
     }
 
-    /// Applies a durable gate change (version from [`crate::store::writer::Tx::put_gate`]) to
-    /// memory, unless a newer change got there first.
-    pub fn gate_changed(&self, order_id: &str, gate: OrderGate, version: u64) -> Result<(), StoreError> {
+    /// Applies a committed gate change to memory, unless a newer change got there first.
+    fn gate_changed(&self, order_id: &str, gate: &OrderGate, version: u64) -> Result<(), StoreError> {
         let g = self.gate(order_id, gate.tenant_id.clone())?;
         {
             let mut v = g.version.lock().expect("not poisoned");
@@ -356,6 +365,12 @@ impl Ledger {
             self.revocations.send_modify(|n| *n += 1);
         }
         Ok(())
+    }
+
+    /// Registers `ledger` with its store, so committed gate changes reach it ([`GateSink`]).
+    pub fn listen(ledger: &Arc<Ledger>) {
+        let weak: std::sync::Weak<Ledger> = Arc::downgrade(ledger);
+        ledger.store.writer().on_gate_change(weak);
     }
 
     /// Number of links cached.

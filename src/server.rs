@@ -96,10 +96,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
     }
     flusher.abort();
-    let held = state.refusals.drain();
-    if !held.is_empty() {
-        let _ = state.store.writer().send(held.into_iter().map(crate::store::Op::append).collect());
-    }
+    state.store.append_later(state.refusals.drain());
     state.store.close().await;
     tracing::info!("store flushed; stopped");
     Ok(())
@@ -111,10 +108,7 @@ async fn flush_refusals(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let due = state.refusals.due(Instant::now());
-        if !due.is_empty() {
-            let _ = state.store.writer().send(due.into_iter().map(crate::store::Op::append).collect());
-        }
+        state.store.append_later(state.refusals.due(Instant::now()));
     }
 }
 
@@ -389,7 +383,7 @@ async fn readiness(state: &AppState) -> Result<Response<Body>, ApiError> {
     if state.is_draining() {
         return Err(ApiError::Unavailable { retry_after_secs: 5 });
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.store.writer().flush()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.store.commit_check()).await {
         Ok(Ok(())) => Ok(json_ok("{\"status\":\"ready\"}")),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "not ready: the store cannot commit");

@@ -64,6 +64,7 @@ impl AppState {
         let store =
             Arc::new(Store::open_with(&data_dir, clock_offset.clone(), config.activity.jsonl_path.clone(), disk)?);
         let ledger = Arc::new(Ledger::new(store.clone()));
+        Ledger::listen(&ledger);
         let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.writer().stats.metrics);
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
         Ok(Arc::new(AppState {

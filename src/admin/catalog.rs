@@ -66,17 +66,7 @@ pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Val
         key_required,
         updated_at: ctx.state.now(),
     };
-    let p = product.clone();
-    let created = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            let existed = tx.get_raw("products", &p.product_id)?.is_some();
-            tx.put_json("products", &p.product_id, &p)?;
-            Ok(!existed)
-        })
-        .await?;
+    let created = ctx.state.store.put_product(product.clone()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, product_json(ctx, &product)?))
 }
@@ -113,19 +103,15 @@ fn file_error(e: FileError) -> ApiError {
     }
 }
 
-fn keys_available(ctx: &Ctx<'_>, product_id: &str) -> Result<usize, ApiError> {
-    Ok(ctx.state.store.scan_prefix("key_pool", &format!("{product_id}\0"), usize::MAX)?.len())
-}
-
 fn product_json(ctx: &Ctx<'_>, p: &Product) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(p).unwrap_or_default();
     v["files"] = ctx.state.catalog.files_of(&p.product_id)?.iter().map(file_json).collect();
-    v["keys_available"] = keys_available(ctx, &p.product_id)?.into();
+    v["keys_available"] = ctx.state.store.keys_available(&p.product_id)?.into();
     Ok(v)
 }
 
 pub fn load_product(ctx: &Ctx<'_>, product_id: &str) -> Result<Product, ApiError> {
-    ctx.state.store.get_json("products", product_id)?.ok_or(ApiError::Missing { what: "product" })
+    ctx.state.store.product(product_id)?.ok_or(ApiError::Missing { what: "product" })
 }
 
 pub async fn put_file(
@@ -181,32 +167,14 @@ pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>
     }
     f.finish()?;
     let sealed: Vec<Vec<u8>> = got(keys).iter().map(|k| ctx.state.sealer.seal(product_id, k.trim())).collect();
-    let pid = product_id.to_owned();
-    let (added, available) = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            let counter = format!("key_seq\0{pid}");
-            let mut seq: u64 = tx.get_json("meta", &counter)?.unwrap_or(0);
-            for s in &sealed {
-                seq += 1;
-                tx.put_raw("key_pool", &format!("{pid}\0{seq:020}"), s)?;
-            }
-            tx.put_json("meta", &counter, &seq)?;
-            let available = tx.scan_prefix("key_pool", &format!("{pid}\0"), usize::MAX)?.len();
-            Ok((sealed.len(), available))
-        })
-        .await?;
+    let (added, available) = ctx.state.store.add_keys(product_id, sealed).await?;
     Ok((StatusCode::CREATED, json!({ "added": added, "available": available })))
 }
 
 pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut products = Vec::new();
-    for (_, v) in ctx.state.store.scan_prefix("products", "", usize::MAX)? {
-        if let Ok(p) = serde_json::from_slice::<Product>(&v) {
-            products.push(product_json(ctx, &p)?);
-        }
+    for p in ctx.state.store.products()? {
+        products.push(product_json(ctx, &p)?);
     }
     Ok((StatusCode::OK, json!({ "products": products })))
 }

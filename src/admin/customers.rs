@@ -3,8 +3,9 @@
 use super::input::{got, Fields};
 use super::{Ctx, Reply};
 use crate::error::ApiError;
-use crate::model::{Customer, Order, OrderStatus};
+use crate::model::{Customer, OrderStatus};
 use crate::orders::{effective_status, is_country, is_guid};
+use crate::store::commands::CustomerExists;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -43,24 +44,13 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
         country: got(country),
         created_at: ctx.state.now(),
     };
-    let stored = c.clone();
-    let created = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            if tx.get_raw("customers", &stored.tenant_id)?.is_some() {
-                return Ok(Err("a customer with this tenant_id exists"));
-            }
-            if tx.get_raw("customer_domains", &stored.domain)?.is_some() {
-                return Ok(Err("a customer with this domain exists"));
-            }
-            tx.put_json("customers", &stored.tenant_id, &stored)?;
-            tx.put_raw("customer_domains", &stored.domain, stored.tenant_id.as_bytes())?;
-            Ok(Ok(()))
-        })
-        .await?;
-    created.map_err(|d| ApiError::conflict("customer_exists", d))?;
+    ctx.state.store.create_customer(c.clone()).await?.map_err(|e| {
+        let what = match e {
+            CustomerExists::TenantId => "a customer with this tenant_id exists",
+            CustomerExists::Domain => "a customer with this domain exists",
+        };
+        ApiError::conflict("customer_exists", what)
+    })?;
     Ok((StatusCode::CREATED, serde_json::to_value(&c).unwrap_or_default()))
 }
 
@@ -68,20 +58,14 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
 pub fn lookup(ctx: &Ctx<'_>, tenant_or_domain: &str) -> Result<Option<Customer>, ApiError> {
     let key = tenant_or_domain.to_ascii_lowercase();
     if is_guid(&key) {
-        return Ok(ctx.state.store.get_json("customers", &key)?);
+        return Ok(ctx.state.store.customer(&key)?);
     }
-    match ctx.state.store.get_raw("customer_domains", &key)? {
-        Some(t) => Ok(ctx.state.store.get_json("customers", &String::from_utf8_lossy(&t))?),
-        None => Ok(None),
-    }
+    Ok(ctx.state.store.customer_by_domain(&key)?)
 }
 
 pub fn get(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
-    let c: Customer = ctx
-        .state
-        .store
-        .get_json("customers", &tenant_id.to_ascii_lowercase())?
-        .ok_or(ApiError::Missing { what: "customer" })?;
+    let c: Customer =
+        ctx.state.store.customer(&tenant_id.to_ascii_lowercase())?.ok_or(ApiError::Missing { what: "customer" })?;
     Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
 }
 
@@ -91,27 +75,13 @@ pub fn find(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
 }
 
-/// A tenant's orders, newest first.
-pub fn orders_of(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Vec<Order>, ApiError> {
-    let mut out = Vec::new();
-    for (k, _) in ctx.state.store.scan_prefix("tenant_orders", &format!("{tenant_id}\0"), usize::MAX)?.into_iter().rev()
-    {
-        if let Some(order_id) = k.rsplit('\0').next() {
-            if let Some(o) = ctx.state.store.get_json::<Order>("orders", order_id)? {
-                out.push(o);
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub fn software(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
     let tenant_id = tenant_id.to_ascii_lowercase();
-    ctx.state.store.get_raw("customers", &tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
+    ctx.state.store.customer(&tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
     let now = ctx.state.now();
     let retention = ctx.state.config.orders.suspension_retention_days;
     let mut items = Vec::new();
-    for o in orders_of(ctx, &tenant_id)? {
+    for o in ctx.state.store.orders_of(&tenant_id)? {
         let status = effective_status(&o, now, retention);
         for i in &o.items {
             items.push(json!({

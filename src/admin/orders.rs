@@ -11,13 +11,13 @@ use crate::error::ApiError;
 use crate::links::{issue_link, IssueError, IssueRequest};
 use crate::model::{Customer, Order, OrderItem, OrderStatus, ProductKind};
 use crate::orders::{cancellation as preview, effective_status, tax_included, unavailable_in};
-use crate::store::writer::{Tx, ORDER_LINKS};
-use crate::store::{Access, OrderGate, StoreError};
+use crate::store::commands::{Changed, OrderChange};
+use crate::store::Access;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
-    ctx.state.store.get_json("orders", order_id)?.ok_or(ApiError::Missing { what: "order" })
+    ctx.state.store.order(order_id)?.ok_or(ApiError::Missing { what: "order" })
 }
 
 fn order_json(ctx: &Ctx<'_>, o: &Order) -> Value {
@@ -50,8 +50,7 @@ fn require_active(ctx: &Ctx<'_>, o: &Order) -> Result<(), ApiError> {
 
 pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
     let tenant_id = tenant_id.to_ascii_lowercase();
-    let customer: Customer =
-        ctx.state.store.get_json("customers", &tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
+    let customer: Customer = ctx.state.store.customer(&tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
     let now = ctx.state.now();
     let mut f = Fields::new(body, &["items", "purchased_at"]);
     let items = f.objects("items", 100, &["product_id", "quantity"], |i| {
@@ -120,52 +119,9 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     created.order_id = Some(order.order_id.clone());
     created.product_id = (order.items.len() == 1).then(|| order.items[0].product_id.clone());
     created.outcome = Some("created".into());
-    let o = order.clone();
-    let version = ctx
-        .state
-        .store
-        .writer()
-        .txn(move |tx| {
-            // Check every pool first: an order that cannot get all its keys buys nothing.
-            let mut needed: std::collections::BTreeMap<&str, usize> = Default::default();
-            for i in o.items.iter().filter(|i| i.has_key) {
-                *needed.entry(i.product_id.as_str()).or_default() += 1;
-            }
-            let mut taken = Vec::new();
-            for (pid, n) in &needed {
-                let keys = tx.scan_prefix("key_pool", &format!("{pid}\0"), *n)?;
-                if keys.len() < *n {
-                    return Ok(Err(pid.to_string()));
-                }
-                taken.extend(keys);
-            }
-            for i in o.items.iter().filter(|i| i.has_key) {
-                let prefix = format!("{}\0", i.product_id);
-                let Some(idx) = taken.iter().position(|(k, _)| k.starts_with(&prefix)) else {
-                    // Cannot happen (every pool was counted above); never panic in the writer.
-                    return Err(crate::store::StoreError::Bug("key pool changed under the transaction".into()));
-                };
-                let (pool_key, sealed) = taken.remove(idx);
-                tx.remove("key_pool", &pool_key)?;
-                tx.put_raw("order_keys", &format!("{}\0{}", o.order_id, i.item_id), &sealed)?;
-            }
-            tx.put_json("orders", &o.order_id, &o)?;
-            let index = format!("{}\0{}\0{}", o.tenant_id, o.purchased_at.format("%Y%m%dT%H%M%S%.6f"), o.order_id);
-            tx.put_raw("tenant_orders", &index, b"")?;
-            let v =
-                tx.put_gate(&o.order_id, &OrderGate { access: Access::Open, tenant_id: Some(o.tenant_id.clone()) })?;
-            tx.append(created)?;
-            Ok(Ok(v))
-        })
-        .await?;
-    let version = version.map_err(|pid| {
-        ApiError::conflict("out_of_keys", format!("no activation keys left for {pid}; nothing was bought"))
+    ctx.state.store.buy(order.clone(), created).await?.map_err(|e| {
+        ApiError::conflict("out_of_keys", format!("no activation keys left for {}; nothing was bought", e.product_id))
     })?;
-    ctx.state.ledger.gate_changed(
-        &order.order_id,
-        OrderGate { access: Access::Open, tenant_id: Some(tenant_id) },
-        version,
-    )?;
     Ok((StatusCode::CREATED, order_json(ctx, &order)))
 }
 
@@ -179,7 +135,7 @@ async fn open_keys(ctx: &Ctx<'_>, o: &Order, product: Option<&str>) -> Result<Ve
     let mut out = Vec::new();
     let mut records = Vec::new();
     for i in o.items.iter().filter(|i| i.has_key && product.is_none_or(|p| p == i.product_id)) {
-        let Some(sealed) = ctx.state.store.get_raw("order_keys", &format!("{}\0{}", o.order_id, i.item_id))? else {
+        let Some(sealed) = ctx.state.store.order_key(&o.order_id, &i.item_id)? else {
             continue;
         };
         let key = ctx.state.sealer.open(&i.product_id, &sealed).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -188,12 +144,10 @@ async fn open_keys(ctx: &Ctx<'_>, o: &Order, product: Option<&str>) -> Result<Ve
         e.order_id = Some(o.order_id.clone());
         e.product_id = Some(i.product_id.clone());
         e.outcome = Some("disclosed".into());
-        records.push(crate::store::Op::Append(e));
+        records.push(e);
         out.push((i.item_id.clone(), i.product_id.clone(), key));
     }
-    if !records.is_empty() {
-        ctx.state.store.writer().commit(records).await?;
-    }
+    ctx.state.store.append(records).await?;
     Ok(out)
 }
 
@@ -268,26 +222,19 @@ pub fn cancellation(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
     Ok((StatusCode::OK, serde_json::to_value(p).unwrap_or_default()))
 }
 
-/// Loads an order inside one writer transaction (404 if it is gone) and runs `change` on it
-/// there; `change` validates before it writes, so its refusal writes nothing.
-async fn change_order<T: Send + 'static>(
+/// Changes an order by `decide` in one store command (404 if it is gone; a refusal writes
+/// nothing).
+async fn change_order(
     ctx: &Ctx<'_>,
     order_id: &str,
-    change: impl FnOnce(&mut Tx<'_, '_>, Order) -> Result<Result<T, ApiError>, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let id = order_id.to_owned();
-    ctx.state
-        .store
-        .writer()
-        .txn(move |tx| match tx.get_json::<Order>("orders", &id)? {
-            Some(o) => change(tx, o),
-            None => Ok(Err(ApiError::Missing { what: "order" })),
-        })
-        .await?
+    decide: impl FnOnce(Order, usize) -> Result<Option<OrderChange>, ApiError> + Send + 'static,
+) -> Result<Changed, ApiError> {
+    let change = move |stored: Option<Order>, links| match stored {
+        Some(o) => decide(o, links),
+        None => Err(ApiError::Missing { what: "order" }),
+    };
+    ctx.state.store.change_order(order_id, change).await?
 }
-
-/// What an order-changing transaction hands back.
-type Change = Result<(Order, u64, usize), ApiError>;
 
 pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
     load(ctx, order_id)?;
@@ -302,33 +249,23 @@ pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) ->
     let (window, retention) =
         (ctx.state.config.orders.cancel_window_days, ctx.state.config.orders.suspension_retention_days);
     let mut rec = ctx.entry(Kind::OrderCancelled);
-    let id = order_id.to_owned();
-    let change: Change = change_order(ctx, order_id, move |tx, mut o| {
+    let changed = change_order(ctx, order_id, move |mut o, links| {
         let p = preview(&o, now, window, retention);
         if let Some(code) = p.code {
-            return Ok(Err(ApiError::conflict(code, "the order cannot be cancelled now")));
+            return Err(ApiError::conflict(code, "the order cannot be cancelled now"));
         }
         o.status = OrderStatus::Cancelled;
         o.cancelled_at = Some(now);
         o.credit_cents = Some(p.credit_cents);
         o.cancel_reason = reason;
-        tx.put_json("orders", &id, &o)?;
-        let v = tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
-        let links = tx.scan_prefix(ORDER_LINKS, &format!("{id}\0"), usize::MAX)?.len();
         rec.tenant_id = Some(o.tenant_id.clone());
-        rec.order_id = Some(id.clone());
+        rec.order_id = Some(o.order_id.clone());
         rec.bytes = None;
         rec.outcome = Some(format!("cancelled; credit_cents={}; revoked_links={links}", p.credit_cents));
-        tx.append(rec)?;
-        Ok(Ok((o, v, links)))
+        Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), record: Some(rec) }))
     })
-    .await;
-    let (o, version, links) = change?;
-    ctx.state.ledger.gate_changed(
-        &o.order_id,
-        OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) },
-        version,
-    )?;
+    .await?;
+    let Changed { order: o, links } = changed;
     Ok((
         StatusCode::OK,
         json!({"order_id": o.order_id, "status": "cancelled", "cancelled_at": o.cancelled_at, "credit_cents": o.credit_cents, "revoked_links": links}),
@@ -349,53 +286,28 @@ async fn subscription_change(
     let now = ctx.state.now();
     let retention = ctx.state.config.orders.suspension_retention_days;
     let rec = ctx.entry(kind);
-    let id = order_id.to_owned();
-    let change: Result<(Order, Option<u64>), ApiError> = change_order(ctx, order_id, move |tx, mut o| {
+    let changed = change_order(ctx, order_id, move |mut o, _| {
         if !o.is_subscription() {
-            return Ok(Err(ApiError::conflict(
-                "not_a_subscription",
-                "only subscriptions can be suspended or reactivated",
-            )));
+            return Err(ApiError::conflict("not_a_subscription", "only subscriptions can be suspended or reactivated"));
         }
+        let mut e = rec;
+        e.tenant_id = Some(o.tenant_id.clone());
+        e.order_id = Some(o.order_id.clone());
         if effective_status(&o, now, retention) == OrderStatus::Expired && o.status == OrderStatus::Suspended {
             // Retention passed: the order expires now, its links are revoked.
             o.status = OrderStatus::Expired;
-            tx.put_json("orders", &id, &o)?;
-            let v = tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: Some(o.tenant_id.clone()) })?;
-            let mut e = rec;
             e.kind = Kind::OrderRevoked;
-            e.tenant_id = Some(o.tenant_id.clone());
-            e.order_id = Some(id.clone());
             e.outcome = Some("retention_expired".into());
-            tx.append(e)?;
-            return Ok(Ok((o, Some(v))));
+            return Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), record: Some(e) }));
         }
-        let (status, access) = match decide(&o, now) {
-            Ok(Some(x)) => x,
-            Ok(None) => return Ok(Ok((o, None))),
-            Err(e) => return Ok(Err(e)),
-        };
+        let Some((status, access)) = decide(&o, now)? else { return Ok(None) };
         o.status = status;
         o.suspended_at = (status == OrderStatus::Suspended).then_some(now);
-        tx.put_json("orders", &id, &o)?;
-        let v = tx.put_gate(&id, &OrderGate { access, tenant_id: Some(o.tenant_id.clone()) })?;
-        let mut e = rec;
-        e.tenant_id = Some(o.tenant_id.clone());
-        e.order_id = Some(id.clone());
         e.outcome = Some(format!("{status:?}").to_lowercase());
-        tx.append(e)?;
-        Ok(Ok((o, Some(v))))
+        Ok(Some(OrderChange { order: o, access: Some(access), record: Some(e) }))
     })
-    .await;
-    let (o, version) = change?;
-    if let Some(v) = version {
-        let access = match o.status {
-            OrderStatus::Active => Access::Open,
-            OrderStatus::Suspended => Access::Suspended,
-            _ => Access::Revoked,
-        };
-        ctx.state.ledger.gate_changed(&o.order_id, OrderGate { access, tenant_id: Some(o.tenant_id.clone()) }, v)?;
-    }
+    .await?;
+    let o = changed.order;
     if o.status == OrderStatus::Expired {
         return Err(ApiError::conflict(
             "retention_expired",
@@ -433,15 +345,14 @@ pub async fn patch(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> 
         return Err(ApiError::conflict("not_a_subscription", "auto_renew applies to subscriptions only"));
     }
     let auto_renew = got(auto_renew);
-    let id = order_id.to_owned();
-    let updated: Result<Order, ApiError> = change_order(ctx, order_id, move |tx, mut o| {
+    let updated = change_order(ctx, order_id, move |mut o, _| {
         if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Expired) {
-            return Ok(Err(ApiError::Revoked));
+            return Err(ApiError::Revoked);
         }
         o.auto_renew = Some(auto_renew);
-        tx.put_json("orders", &id, &o)?;
-        Ok(Ok(o))
+        Ok(Some(OrderChange { order: o, access: None, record: None }))
     })
-    .await;
-    Ok((StatusCode::OK, order_json(ctx, &updated?)))
+    .await?
+    .order;
+    Ok((StatusCode::OK, order_json(ctx, &updated)))
 }

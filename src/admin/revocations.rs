@@ -9,7 +9,7 @@ use crate::activity::{Entry, Kind};
 use crate::error::ApiError;
 use crate::model::{Order, OrderStatus};
 use crate::state::AppState;
-use crate::store::{writer::ORDER_LINKS, Access, OrderGate};
+use crate::store::commands::Revoked;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -41,35 +41,12 @@ pub async fn push(
     rec.user_agent = user_agent;
     rec.order_id = Some(order_id.clone());
     rec.outcome = Some(reason.clone().unwrap_or_else(|| "revoked".into()));
-    let id = order_id.clone();
-    let (links, already, change) = state
-        .store
-        .writer()
-        .txn(move |tx| {
-            let links = tx.scan_prefix(ORDER_LINKS, &format!("{id}\0"), usize::MAX)?.len();
-            let gate: Option<OrderGate> = tx.get_json("order_gates", &id)?;
-            if gate.as_ref().is_some_and(|g| g.access == Access::Revoked) {
-                return Ok((links, true, None));
-            }
-            let order: Option<Order> = tx.get_json("orders", &id)?;
-            let tenant = order.as_ref().map(|o| o.tenant_id.clone()).or(gate.and_then(|g| g.tenant_id));
-            if let Some(mut o) = order {
-                if matches!(o.status, OrderStatus::Active | OrderStatus::Suspended) {
-                    o.status = OrderStatus::Cancelled;
-                    o.cancelled_at = Some(now);
-                    o.cancel_reason = Some(format!("revoked by the order system: {}", reason.unwrap_or_default()));
-                    tx.put_json("orders", &id, &o)?;
-                }
-            }
-            let g = OrderGate { access: Access::Revoked, tenant_id: tenant.clone() };
-            let v = tx.put_gate(&id, &g)?;
-            rec.tenant_id = tenant;
-            tx.append(rec)?;
-            Ok((links, false, Some((g, v))))
-        })
-        .await?;
-    if let Some((g, v)) = change {
-        state.ledger.gate_changed(&order_id, g, v)?;
-    }
+    let cancel = move |mut o: Order| {
+        o.status = OrderStatus::Cancelled;
+        o.cancelled_at = Some(now);
+        o.cancel_reason = Some(format!("revoked by the order system: {}", reason.unwrap_or_default()));
+        o
+    };
+    let Revoked { links, already } = state.store.revoke(&order_id, cancel, rec).await?;
     Ok((StatusCode::OK, json!({ "order_id": order_id, "revoked_links": links, "already_revoked": already })))
 }

@@ -69,24 +69,12 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
     e.tenant_id = Some(tenant_id);
     e.order_id = req.order_id.clone().or(req.subscription_id.clone());
     e.outcome = Some(req.request_id.clone());
-    let stored = req.clone();
-    ctx.state
-        .store
-        .writer()
-        .txn(move |tx| {
-            tx.put_json("support_requests", &stored.request_id, &stored)?;
-            tx.append(e)?;
-            Ok(())
-        })
-        .await?;
+    ctx.state.store.create_support_request(req.clone(), e).await?;
     Ok((StatusCode::CREATED, json!({ "request_id": req.request_id, "status": req.status })))
 }
 
 pub fn get(ctx: &Ctx<'_>, request_id: &str) -> Result<Reply, ApiError> {
-    let r: SupportRequest = ctx
-        .state
-        .store
-        .get_json("support_requests", request_id)?
-        .ok_or(ApiError::Missing { what: "support request" })?;
+    let r: SupportRequest =
+        ctx.state.store.support_request(request_id)?.ok_or(ApiError::Missing { what: "support request" })?;
     Ok((StatusCode::OK, serde_json::to_value(r).unwrap_or_default()))
 }

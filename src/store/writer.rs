@@ -127,6 +127,7 @@ pub struct Writer {
     pub stats: Arc<WriterStats>,
     /// Filter index entries the index table does not hold yet (see [`index`]).
     pub(super) recent: index::Recent,
+    gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
 }
 
 struct Chain {
@@ -159,6 +160,8 @@ impl Writer {
         let st = stats.clone();
         let recent = index::Recent::default();
         let held = recent.clone();
+        let gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>> = Arc::default();
+        let sink = gate_sink.clone();
         let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
             let logs = Logs {
                 mirror,
@@ -168,10 +171,17 @@ impl Writer {
                 group_records: Vec::new(),
                 group_ix: Vec::new(),
                 recent: held,
+                gates: Vec::new(),
+                gate_sink: sink,
             };
             run(db, rx, chain, epoch, st, clock, logs)
         })?;
-        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent })
+        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, gate_sink })
+    }
+
+    /// Names who hears of committed gate changes (once; later calls change nothing).
+    pub fn on_gate_change(&self, sink: std::sync::Weak<dyn GateSink>) {
+        let _ = self.gate_sink.set(sink);
     }
 
     /// Queues ops without waiting. Never blocks; fails only if the writer has stopped.
@@ -364,6 +374,14 @@ fn run(
                 if let (Some(m), Ok(db)) = (logs.mirror.as_mut(), handle.get()) {
                     m.append(&db, &appended);
                 }
+                // Gate changes reach memory in commit order, before anyone is answered: the next
+                // request after an admin call returns already sees its gate.
+                let sink = logs.gate_sink.get().and_then(std::sync::Weak::upgrade);
+                for (order_id, gate, version) in logs.gates.drain(..) {
+                    if let Some(s) = &sink {
+                        s.gate_committed(&order_id, &gate, version);
+                    }
+                }
                 for (b, committed) in group.drain(..).zip(results) {
                     if let Some(r) = b.reply {
                         let _ = r.send(Ok(committed));
@@ -371,6 +389,7 @@ fn run(
                 }
             }
             Err(e) => {
+                logs.gates.clear();
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                 stats.metrics.failed_commits.inc();
                 tracing::error!(error = %e, batches = group.len(), "store commit failed");
@@ -456,6 +475,8 @@ pub struct Tx<'a, 't> {
     at_text: (u64, String),
     /// The journal frame being built, when this group is journalled rather than fsynced by redb.
     frame: Option<&'a mut FrameBuf>,
+    /// Gate changes of this group, with their versions, for the sink after the commit.
+    gates: &'a mut Vec<(String, OrderGate, u64)>,
 }
 
 impl<'t> Tx<'_, 't> {
@@ -496,12 +517,12 @@ impl<'t> Tx<'_, 't> {
         super::scan_prefix_in(self.kv(table)?, prefix, limit)
     }
 
-    /// Writes an order's gate and returns the change's version (increasing in commit order), for
-    /// [`crate::ledger::Ledger::gate_changed`].
-    pub fn put_gate(&mut self, order_id: &str, gate: &OrderGate) -> Result<u64, StoreError> {
+    /// Writes an order's gate; once the group commits, the store's [`GateSink`] hears of it.
+    pub fn put_gate(&mut self, order_id: &str, gate: &OrderGate) -> Result<(), StoreError> {
         self.put_json(GATES_KV, order_id, gate)?;
         self.chain.gate_version += 1;
-        Ok(self.chain.gate_version)
+        self.gates.push((order_id.to_owned(), gate.clone(), self.chain.gate_version));
+        Ok(())
     }
 
     /// Appends an activity record in this transaction and returns its `seq`.
@@ -594,6 +615,16 @@ struct Logs {
     /// The group's filter index entries, and those the index table does not hold yet.
     group_ix: Vec<(Tags, u64, u64)>,
     recent: index::Recent,
+    /// The group's gate changes, and who hears of them once committed.
+    gates: Vec<(String, OrderGate, u64)>,
+    gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
+}
+
+/// Hears of every committed gate change, in commit order, on the writer thread, before the
+/// commit is acknowledged (the ledger: so in-memory gates follow the disk).
+pub trait GateSink: Send + Sync {
+    /// `version` increases with every change (never reused while the process runs).
+    fn gate_committed(&self, order_id: &str, gate: &OrderGate, version: u64);
 }
 
 /// `meta` key: the number of the last journal frame whose changes redb holds (u64, big-endian).
@@ -787,6 +818,7 @@ fn apply(
             records: &mut logs.group_records,
             activity_at: &mut activity_at,
             ix: &mut logs.group_ix,
+            gates: &mut logs.gates,
             base_offset: logs.records.len(),
             chain,
             now_us,
