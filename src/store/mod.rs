@@ -633,6 +633,50 @@ mod tests {
         assert_eq!(tx.open_table(SPENT).unwrap().get([7u8; 24].as_slice()).unwrap().map(|v| v.value()), Some(30));
     }
 
+    /// A batch that fails for its own reasons (here: a broken invariant after it wrote a value,
+    /// a record and a gate) fails alone: nothing of it is written, and the other batches of its
+    /// group commit, their records numbered as if it had never been.
+    #[tokio::test]
+    async fn a_failing_batch_rolls_back_alone_and_the_rest_of_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = store.writer();
+        // Hold the writer so the next batches share one group.
+        let slow = w
+            .send_durable(vec![Op::Txn(Box::new(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            }))])
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let bad = w
+            .send_durable(vec![Op::Txn(Box::new(|tx| {
+                tx.put_raw("products", "ghost", b"{}")?;
+                tx.put_gate("o-bad", &OrderGate { access: Access::Revoked, tenant_id: None })?;
+                tx.append(Entry::new(Kind::OrderRevoked))?;
+                Err(StoreError::Bug("refused after writing".into()))
+            }))])
+            .unwrap();
+        let good = w
+            .send_durable(vec![Op::Txn(Box::new(|tx| {
+                tx.put_raw("products", "real", b"{}")?;
+                tx.append(Entry::new(Kind::OrderCreated))?;
+                Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            }))])
+            .unwrap();
+        slow.await.unwrap().unwrap();
+        assert!(matches!(bad.await.unwrap(), Err(StoreError::Bug(_))));
+        let committed = good.await.unwrap().unwrap();
+        assert_eq!(committed.last_seq, Some(1), "the failed batch's record was never numbered");
+        assert!(store.get_raw("products", "ghost").unwrap().is_none());
+        assert!(store.gate("o-bad").unwrap().is_none());
+        assert!(store.get_raw("products", "real").unwrap().is_some());
+        let recs = store.records_after(0, 10).unwrap();
+        assert_eq!(recs.iter().map(|r| r.kind).collect::<Vec<_>>(), vec![Kind::OrderCreated]);
+        assert_eq!(store.writer().stats.failed_commits.load(Ordering::Relaxed), 0, "the group did not fail");
+        store.close().await;
+    }
+
     /// Past [`index::FLUSH_AT`] held entries a durable commit writes them out as chunks; queries
     /// merge the chunks with what is held, before and after a restart.
     #[tokio::test]

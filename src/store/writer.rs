@@ -384,7 +384,7 @@ fn run(
                 }
                 for (b, committed) in group.drain(..).zip(results) {
                     if let Some(r) = b.reply {
-                        let _ = r.send(Ok(committed));
+                        let _ = r.send(committed);
                     }
                 }
             }
@@ -477,6 +477,21 @@ pub struct Tx<'a, 't> {
     frame: Option<&'a mut FrameBuf>,
     /// Gate changes of this group, with their versions, for the sink after the commit.
     gates: &'a mut Vec<(String, OrderGate, u64)>,
+    /// The current batch's writes to the key/value tables, applied when the batch ends well and
+    /// dropped when it fails (see [`apply`]).
+    overlay: BTreeMap<(&'static str, String), Option<Vec<u8>>>,
+}
+
+/// Where a batch started: what [`Tx::roll_back`] returns to.
+struct Mark {
+    next_seq: u64,
+    prev_hash: String,
+    last_at_us: u64,
+    gate_version: u64,
+    records: usize,
+    ix: usize,
+    gates: usize,
+    appended: usize,
 }
 
 impl<'t> Tx<'_, 't> {
@@ -485,7 +500,53 @@ impl<'t> Tx<'_, 't> {
     }
 
     pub fn get_raw(&mut self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.overlay.get(&(table, key.to_owned())) {
+            return Ok(v.clone());
+        }
         Ok(self.kv(table)?.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Where the current batch starts.
+    fn mark(&self) -> Mark {
+        Mark {
+            next_seq: self.chain.next_seq,
+            prev_hash: self.chain.prev_hash.clone(),
+            last_at_us: self.chain.last_at_us,
+            gate_version: self.chain.gate_version,
+            records: self.records.len(),
+            ix: self.ix.len(),
+            gates: self.gates.len(),
+            appended: self.appended.as_ref().map_or(0, |a| a.len()),
+        }
+    }
+
+    /// Undoes what the current batch did: its key/value writes, records, index entries and gate
+    /// changes. (Links and counters are written straight to their tables, by ops that cannot
+    /// refuse: they are never rolled back.)
+    fn roll_back(&mut self, m: Mark) {
+        self.overlay.clear();
+        self.chain.next_seq = m.next_seq;
+        self.chain.prev_hash = m.prev_hash;
+        self.chain.last_at_us = m.last_at_us;
+        self.chain.gate_version = m.gate_version;
+        self.records.truncate(m.records);
+        self.ix.truncate(m.ix);
+        self.gates.truncate(m.gates);
+        if let Some(a) = self.appended.as_deref_mut() {
+            a.truncate(m.appended);
+        }
+    }
+
+    /// Applies the current batch's key/value writes to the tables.
+    fn keep(&mut self) -> Result<(), StoreError> {
+        for ((table, key), value) in std::mem::take(&mut self.overlay) {
+            let t = self.kv(table)?;
+            match value {
+                Some(v) => t.insert(key.as_str(), v.as_slice())?,
+                None => t.remove(key.as_str())?,
+            };
+        }
+        Ok(())
     }
 
     pub fn get_json<T: DeserializeOwned>(&mut self, table: &'static str, key: &str) -> Result<Option<T>, StoreError> {
@@ -493,7 +554,8 @@ impl<'t> Tx<'_, 't> {
     }
 
     pub fn put_raw(&mut self, table: &'static str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.kv(table)?.insert(key, value)?;
+        self.kv(table)?;
+        self.overlay.insert((table, key.to_owned()), Some(value.to_vec()));
         Ok(())
     }
 
@@ -503,7 +565,8 @@ impl<'t> Tx<'_, 't> {
     }
 
     pub fn remove(&mut self, table: &'static str, key: &str) -> Result<(), StoreError> {
-        self.kv(table)?.remove(key)?;
+        self.kv(table)?;
+        self.overlay.insert((table, key.to_owned()), None);
         Ok(())
     }
 
@@ -514,7 +577,23 @@ impl<'t> Tx<'_, 't> {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        super::scan_prefix_in(self.kv(table)?, prefix, limit)
+        // The table's pairs as the current batch has changed them.
+        let pending: Vec<_> = self
+            .overlay
+            .range((table, prefix.to_owned())..)
+            .take_while(|((t, k), _)| *t == table && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        let removed = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let stored = super::scan_prefix_in(self.kv(table)?, prefix, limit.saturating_add(removed))?;
+        let mut merged: BTreeMap<String, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
     }
 
     /// Writes an order's gate; once the group commits, the store's [`GateSink`] hears of it.
@@ -792,7 +871,7 @@ fn apply(
     now_us: u64,
     logs: &mut Logs,
     appended: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<Vec<Committed>, StoreError> {
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
     let mut tx = db.begin_write()?;
     let mut results = Vec::with_capacity(group.len());
     let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
@@ -827,16 +906,38 @@ fn apply(
             indexed_at: None,
             at_text: (0, String::new()),
             frame: hot.then_some(&mut logs.frame),
+            overlay: BTreeMap::new(),
         };
         for b in group.iter_mut() {
             t.last_seq = None;
+            let mark = t.mark();
             let mut output = None;
+            let mut failed = None;
             for op in std::mem::take(&mut b.ops) {
-                if let Some(o) = t.apply(op)? {
-                    output = Some(o);
+                match t.apply(op) {
+                    Ok(Some(o)) => output = Some(o),
+                    Ok(None) => {}
+                    // A batch that fails for its own reasons (a stored value that does not decode,
+                    // a broken invariant) fails alone, with nothing of it written; I/O fails the
+                    // group. A journalled group has no such ops (and its frame is not undone).
+                    Err(e) if !hot && !e.is_transient() => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
-            results.push(Committed { last_seq: t.last_seq, output });
+            match failed {
+                None => {
+                    t.keep()?;
+                    results.push(Ok(Committed { last_seq: t.last_seq, output }));
+                }
+                Some(e) => {
+                    tracing::error!(error = %e, "a batch failed and was rolled back; the rest of its group commits");
+                    t.roll_back(mark);
+                    results.push(Err(e));
+                }
+            }
         }
     }
     if !logs.group_records.is_empty() {
