@@ -9,7 +9,7 @@
 //! (what a cancellation credits, which transition is allowed) stay pure in [`crate::orders`] and
 //! the handlers; [`Store::change_order`] takes them as a function of the stored order.
 
-use super::writer::{Tx, ORDER_LINKS};
+use super::tx::{Tx, ORDER_LINKS};
 use super::{Access, FileRecord, OrderGate, Store, StoreError};
 use crate::activity::Entry;
 use crate::model::{Customer, Order, Product, SupportRequest};

@@ -16,22 +16,23 @@
 
 use super::disk::{DbHandle, DiskSwitch};
 use super::index::{self, Tags};
-use super::journal::{Frame, FrameBuf, Journal, JournalOp, CHECKPOINT_AT};
+use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
 use super::records::{self, RecordFile, ACTIVITY_POS};
-use super::{
-    FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LEGACY_ACTIVITY, LINKS, META,
-    SPENT,
-};
+use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{Entry, Record, GENESIS};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
-use serde::{de::DeserializeOwned, Serialize};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
+
+use super::mirror::Mirror;
+pub(crate) use super::recover::journal_applied;
+pub(super) use super::recover::recover;
+use super::recover::set_journal_applied;
+pub use super::tx::{Tx, ORDER_LINKS};
 
 /// The most batches one transaction takes.
 pub const MAX_BATCH: usize = 4096;
@@ -130,12 +131,12 @@ pub struct Writer {
     gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
 }
 
-struct Chain {
-    next_seq: u64,
-    prev_hash: String,
-    last_at_us: u64,
+pub(super) struct Chain {
+    pub(super) next_seq: u64,
+    pub(super) prev_hash: String,
+    pub(super) last_at_us: u64,
     /// Counts gate changes in commit order (memory only: caches start empty after a restart).
-    gate_version: u64,
+    pub(super) gate_version: u64,
 }
 
 impl Writer {
@@ -247,86 +248,6 @@ fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, StoreError> {
 
 fn at_micros(at: &str) -> u64 {
     chrono::DateTime::parse_from_rfc3339(at).map_or(0, |t| t.timestamp_micros().max(0) as u64)
-}
-
-fn format_micros(us: u64) -> String {
-    let t = chrono::DateTime::from_timestamp_micros(us as i64).unwrap_or_default();
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// The JSON Lines mirror of the activity log: one committed record per line, appended and
-/// fsynced after each durable commit (before anyone is answered), and caught up from redb on
-/// start and after a failed write, so it never has a record redb lacks and never stays behind.
-struct Mirror {
-    path: PathBuf,
-    file: std::fs::File,
-    last_seq: u64,
-    /// The record file it copies from.
-    records: PathBuf,
-}
-
-impl Mirror {
-    fn open(path: PathBuf, records: PathBuf) -> Result<Mirror, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut last_seq = 0;
-        if let Ok(f) = std::fs::File::open(&path) {
-            for line in std::io::BufReader::new(f).lines() {
-                let line = line?;
-                if let Some(seq) = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v["seq"].as_u64())
-                {
-                    last_seq = seq;
-                }
-            }
-        }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Mirror { path, file, last_seq, records })
-    }
-
-    /// Appends every record redb has after the mirror's last line.
-    fn catch_up(&mut self, db: &Database) -> Result<(), StoreError> {
-        let mut buf = Vec::new();
-        let mut last = self.last_seq;
-        records::walk(&db.begin_read()?, &self.records, self.last_seq + 1, |seq, raw| {
-            buf.extend_from_slice(raw);
-            buf.push(b'\n');
-            last = seq;
-            Ok(true)
-        })?;
-        if !buf.is_empty() {
-            self.file.write_all(&buf)?;
-            self.file.sync_data()?;
-            self.last_seq = last;
-        }
-        Ok(())
-    }
-
-    fn append(&mut self, db: &Database, records: &[(u64, Vec<u8>)]) {
-        let Some(first) = records.first() else { return };
-        let result = (|| -> Result<(), StoreError> {
-            if first.0 != self.last_seq + 1 {
-                self.catch_up(db)?;
-                return Ok(());
-            }
-            let mut buf = Vec::new();
-            for (_, json) in records {
-                buf.extend_from_slice(json);
-                buf.push(b'\n');
-            }
-            self.file.write_all(&buf)?;
-            self.file.sync_data()?;
-            self.last_seq = records.last().map_or(self.last_seq, |r| r.0);
-            Ok(())
-        })();
-        if let Err(e) = result {
-            tracing::error!(path = %self.path.display(), error = %e, "activity mirror write failed; will catch up");
-            // Re-read the file's real end next time.
-            if let Ok(m) = Mirror::open(self.path.clone(), self.records.clone()) {
-                *self = m;
-            }
-        }
-    }
 }
 
 fn run(
@@ -451,238 +372,6 @@ fn healthy(
     handle.get()
 }
 
-/// The open tables of one write transaction, and the chain position; what [`Op::Txn`] closures
-/// work with.
-pub struct Tx<'a, 't> {
-    links: &'a mut Table<'t, &'static [u8], &'static [u8]>,
-    spent: &'a mut Table<'t, &'static [u8], u64>,
-    kv: &'a mut BTreeMap<&'static str, Table<'t, &'static str, &'static [u8]>>,
-    /// This group's records, one per line, for the record file.
-    records: &'a mut Vec<u8>,
-    activity_at: &'a mut Table<'t, (u64, u64), ()>,
-    /// The group's filter index entries — `(tags, seq, offset)` — and the record file's length
-    /// before this group's append (see [`index`]).
-    ix: &'a mut Vec<(Tags, u64, u64)>,
-    base_offset: u64,
-    chain: &'a mut Chain,
-    now_us: u64,
-    last_seq: Option<u64>,
-    /// Records appended in this transaction, as stored: for the JSON Lines mirror (if any).
-    appended: Option<&'a mut Vec<(u64, Vec<u8>)>>,
-    /// The `at` the time index already has an entry for in this transaction.
-    indexed_at: Option<u64>,
-    /// The last `at` formatted, and its text (a group's records share one).
-    at_text: (u64, String),
-    /// The journal frame being built, when this group is journalled rather than fsynced by redb.
-    frame: Option<&'a mut FrameBuf>,
-    /// Gate changes of this group, with their versions, for the sink after the commit.
-    gates: &'a mut Vec<(String, OrderGate, u64)>,
-    /// The current batch's writes to the key/value tables, applied when the batch ends well and
-    /// dropped when it fails (see [`apply`]).
-    overlay: BTreeMap<(&'static str, String), Option<Vec<u8>>>,
-}
-
-/// Where a batch started: what [`Tx::roll_back`] returns to.
-struct Mark {
-    next_seq: u64,
-    prev_hash: String,
-    last_at_us: u64,
-    gate_version: u64,
-    records: usize,
-    ix: usize,
-    gates: usize,
-    appended: usize,
-}
-
-impl<'t> Tx<'_, 't> {
-    fn kv(&mut self, table: &'static str) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
-        self.kv.get_mut(table).ok_or_else(|| StoreError::Bug(format!("unknown table {table}")))
-    }
-
-    pub fn get_raw(&mut self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.overlay.get(&(table, key.to_owned())) {
-            return Ok(v.clone());
-        }
-        Ok(self.kv(table)?.get(key)?.map(|v| v.value().to_vec()))
-    }
-
-    /// Where the current batch starts.
-    fn mark(&self) -> Mark {
-        Mark {
-            next_seq: self.chain.next_seq,
-            prev_hash: self.chain.prev_hash.clone(),
-            last_at_us: self.chain.last_at_us,
-            gate_version: self.chain.gate_version,
-            records: self.records.len(),
-            ix: self.ix.len(),
-            gates: self.gates.len(),
-            appended: self.appended.as_ref().map_or(0, |a| a.len()),
-        }
-    }
-
-    /// Undoes what the current batch did: its key/value writes, records, index entries and gate
-    /// changes. (Links and counters are written straight to their tables, by ops that cannot
-    /// refuse: they are never rolled back.)
-    fn roll_back(&mut self, m: Mark) {
-        self.overlay.clear();
-        self.chain.next_seq = m.next_seq;
-        self.chain.prev_hash = m.prev_hash;
-        self.chain.last_at_us = m.last_at_us;
-        self.chain.gate_version = m.gate_version;
-        self.records.truncate(m.records);
-        self.ix.truncate(m.ix);
-        self.gates.truncate(m.gates);
-        if let Some(a) = self.appended.as_deref_mut() {
-            a.truncate(m.appended);
-        }
-    }
-
-    /// Applies the current batch's key/value writes to the tables.
-    fn keep(&mut self) -> Result<(), StoreError> {
-        for ((table, key), value) in std::mem::take(&mut self.overlay) {
-            let t = self.kv(table)?;
-            match value {
-                Some(v) => t.insert(key.as_str(), v.as_slice())?,
-                None => t.remove(key.as_str())?,
-            };
-        }
-        Ok(())
-    }
-
-    pub fn get_json<T: DeserializeOwned>(&mut self, table: &'static str, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.get_raw(table, key)?.map(|v| serde_json::from_slice(&v)).transpose()?)
-    }
-
-    pub fn put_raw(&mut self, table: &'static str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.kv(table)?;
-        self.overlay.insert((table, key.to_owned()), Some(value.to_vec()));
-        Ok(())
-    }
-
-    pub fn put_json<T: Serialize>(&mut self, table: &'static str, key: &str, value: &T) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(value)?;
-        self.put_raw(table, key, &v)
-    }
-
-    pub fn remove(&mut self, table: &'static str, key: &str) -> Result<(), StoreError> {
-        self.kv(table)?;
-        self.overlay.insert((table, key.to_owned()), None);
-        Ok(())
-    }
-
-    /// Up to `limit` `(key, value)` pairs whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &mut self,
-        table: &'static str,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        // The table's pairs as the current batch has changed them.
-        let pending: Vec<_> = self
-            .overlay
-            .range((table, prefix.to_owned())..)
-            .take_while(|((t, k), _)| *t == table && k.starts_with(prefix))
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect();
-        let removed = pending.iter().filter(|(_, v)| v.is_none()).count();
-        let stored = super::scan_prefix_in(self.kv(table)?, prefix, limit.saturating_add(removed))?;
-        let mut merged: BTreeMap<String, Vec<u8>> = stored.into_iter().collect();
-        for (k, v) in pending {
-            match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
-    }
-
-    /// Writes an order's gate; once the group commits, the store's [`GateSink`] hears of it.
-    pub fn put_gate(&mut self, order_id: &str, gate: &OrderGate) -> Result<(), StoreError> {
-        self.put_json(GATES_KV, order_id, gate)?;
-        self.chain.gate_version += 1;
-        self.gates.push((order_id.to_owned(), gate.clone(), self.chain.gate_version));
-        Ok(())
-    }
-
-    /// Appends an activity record in this transaction and returns its `seq`.
-    pub fn append(&mut self, entry: Entry) -> Result<u64, StoreError> {
-        self.append_body(&entry.body(), &index::tags_of(&entry))
-    }
-
-    /// Appends the record whose [`Entry::body`] this is.
-    fn append_body(&mut self, body: &[u8], tags: &Tags) -> Result<u64, StoreError> {
-        let at_us = self.now_us.max(self.chain.last_at_us);
-        let seq = self.chain.next_seq;
-        if self.at_text.0 != at_us || self.at_text.1.is_empty() {
-            self.at_text = (at_us, format_micros(at_us));
-        }
-        let (json, hash) = Record::seal_body(body, seq, &self.at_text.1, &self.chain.prev_hash);
-        self.ix.push((*tags, seq, self.base_offset + self.records.len() as u64));
-        self.records.extend_from_slice(&json);
-        self.records.push(b'\n');
-        index_at(self.activity_at, &mut self.indexed_at, seq, at_us)?;
-        if let Some(f) = self.frame.as_deref_mut() {
-            f.record(seq, at_us, &json);
-        }
-        if let Some(a) = self.appended.as_deref_mut() {
-            a.push((seq, json));
-        }
-        self.chain.next_seq += 1;
-        self.chain.prev_hash = hash;
-        self.chain.last_at_us = at_us;
-        self.last_seq = Some(seq);
-        Ok(seq)
-    }
-
-    fn apply(&mut self, op: Op) -> Result<Option<Box<dyn Any + Send>>, StoreError> {
-        match op {
-            Op::Reserve { key, bytes } => {
-                add_spent(self.spent, &key, bytes, true)?;
-                if let Some(f) = self.frame.as_deref_mut() {
-                    f.reserve(&key, bytes);
-                }
-            }
-            Op::Refund { key, bytes } => {
-                add_spent(self.spent, &key, bytes, false)?;
-                if let Some(f) = self.frame.as_deref_mut() {
-                    f.refund(&key, bytes);
-                }
-            }
-            Op::PutLink(rec) => {
-                let id = hex::decode(&rec.link_id).map_err(|e| StoreError::Bug(e.to_string()))?;
-                self.links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
-                self.spent.insert(rec.spent_key().as_slice(), 0)?;
-                self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
-            }
-            Op::PutFile(rec) => self.put_json(FILES_KV, &super::file_key(&rec.product_id, &rec.file_id), &rec)?,
-            Op::SetFileSha { product_id, file_id, size, sha256 } => {
-                let key = super::file_key(&product_id, &file_id);
-                let existing: Option<FileRecord> = self.get_json(FILES_KV, &key)?;
-                if let Some(mut rec) = existing.filter(|r| r.size == size) {
-                    rec.sha256 = Some(sha256);
-                    self.put_json(FILES_KV, &key, &rec)?;
-                }
-            }
-            Op::PutGate { order_id, gate } => {
-                self.put_gate(&order_id, &gate)?;
-            }
-            Op::Append(entry) => {
-                self.append(entry)?;
-            }
-            Op::AppendBody { body, tags } => {
-                self.append_body(&body, &tags)?;
-            }
-            Op::Txn(f) => return f(self).map(Some),
-        }
-        Ok(None)
-    }
-}
-
-const FILES_KV: &str = "files";
-const GATES_KV: &str = "order_gates";
-/// `order_id \0 link_id` → nothing: the links of an order.
-pub const ORDER_LINKS: &str = "order_links";
-
 /// The writer's files besides redb: the journal (and the frame buffer it is written from), the
 /// record file (and the group's records, one write), and the optional JSON Lines mirror.
 struct Logs {
@@ -706,19 +395,6 @@ pub trait GateSink: Send + Sync {
     fn gate_committed(&self, order_id: &str, gate: &OrderGate, version: u64);
 }
 
-/// `meta` key: the number of the last journal frame whose changes redb holds (u64, big-endian).
-const JOURNAL_APPLIED: &str = "journal_applied";
-
-/// The last journal frame `meta` says redb holds (0 if none).
-pub(super) fn journal_applied(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, StoreError> {
-    Ok(meta.get(JOURNAL_APPLIED)?.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
-}
-
-fn set_journal_applied(tx: &redb::WriteTransaction, frame: u64) -> Result<(), StoreError> {
-    tx.open_table(META)?.insert(JOURNAL_APPLIED, frame.to_be_bytes().as_slice())?;
-    Ok(())
-}
-
 impl Op {
     /// Can this op go through the journal? (The download path's ops; anything else — admin
     /// changes, arbitrary transactions — is committed durably by redb itself.)
@@ -732,130 +408,6 @@ impl Op {
     pub fn append(entry: Entry) -> Op {
         Op::AppendBody { tags: index::tags_of(&entry), body: entry.body() }
     }
-}
-
-fn add_spent(
-    spent: &mut Table<'_, &'static [u8], u64>,
-    key: &SpentKey,
-    bytes: u64,
-    add: bool,
-) -> Result<(), StoreError> {
-    let cur = spent.get(key.as_slice())?.map_or(0, |v| v.value());
-    let new = if add { cur.saturating_add(bytes) } else { cur.saturating_sub(bytes) };
-    spent.insert(key.as_slice(), new)?;
-    Ok(())
-}
-
-/// Keeps the time index for a record. The index is sparse: one `(at, first seq)` entry per
-/// distinct `at`, and every record of a group commit shares one `at`. `at` never decreases with
-/// `seq`, so seeking the index to a time and walking records by `seq` from there finds every
-/// later record.
-fn index_at(
-    activity_at: &mut Table<'_, (u64, u64), ()>,
-    indexed_at: &mut Option<u64>,
-    seq: u64,
-    at_us: u64,
-) -> Result<(), StoreError> {
-    if *indexed_at != Some(at_us) {
-        activity_at.insert((at_us, seq), ())?;
-        *indexed_at = Some(at_us);
-    }
-    Ok(())
-}
-
-/// Brings the database and the record file up to date, in one durable transaction, and returns
-/// the journal frame the database now holds everything up to (for [`Journal::restart`]):
-///
-/// 1. the record file's next append goes where the durable `activity_end` says it ends;
-/// 2. records of a database from before the record file are moved into it;
-/// 3. every intact journal frame numbered past `meta/journal_applied` is re-applied — counters,
-///    time index, and its records written to the file again.
-///
-/// Run at start and after every reopen (a crash or a failed commit loses redb's non-durable
-/// commits, never the journal's frames), and by `verify-log` on a database left by a crash.
-pub(super) fn recover(db: &Database, frames: &[Frame], records: &mut RecordFile) -> Result<u64, StoreError> {
-    let tx = db.begin_write()?;
-    let (applied, mut end) = {
-        let meta = tx.open_table(META)?;
-        (journal_applied(&meta)?, records::end(&meta)?)
-    };
-    records.reset(end.len)?;
-    let mut buf = Vec::new();
-    {
-        let mut pos = tx.open_table(ACTIVITY_POS)?;
-        let legacy = tx.open_table(LEGACY_ACTIVITY)?;
-        let moved = legacy.len()?;
-        if moved > 0 {
-            for item in legacy.iter()? {
-                let (k, v) = item?;
-                if buf.is_empty() {
-                    pos.insert(k.value(), records.len())?;
-                }
-                follow(&mut end, k.value())?;
-                buf.extend_from_slice(v.value());
-                buf.push(b'\n');
-                if buf.len() >= 1 << 20 {
-                    records.append(&buf)?;
-                    buf.clear();
-                }
-            }
-            records.append(&buf)?;
-            buf.clear();
-            tracing::info!(records = moved, "moved the activity records from the database to the record file");
-        }
-        drop(legacy);
-        tx.delete_table(LEGACY_ACTIVITY)?;
-
-        let mut spent = tx.open_table(SPENT)?;
-        let mut activity_at = tx.open_table(ACTIVITY_AT)?;
-        let mut indexed_at = None;
-        let (mut replayed, mut replayed_records) = (0u64, 0u64);
-        for f in frames.iter().filter(|f| f.number > applied) {
-            let first = end.next_seq;
-            for op in &f.ops {
-                match op {
-                    JournalOp::Reserve { key, bytes } => add_spent(&mut spent, key, *bytes, true)?,
-                    JournalOp::Refund { key, bytes } => add_spent(&mut spent, key, *bytes, false)?,
-                    JournalOp::Record { seq, at_us, json } => {
-                        follow(&mut end, *seq)?;
-                        buf.extend_from_slice(json);
-                        buf.push(b'\n');
-                        index_at(&mut activity_at, &mut indexed_at, *seq, *at_us)?;
-                        replayed_records += 1;
-                    }
-                }
-            }
-            if !buf.is_empty() {
-                pos.insert(first, records.append(&buf)?)?;
-                buf.clear();
-            }
-            replayed += 1;
-        }
-        if replayed > 0 {
-            tracing::info!(frames = replayed, records = replayed_records, "replayed the journal into the database");
-        }
-    }
-    end.len = records.len();
-    records.truncate()?;
-    records.sync()?;
-    records::set_end(&tx, end)?;
-    let indexed = index::catch_up(&tx, records.path())?;
-    if indexed > 0 {
-        tracing::info!(records = indexed, "indexed the activity records the filter index lacked");
-    }
-    let applied = frames.last().map_or(0, |f| f.number).max(applied);
-    set_journal_applied(&tx, applied)?;
-    tx.commit()?;
-    Ok(applied)
-}
-
-/// Counts record `seq` into `end`, which must be where it belongs: the log is gap-free.
-fn follow(end: &mut records::End, seq: u64) -> Result<(), StoreError> {
-    if seq != end.next_seq {
-        return Err(StoreError::Corrupt(format!("record {seq} found where record {} belongs", end.next_seq)));
-    }
-    end.next_seq += 1;
-    Ok(())
 }
 
 /// Applies a group in one transaction; returns what each batch reports.
