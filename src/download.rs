@@ -14,10 +14,10 @@ use crate::activity::{Entry, Kind};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::ledger::{HotLink, Outcome, ReserveError};
+use crate::links::{closed, Closed};
 use crate::range::{bytes_range, RangeDecision};
 use crate::representation::{if_none_match_hits, if_range_matches, not_modified_since};
 use crate::state::AppState;
-use crate::store::Access;
 use crate::stream::{ConnDownloads, FileStream};
 use chrono::{DateTime, TimeZone, Utc};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -84,14 +84,14 @@ pub async fn handle(
         state.store.append_later(record.into_iter().collect());
         err
     };
-    match link.gate.access() {
-        Access::Revoked => return Err(refuse(ApiError::Revoked)),
-        _ if now.timestamp() >= link.rec.expires_at => {
+    match closed(link.gate.access(), link.rec.expires_at, now.timestamp()) {
+        Some(Closed::Revoked) => return Err(refuse(ApiError::Revoked)),
+        Some(Closed::Expired) => {
             let expired_at = Utc.timestamp_opt(link.rec.expires_at, 0).single().unwrap_or_default();
             return Err(refuse(ApiError::Expired { expired_at }));
         }
-        Access::Suspended => return Err(refuse(ApiError::Suspended)),
-        Access::Open => {}
+        Some(Closed::Suspended) => return Err(refuse(ApiError::Suspended)),
+        None => {}
     }
     let file = match state.catalog.served(&link.rec.product_id, &link.rec.file_id).map_err(ApiError::from)? {
         Some(f) => f,

@@ -234,7 +234,13 @@ impl Ledger {
             return Ok(None);
         };
         let gate = self.gate(&rec.order_id, rec.tenant_id.clone())?;
-        let hot = Arc::new(HotLink { id: *id, spent_key: rec.spent_key(), rec, gate, spent: Mutex::new(spent) });
+        let hot = Arc::new(HotLink {
+            id: *id,
+            spent_key: crate::store::spent_key(&rec),
+            rec,
+            gate,
+            spent: Mutex::new(spent),
+        });
         // Two loaders may race; the first insert wins and both use it.
         let hot = self.links.entry(*id).or_insert(hot).clone();
         if self.links.len() > self.max_hot {
@@ -334,7 +340,7 @@ impl Ledger {
     }
 
     /// Sets an order's access durably (with its activity record); memory follows on commit
-    /// ([`GateSink`]). Closing a gate notifies every connection so in-flight downloads of that
+    /// (`GateSink`). Closing a gate notifies every connection so in-flight downloads of that
     /// order stop at once.
     pub async fn set_access(&self, order_id: &str, gate: OrderGate, record: Option<Entry>) -> Result<(), StoreError> {
         let order = order_id.to_owned();
@@ -367,7 +373,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// Registers `ledger` with its store, so committed gate changes reach it ([`GateSink`]).
+    /// Registers `ledger` with its store, so committed gate changes reach it (`GateSink`).
     pub fn listen(ledger: &Arc<Ledger>) {
         let weak: std::sync::Weak<Ledger> = Arc::downgrade(ledger);
         ledger.store.writer().on_gate_change(weak);

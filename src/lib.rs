@@ -1,15 +1,19 @@
 //! keydrop: an edge server that delivers purchased software through signed, byte-budgeted
 //! download links, with a tamper-evident activity log.
 //!
-//! Layout (imports point downwards only):
+//! Layout (imports point downwards only; the only upward references are doc links):
 //!
 //! | layer    | modules |
 //! |----------|---------|
-//! | face     | `main.rs` (CLI) · [`server`] (listeners, caps, shutdown) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`h2_streams`] (HTTP/2 streams reset one by one) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
-//! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, settle on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) |
-//! | domain   | [`token`] · [`range`] · [`representation`] · [`ledger`] (link budgets) · [`links`] (issuing) · [`catalog`] (files) · [`activity`] (records, hash chain) · [`refusals`] (refusal records coalesced per link and second) · [`orders`] (lifecycle rules) · [`keys`] (keys at rest) · [`model`] (stored entities) · [`push`] (revocation push signatures) |
-//! | store    | [`store`] (redb tables, reads) · [`store::writer`] (single writer, group commit) · [`store::journal`] (the download path's fsynced journal) · [`store::records`] (`activity.log`, the activity records) · [`store::disk`] (reopen after a failed write; the disk-full test hook) |
-//! | shared   | [`config`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] · [`state`] |
+//! | face     | `main.rs` (CLI) · [`state`] (the composition root) · [`server`] (listeners, caps, shutdown) · [`h2_streams`] (HTTP/2 streams reset one by one) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
+//! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, finishes its reservation on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) · [`links`] (issuing, link state) · [`catalog`] (files: attach, retire, the open-file cache) |
+//! | storage  | [`store`] (the interface: named commands in [`store::commands`], reads, the activity log; redb below it: [`store::writer`] group commit, [`store::tx`], [`store::journal`], [`store::records`], [`store::index`], recovery, migration) · [`ledger`] (admission in memory: link budgets, reservations, gates) |
+//! | domain   | [`model`] (entities) · [`orders`] (lifecycle rules) · [`token`] · [`range`] · [`representation`] · [`activity`] (records, hash chain) · [`refusals`] (refusal records coalesced) · [`keys`] (keys at rest) · [`push`] (push signatures) — pure: no I/O, `now` passed in |
+//! | shared   | [`config`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] |
+//!
+//! Storage sits above the domain, not below it: its interface is shaped by its callers and
+//! speaks the domain's types (`buy(Order)`, `change_order(rule)`), so the domain cannot depend on
+//! it. Known exception: [`stream`] uses [`counted::Written`], the socket counter's handle.
 //!
 //! A download reads top to bottom in [`download::handle`]. The concurrency story — who writes
 //! redb, how group commit batches, why the ledger's memory and the disk cannot disagree — is told

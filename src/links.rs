@@ -133,6 +133,25 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
     })
 }
 
+/// Why a correctly signed link is refused before its budget is even looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    Revoked,
+    Expired,
+    Suspended,
+}
+
+/// The refusal order of the README ("revoked, then expired, then suspended, then exhausted"),
+/// in one place: `None` when the order is open and the link unexpired (`now` in unix seconds).
+pub fn closed(access: Access, expires_at: i64, now: i64) -> Option<Closed> {
+    match access {
+        Access::Revoked => Some(Closed::Revoked),
+        _ if now >= expires_at => Some(Closed::Expired),
+        Access::Suspended => Some(Closed::Suspended),
+        Access::Open => None,
+    }
+}
+
 /// A link's state as `GET /api/links/{id}` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkStatus {
@@ -162,12 +181,12 @@ pub async fn link_status(
     };
     let spent = hot.spent();
     let rec = &hot.rec;
-    let st = match hot.gate.access() {
-        Access::Revoked => "revoked",
-        _ if now.timestamp() >= rec.expires_at => "expired",
-        Access::Suspended => "suspended",
-        _ if spent >= hot.budget() => "exhausted",
-        _ => "active",
+    let st = match closed(hot.gate.access(), rec.expires_at, now.timestamp()) {
+        Some(Closed::Revoked) => "revoked",
+        Some(Closed::Expired) => "expired",
+        Some(Closed::Suspended) => "suspended",
+        None if spent >= hot.budget() => "exhausted",
+        None => "active",
     };
     Ok(Some(LinkStatus {
         link_id: rec.link_id.clone(),
@@ -181,4 +200,20 @@ pub async fn link_status(
         downloads_used: spent as f64 / rec.unit as f64,
         state: st,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_order_is_revoked_then_expired_then_suspended() {
+        let (past, future, now) = (10, 1_000, 100);
+        assert_eq!(closed(Access::Revoked, past, now), Some(Closed::Revoked));
+        assert_eq!(closed(Access::Suspended, past, now), Some(Closed::Expired));
+        assert_eq!(closed(Access::Suspended, future, now), Some(Closed::Suspended));
+        assert_eq!(closed(Access::Open, past, now), Some(Closed::Expired));
+        assert_eq!(closed(Access::Open, now, now), Some(Closed::Expired), "expires_at itself is past");
+        assert_eq!(closed(Access::Open, future, now), None);
+    }
 }

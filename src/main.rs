@@ -153,9 +153,11 @@ fn main() -> ExitCode {
         }
         Command::VerifyLog { config } => {
             let checked = load_config(config).and_then(|c| {
-                let log = keydrop::verify::verify_data_dir(&c.storage.data_dir)?;
+                let log = keydrop::verify::verify_data_dir(&c.storage.data_dir).map_err(|e| e.to_string())?;
                 let mirror = match &c.activity.jsonl_path {
-                    Some(p) => Some(keydrop::verify::verify_mirror_offline(&c.storage.data_dir, p)?),
+                    Some(p) => Some(
+                        keydrop::verify::verify_mirror_offline(&c.storage.data_dir, p).map_err(|e| e.to_string())?,
+                    ),
                     None => None,
                 };
                 Ok((log, mirror))

@@ -1,5 +1,6 @@
-//! The admin API's stored entities: products, customers, orders and support requests, as they
-//! are kept in redb (JSON) and, mostly, as they are answered.
+//! The domain's entities: products, files, customers, orders, links, order gates and support
+//! requests — as they are stored (JSON) and, mostly, as they are answered. Plain data; the
+//! storage layer keeps them, the rules in [`crate::orders`] and [`crate::links`] decide about them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -126,4 +127,73 @@ pub struct SupportRequest {
     pub contact: Contact,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+}
+
+/// A download link as stored. Budget arithmetic uses `unit` = the file's size at issue time (1
+/// for an empty file, whose every `GET` costs one unit).
+///
+/// A link names its file by `(product_id, file_id)` (API.md §5.1); attached files never change,
+/// so a link serves exactly the bytes and name it was issued for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub link_id: String,
+    pub order_id: String,
+    pub tenant_id: Option<String>,
+    /// Empty only in links stored before files belonged to products, until the store's migration fills it.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub product_id: String,
+    pub file_id: String,
+    pub key_id: u32,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub unit: u64,
+}
+
+impl LinkRecord {
+    /// `max_uses × unit` bytes.
+    pub fn budget(&self) -> u64 {
+        u64::from(self.max_uses).saturating_mul(self.unit)
+    }
+}
+
+/// A downloadable file attached to a product, identified by `(product_id, file_id)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub file_id: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub product_id: String,
+    /// Relative to `files_dir`, already checked not to leave it.
+    pub path: String,
+    pub filename: String,
+    pub size: u64,
+    pub mtime_ns: u64,
+    pub sha256: Option<String>,
+    pub version: Option<String>,
+    pub language: Option<String>,
+    pub file_type: Option<String>,
+    /// Set by `DELETE /api/products/{p}/files/{f}`: no new links; issued ones keep serving.
+    #[serde(default)]
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// What the download path needs to know about an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Open,
+    Suspended,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderGate {
+    pub access: Access,
+    pub tenant_id: Option<String>,
 }

@@ -2,8 +2,19 @@
 //! be running on the same data dir: redb allows one writer process).
 
 use crate::activity::{ChainVerifier, Record};
-use crate::store::{scan_activity_offline, Store};
-use std::path::Path;
+use crate::store::{scan_activity_offline, Store, StoreError};
+use std::path::{Path, PathBuf};
+
+/// Why a verification could not run at all (a broken chain is a [`Report`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no database at {0}")]
+    NoDatabase(PathBuf),
+    #[error("cannot read the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot read {path}: {source}")]
+    Mirror { path: PathBuf, source: std::io::Error },
+}
 
 /// The result of a full check.
 #[derive(Debug)]
@@ -35,17 +46,17 @@ fn checker<'a>(
 }
 
 /// Verifies a live store's chain (`GET /api/activity/verify`).
-pub fn verify_store(store: &Store) -> Result<Report, String> {
+pub fn verify_store(store: &Store) -> Result<Report, VerifyError> {
     let mut v = ChainVerifier::default();
     let mut first_bad = None;
-    store.scan_activity(checker(&mut v, &mut first_bad)).map_err(|e| e.to_string())?;
+    store.scan_activity(checker(&mut v, &mut first_bad))?;
     Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
 }
 
 /// Verifies a JSON Lines mirror on its own (its chain) and against the store's records:
 /// every line must be the stored record with the same `seq`, byte for byte.
-pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Result<Report, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Result<Report, VerifyError> {
+    let text = std::fs::read(path).map_err(|source| VerifyError::Mirror { path: path.to_owned(), source })?;
     let mut v = ChainVerifier::default();
     let mut first_bad = None;
     for (i, line) in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
@@ -70,27 +81,25 @@ pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Re
 }
 
 /// Verifies `data_dir/keydrop.redb`'s chain from the first record to the last.
-pub fn verify_data_dir(data_dir: &Path) -> Result<Report, String> {
+pub fn verify_data_dir(data_dir: &Path) -> Result<Report, VerifyError> {
     let path = data_dir.join("keydrop.redb");
     if !path.exists() {
-        return Err(format!("no database at {}", path.display()));
+        return Err(VerifyError::NoDatabase(path));
     }
     let mut v = ChainVerifier::default();
     let mut first_bad = None;
-    scan_activity_offline(&path, checker(&mut v, &mut first_bad))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    scan_activity_offline(&path, checker(&mut v, &mut first_bad))?;
     Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
 }
 
 /// Verifies the JSON Lines mirror of an offline data dir against its database.
-pub fn verify_mirror_offline(data_dir: &Path, mirror: &Path) -> Result<Report, String> {
+pub fn verify_mirror_offline(data_dir: &Path, mirror: &Path) -> Result<Report, VerifyError> {
     let mut stored = std::collections::HashMap::new();
     scan_activity_offline(&data_dir.join("keydrop.redb"), |r| {
         if let Ok(r) = r {
             stored.insert(r.seq, serde_json::to_vec(&r).unwrap_or_default());
         }
         true
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     verify_mirror(mirror, |seq| stored.get(&seq).cloned())
 }

@@ -81,12 +81,12 @@ fn report_json(r: &Report) -> serde_json::Value {
 }
 
 pub fn verify(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
-    let chain = verify_store(&ctx.state.store).map_err(ApiError::Internal)?;
+    let chain = verify_store(&ctx.state.store).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut v = report_json(&chain);
     if let Some(path) = &ctx.state.config.activity.jsonl_path {
         let store = &ctx.state.store;
-        let mirror =
-            verify_mirror(path, |seq| store.get_activity_raw(seq).ok().flatten()).map_err(ApiError::Internal)?;
+        let mirror = verify_mirror(path, |seq| store.get_activity_raw(seq).ok().flatten())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         v["ok"] = (chain.first_bad.is_none() && mirror.first_bad.is_none()).into();
         v["mirror"] = report_json(&mirror);
     }

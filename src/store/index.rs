@@ -17,11 +17,11 @@
 //!
 //! A flush happens inside a durable redb commit once [`FLUSH_AT`] entries are held, and at stop;
 //! the same commit sets `meta/activity_ix_through`, the last `seq` the table covers. Nothing is
-//! lost to a crash: on start ([`catch_up`]) the records after `activity_ix_through` are read back
+//! lost to a crash: on start (`catch_up`) the records after `activity_ix_through` are read back
 //! from the record file (journal replay has already put them there) and indexed into the table —
 //! the same path that builds the index of a database from before it. A query takes the tag's
 //! entries from [`Recent`] *before* its read transaction begins and merges them with the table's
-//! rows (see [`scan`]): whatever a flush moved in between is seen on one side or both, never
+//! rows (see `scan`): whatever a flush moved in between is seen on one side or both, never
 //! neither.
 
 use super::StoreError;

@@ -53,11 +53,11 @@ pub mod writer;
 use crate::activity::Record;
 use crate::token::LinkId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use crate::model::{Access, FileRecord, LinkRecord, OrderGate};
 pub use disk::DiskSwitch;
 use migrate::migrate;
 pub use offline::scan_activity_offline;
@@ -152,90 +152,22 @@ macro_rules! redb_from {
 }
 redb_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
-/// A download link as stored. Budget arithmetic uses `unit` = the file's size at issue time (1
-/// for an empty file, whose every `GET` costs one unit).
-///
-/// A link names its file by `(product_id, file_id)` (API.md §5.1); attached files never change,
-/// so a link serves exactly the bytes and name it was issued for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkRecord {
-    pub link_id: String,
-    pub order_id: String,
-    pub tenant_id: Option<String>,
-    /// Empty only in links stored before files belonged to products, until [`migrate`] fills it.
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub product_id: String,
-    pub file_id: String,
-    pub key_id: u32,
-    /// Unix seconds.
-    pub issued_at: i64,
-    /// Unix seconds.
-    pub expires_at: i64,
-    pub max_uses: u32,
-    pub unit: u64,
-}
-
-impl LinkRecord {
-    /// Its key in the spent table: issue time, then id.
-    pub fn spent_key(&self) -> SpentKey {
-        let mut k = [0u8; 24];
-        k[..8].copy_from_slice(&(self.issued_at.max(0) as u64).to_be_bytes());
-        if let Ok(id) = hex::decode(&self.link_id) {
-            if id.len() == 16 {
-                k[8..].copy_from_slice(&id);
-            }
-        }
-        k
-    }
-
-    /// `max_uses × unit` bytes.
-    pub fn budget(&self) -> u64 {
-        u64::from(self.max_uses).saturating_mul(self.unit)
-    }
-}
-
-/// A downloadable file attached to a product, identified by `(product_id, file_id)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    pub file_id: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub product_id: String,
-    /// Relative to `files_dir`, already checked not to leave it.
-    pub path: String,
-    pub filename: String,
-    pub size: u64,
-    pub mtime_ns: u64,
-    pub sha256: Option<String>,
-    pub version: Option<String>,
-    pub language: Option<String>,
-    pub file_type: Option<String>,
-    /// Set by `DELETE /api/products/{p}/files/{f}`: no new links; issued ones keep serving.
-    #[serde(default)]
-    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// A file's key in the `files` table: `product_id \0 file_id`.
 pub fn file_key(product_id: &str, file_id: &str) -> String {
     format!("{product_id}\0{file_id}")
 }
 
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
-
-/// What the download path needs to know about an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    Open,
-    Suspended,
-    Revoked,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderGate {
-    pub access: Access,
-    pub tenant_id: Option<String>,
+/// A link's key in the spent table: issue time, then id — so links issued together, the ones
+/// downloaded together, share a few B-tree pages (a storage concern, kept out of the domain type).
+pub fn spent_key(rec: &LinkRecord) -> SpentKey {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&(rec.issued_at.max(0) as u64).to_be_bytes());
+    if let Ok(id) = hex::decode(&rec.link_id) {
+        if id.len() == 16 {
+            k[8..].copy_from_slice(&id);
+        }
+    }
+    k
 }
 
 /// The database and its writer.
@@ -315,7 +247,7 @@ impl Store {
             return Ok(None);
         };
         let rec: LinkRecord = serde_json::from_slice(raw.value())?;
-        let spent = tx.open_table(SPENT)?.get(rec.spent_key().as_slice())?.map_or(0, |v| v.value());
+        let spent = tx.open_table(SPENT)?.get(spent_key(&rec).as_slice())?.map_or(0, |v| v.value());
         Ok(Some((rec, spent)))
     }
 

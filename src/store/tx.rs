@@ -1,7 +1,7 @@
 //! What one group commit's transaction offers the ops applied in it ([`Tx`]): the open tables,
 //! the chain position, the group's records, index entries and gate changes, and each batch's
-//! key/value writes staged until the batch ends well ([`Tx::keep`]) or undone with everything
-//! else the batch did ([`Tx::roll_back`]).
+//! key/value writes staged until the batch ends well (`Tx::keep`) or undone with everything
+//! else the batch did (`Tx::roll_back`).
 
 use super::index::{self, Tags};
 use super::journal::FrameBuf;
@@ -158,7 +158,7 @@ impl<'t> Tx<'_, 't> {
         Ok(merged.into_iter().take(limit).collect())
     }
 
-    /// Writes an order's gate; once the group commits, the store's [`GateSink`] hears of it.
+    /// Writes an order's gate; once the group commits, the store's [`super::writer::GateSink`] hears of it.
     pub fn put_gate(&mut self, order_id: &str, gate: &OrderGate) -> Result<(), StoreError> {
         self.put_json(GATES_KV, order_id, gate)?;
         self.chain.gate_version += 1;
@@ -213,7 +213,7 @@ impl<'t> Tx<'_, 't> {
             Op::PutLink(rec) => {
                 let id = hex::decode(&rec.link_id).map_err(|e| StoreError::Bug(e.to_string()))?;
                 self.links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
-                self.spent.insert(rec.spent_key().as_slice(), 0)?;
+                self.spent.insert(super::spent_key(&rec).as_slice(), 0)?;
                 self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
             }
             Op::PutFile(rec) => self.put_json(FILES_KV, &super::file_key(&rec.product_id, &rec.file_id), &rec)?,

@@ -19,7 +19,7 @@ use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
 use super::records::{self, RecordFile, ACTIVITY_POS};
 use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
-use crate::activity::{Entry, Record, GENESIS};
+use crate::activity::{at_micros, Entry, Record, GENESIS};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -39,7 +39,7 @@ pub const MAX_BATCH: usize = 4096;
 
 /// One change to apply.
 pub enum Op {
-    /// `spent += bytes` for a link (a reservation), by its [`LinkRecord::spent_key`].
+    /// `spent += bytes` for a link (a reservation), by its [`super::spent_key`].
     Reserve {
         key: SpentKey,
         bytes: u64,
@@ -244,10 +244,6 @@ fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, StoreError> {
         }
         None => Chain { next_seq: 1, prev_hash: GENESIS.to_owned(), last_at_us: 0, gate_version: 0 },
     })
-}
-
-fn at_micros(at: &str) -> u64 {
-    chrono::DateTime::parse_from_rfc3339(at).map_or(0, |t| t.timestamp_micros().max(0) as u64)
 }
 
 fn run(
