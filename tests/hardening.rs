@@ -190,14 +190,21 @@ async fn a_key_given_twice_is_400_naming_it_and_form_encoded_content_type_is_sti
 }
 
 async fn post_form(url: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {}", token_for("admin_agent"));
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
+    post(url, &headers, body.as_bytes()).await
+}
+
+/// One POST with `headers` and `body`: the status and the JSON answer.
+async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     use http_body_util::BodyExt;
     let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let req = http::Request::post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", format!("Bearer {}", token_for("admin_agent")))
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
-        .unwrap();
-    within(10, "form post", async {
+    let mut req = http::Request::post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned()))).unwrap();
+    within(10, "post", async {
         let resp = c.request(req).await.unwrap();
         let st = resp.status().as_u16();
         let b = resp.into_body().collect().await.unwrap().to_bytes();
@@ -218,19 +225,7 @@ async fn pushes(s: &Server, header: &str, body: &[u8], n: usize) -> Duration {
 }
 
 async fn push(url: &str, header: &str, body: &[u8]) -> (u16, Value) {
-    use http_body_util::BodyExt;
-    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let req = http::Request::post(url)
-        .header("keydrop-signature", header)
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
-        .unwrap();
-    within(10, "push", async {
-        let resp = c.request(req).await.unwrap();
-        let st = resp.status().as_u16();
-        let b = resp.into_body().collect().await.unwrap().to_bytes();
-        (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
-    })
-    .await
+    post(url, &[("keydrop-signature", header)], body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

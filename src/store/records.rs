@@ -103,12 +103,38 @@ pub(super) fn walk(
     from_seq: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let end = end_in(tx)?;
+    walk_from(&tx.open_table(ACTIVITY_POS)?, end_in(tx)?, path, from_seq, |seq, _, line| f(seq, line))
+}
+
+/// Feeds `f` every record from `from_seq` to the write transaction's [`End`], as `(seq, offset,
+/// stored bytes)` (indexing records after a crash, or a whole log the first time).
+pub(super) fn walk_write(
+    tx: &WriteTransaction,
+    path: &Path,
+    from_seq: u64,
+    mut f: impl FnMut(u64, u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let end = end(&tx.open_table(META)?)?;
+    walk_from(&tx.open_table(ACTIVITY_POS)?, end, path, from_seq, |seq, offset, line| {
+        f(seq, offset, line)?;
+        Ok(true)
+    })
+}
+
+/// Seeks the position index to the group holding `from_seq` and reads lines from there up to
+/// `end`, feeding `(seq, offset, line)` from `from_seq` on until `f` returns `false`.
+fn walk_from(
+    pos: &impl ReadableTable<u64, u64>,
+    end: End,
+    path: &Path,
+    from_seq: u64,
+    mut f: impl FnMut(u64, u64, &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     let from = from_seq.max(1);
     if from >= end.next_seq {
         return Ok(());
     }
-    let (mut seq, offset) = match tx.open_table(ACTIVITY_POS)?.range(..=from)?.next_back() {
+    let (mut seq, mut offset) = match pos.range(..=from)?.next_back() {
         Some(item) => {
             let (k, v) = item?;
             (k.value(), v.value())
@@ -121,50 +147,12 @@ pub(super) fn walk(
     let mut line = Vec::with_capacity(1024);
     while seq < end.next_seq {
         line.clear();
-        r.read_until(b'\n', &mut line)?;
-        if line.pop() != Some(b'\n') {
-            return Err(StoreError::Corrupt(format!("{} ends before record {seq}", path.display())));
-        }
-        if seq >= from && !f(seq, &line)? {
-            break;
-        }
-        seq += 1;
-    }
-    Ok(())
-}
-
-/// Feeds `f` every record from `from_seq` to the write transaction's [`End`], as `(seq, offset,
-/// stored bytes)` (indexing records after a crash, or a whole log the first time).
-pub(super) fn walk_write(
-    tx: &WriteTransaction,
-    path: &Path,
-    from_seq: u64,
-    mut f: impl FnMut(u64, u64, &[u8]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let end = end(&tx.open_table(META)?)?;
-    let from = from_seq.max(1);
-    if from >= end.next_seq {
-        return Ok(());
-    }
-    let (mut seq, mut offset) = match tx.open_table(ACTIVITY_POS)?.range(..=from)?.next_back() {
-        Some(item) => {
-            let (k, v) = item?;
-            (k.value(), v.value())
-        }
-        None => (1, 0),
-    };
-    let mut file = File::open(path).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut r = BufReader::with_capacity(1 << 20, file.take(end.len.saturating_sub(offset)));
-    let mut line = Vec::with_capacity(1024);
-    while seq < end.next_seq {
-        line.clear();
         let n = r.read_until(b'\n', &mut line)? as u64;
         if line.pop() != Some(b'\n') {
             return Err(StoreError::Corrupt(format!("{} ends before record {seq}", path.display())));
         }
-        if seq >= from {
-            f(seq, offset, &line)?;
+        if seq >= from && !f(seq, offset, &line)? {
+            break;
         }
         offset += n;
         seq += 1;
