@@ -9,7 +9,7 @@
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, finishes its reservation on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support) · [`links`] (issuing, link state) · [`catalog`] (files: attach, retire, the open-file cache) |
 //! | storage  | [`store`] (the interface: named commands in [`store::commands`], reads, the activity log; redb below it: [`store::writer`] group commit, [`store::tx`], [`store::journal`], [`store::records`], [`store::index`], recovery, migration) · [`ledger`] (admission in memory: link budgets, reservations, gates) |
 //! | domain   | [`model`] (entities) · [`orders`] (lifecycle rules) · [`token`] · [`range`] · [`representation`] · [`activity`] (records, hash chain) · [`refusals`] (refusal records coalesced) · [`keys`] (keys at rest) · [`push`] (push signatures) — pure: no I/O, `now` passed in |
-//! | shared   | [`config`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] |
+//! | shared   | [`config`] · [`clock`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] |
 //!
 //! Storage sits above the domain, not below it: its interface is shaped by its callers and
 //! speaks the domain's types (`buy(Order)`, `change_order(rule)`), so the domain cannot depend on
@@ -24,6 +24,7 @@ pub mod activity;
 pub mod admin;
 pub mod body;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod counted;
 pub mod demo;

@@ -8,7 +8,7 @@ use crate::secrets;
 use crate::store::{Store, StoreError};
 use crate::token::KeyRing;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub struct AppState {
     pub tls: Option<crate::tls::Tls>,
     draining: AtomicBool,
     /// Seconds added to the wall clock (tests move time forward; always 0 in production).
-    clock_offset: Arc<AtomicI64>,
+    clock: crate::clock::Clock,
 }
 
 impl AppState {
@@ -60,9 +60,8 @@ impl AppState {
         let keys = KeyRing::new(secrets::load_link_keys(&data_dir).map_err(dd_err)?);
         let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
         let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
-        let clock_offset = Arc::new(AtomicI64::new(0));
-        let store =
-            Arc::new(Store::open_with(&data_dir, clock_offset.clone(), config.activity.jsonl_path.clone(), disk)?);
+        let clock = crate::clock::Clock::default();
+        let store = Arc::new(Store::open_with(&data_dir, clock.clone(), config.activity.jsonl_path.clone(), disk)?);
         let ledger = Arc::new(Ledger::new(store.clone()));
         Ledger::listen(&ledger);
         let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.writer().stats.metrics);
@@ -79,18 +78,18 @@ impl AppState {
             tls,
             push_secrets,
             draining: AtomicBool::new(false),
-            clock_offset,
+            clock,
         }))
     }
 
     /// The time every decision uses.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::seconds(self.clock_offset.load(Ordering::Relaxed))
+        self.clock.now()
     }
 
     /// Moves this server's clock forward (tests of windows, expiry and retention).
     pub fn advance_clock(&self, secs: i64) {
-        self.clock_offset.fetch_add(secs, Ordering::Relaxed);
+        self.clock.advance(secs);
     }
 
     /// True once shutdown has begun: new downloads are refused with `503`.

@@ -183,15 +183,15 @@ impl Store {
     /// Opens (creating if needed) `data_dir/keydrop.redb`, makes sure every table exists, and
     /// starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(data_dir, Arc::default(), None, None)
+        Store::open_with(data_dir, Default::default(), None, None)
     }
 
-    /// Like [`Store::open`], with the clock offset activity times follow (see
-    /// [`crate::state::AppState::now`]) and an optional JSON Lines mirror of the activity log.
+    /// Like [`Store::open`], with the [`crate::clock::Clock`] activity records are stamped by (the
+    /// one the handlers decide by) and an optional JSON Lines mirror of the activity log.
     /// `disk` makes the database's writes fail on demand (tests of a full disk).
     pub fn open_with(
         data_dir: &Path,
-        clock_offset: Arc<std::sync::atomic::AtomicI64>,
+        clock: crate::clock::Clock,
         jsonl: Option<std::path::PathBuf>,
         disk: Option<DiskSwitch>,
     ) -> Result<Store, StoreError> {
@@ -213,7 +213,7 @@ impl Store {
         let epoch = Arc::new(AtomicU64::new(0));
         let records = data_dir.join(RECORDS_FILE);
         let files = writer::Files { journal: data_dir.join(JOURNAL_FILE), records: records.clone(), disk };
-        let writer = Writer::start(db.clone(), epoch.clone(), clock_offset, jsonl, files)?;
+        let writer = Writer::start(db.clone(), epoch.clone(), clock, jsonl, files)?;
         Ok(Store { db, records, writer, epoch })
     }
 

@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -143,7 +143,7 @@ impl Writer {
     pub(super) fn start(
         db: Arc<DbHandle>,
         epoch: Arc<AtomicU64>,
-        clock: Arc<AtomicI64>,
+        clock: crate::clock::Clock,
         jsonl: Option<PathBuf>,
         files: Files,
     ) -> Result<Writer, StoreError> {
@@ -252,7 +252,7 @@ fn run(
     mut chain: Chain,
     epoch: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
-    clock: Arc<AtomicI64>,
+    clock: crate::clock::Clock,
     mut logs: Logs,
 ) {
     let mut group: Vec<Batch> = Vec::with_capacity(256);
@@ -276,7 +276,7 @@ fn run(
             }
         }
         let before = Chain { prev_hash: chain.prev_hash.clone(), ..chain };
-        let now = chrono::Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed));
+        let now = clock.now();
         let mut appended = Vec::new();
         let started = std::time::Instant::now();
         let now_us = now.timestamp_micros().max(0) as u64;
