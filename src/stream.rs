@@ -40,9 +40,20 @@ tokio::task_local! {
 
 /// The gates of the downloads in one HTTP/2 stream (at most one: a stream is one request).
 #[derive(Debug, Default)]
-pub struct StreamGates(Mutex<Vec<Arc<Gate>>>);
+pub struct StreamGates(Mutex<Vec<Arc<Gate>>>, tokio::sync::Notify);
 
 impl StreamGates {
+    fn register(&self, gate: Arc<Gate>) {
+        self.0.lock().expect("not poisoned").push(gate);
+        // A gate that closed before it was registered here is seen at once, not at the next change.
+        self.1.notify_one();
+    }
+
+    /// Resolves when a gate is registered (see [`StreamGates::any_closed`]).
+    pub async fn registered(&self) {
+        self.1.notified().await;
+    }
+
     /// True if the stream's download belongs to an order that is no longer open.
     pub fn any_closed(&self) -> bool {
         self.0.lock().expect("not poisoned").iter().any(|g| !g.is_open())
@@ -167,8 +178,7 @@ impl FileStream {
         reservation: Reservation,
     ) -> FileStream {
         let Source { file, start, len, memory } = source;
-        let in_stream =
-            !exclusive_wire && STREAM.try_with(|s| s.0.lock().expect("not poisoned").push(gate.clone())).is_ok();
+        let in_stream = !exclusive_wire && STREAM.try_with(|s| s.register(gate.clone())).is_ok();
         let _registration = (!in_stream).then(|| conn.register(gate.clone()));
         let written = conn.written.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
         let mut s = FileStream {
