@@ -76,7 +76,7 @@ fn reservations(c: &mut Criterion) {
     // Each reservation is finished in full, as a completed download is (its record queued).
     c.bench_function("reserve_durable_alone", |b| {
         b.iter(|| {
-            rt.block_on(ledger.reserve(&link, 4096, started(), finished())).unwrap().finish(4096, Outcome::Complete)
+            rt.block_on(ledger.reserve(&link, 4096, started(), finished)).unwrap().finish(4096, Outcome::Complete)
         });
     });
     c.bench_function("reserve_durable_64_concurrent", |b| {
@@ -86,7 +86,7 @@ fn reservations(c: &mut Criterion) {
                     .map(|_| {
                         let (ledger, link) = (ledger.clone(), link.clone());
                         tokio::spawn(async move {
-                            let r = ledger.reserve(&link, 4096, started(), finished()).await.unwrap();
+                            let r = ledger.reserve(&link, 4096, started(), finished).await.unwrap();
                             r.finish(4096, Outcome::Complete);
                         })
                     })

@@ -157,8 +157,11 @@ pub async fn handle(
     started.bytes = Some(len);
     started.range.clone_from(&range);
     started.outcome = Some("reserved".into());
-    let mut finished = client.entry(Kind::DownloadFinished, &link);
-    finished.range = range;
+    let finished = || {
+        let mut e = client.entry(Kind::DownloadFinished, &link);
+        e.range = range;
+        e
+    };
     let reservation = match state.ledger.reserve(&link, cost, started, finished).await {
         Ok(r) if size == 0 => r.no_refund(),
         Ok(r) => r,

@@ -264,13 +264,14 @@ impl Ledger {
     /// Reserves `cost` bytes of a link's budget together with its `download.started` record, and
     /// returns once both are durable. Refused with [`ReserveError::Exhausted`] if it does not fit.
     /// The [`Reservation`] settles when it is finished or dropped: what was not sent goes back to
-    /// the budget and `finished` is recorded with the bytes sent and the outcome.
+    /// the budget and `finished` (built only once the reservation holds, so a refusal costs no
+    /// second record) is recorded with the bytes sent and the outcome.
     pub async fn reserve(
         self: &Arc<Self>,
         link: &Arc<HotLink>,
         cost: u64,
         started: Entry,
-        finished: Entry,
+        finished: impl FnOnce() -> Entry,
     ) -> Result<Reservation, ReserveError> {
         self.admit(link, cost, started).await?;
         Ok(Reservation {
@@ -278,7 +279,7 @@ impl Ledger {
             link: link.clone(),
             reserved: cost,
             refundable: true,
-            finished: Some(finished),
+            finished: Some(finished()),
         })
     }
 
@@ -416,19 +417,19 @@ mod tests {
         let held = ledger.link(&[0; 16]).await.unwrap().unwrap();
         let started = || Entry::new(Kind::DownloadStarted);
         let finished = || Entry::new(Kind::DownloadFinished);
-        let mut open = vec![ledger.reserve(&held, 150, started(), finished()).await.unwrap()];
+        let mut open = vec![ledger.reserve(&held, 150, started(), finished).await.unwrap()];
         for i in 1..10u8 {
             let l = ledger.link(&[i; 16]).await.unwrap().unwrap();
             // Finished in full: nothing handed back, and the entry is no longer held.
-            ledger.reserve(&l, 100, started(), finished()).await.unwrap().finish(100, Outcome::Complete);
+            ledger.reserve(&l, 100, started(), finished).await.unwrap().finish(100, Outcome::Complete);
         }
         assert!(ledger.hot_links() <= 5, "bounded: {}", ledger.hot_links());
         // The held entry was never evicted; an evicted one reloads with its durable spending.
         assert!(Arc::ptr_eq(&held, &ledger.link(&[0; 16]).await.unwrap().unwrap()));
         let again = ledger.link(&[1; 16]).await.unwrap().unwrap();
         assert_eq!(again.spent(), 100);
-        assert!(matches!(ledger.reserve(&again, 101, started(), finished()).await, Err(ReserveError::Exhausted)));
-        open.push(ledger.reserve(&again, 100, started(), finished()).await.unwrap());
+        assert!(matches!(ledger.reserve(&again, 101, started(), finished).await, Err(ReserveError::Exhausted)));
+        open.push(ledger.reserve(&again, 100, started(), finished).await.unwrap());
         // Dropping a reservation unfinished hands its bytes back.
         drop(open);
         store.writer().flush().await.unwrap();
