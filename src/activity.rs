@@ -65,8 +65,9 @@ impl Kind {
     }
 }
 
-/// What a caller knows about an event; the writer seals it into a [`Record`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a caller knows about an event; the writer seals it into a [`Record`]. The one list of
+/// the record's fields: serialized in this order (after `seq` and `at`) it is the canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub kind: Kind,
     pub actor: Option<String>,
@@ -81,38 +82,11 @@ pub struct Entry {
     pub bytes: Option<u64>,
     pub outcome: Option<String>,
     /// How many refusals a `download.refused` record stands for (API.md §5.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
 
-/// An entry's fields in canonical order, as they follow `seq` and `at`.
-#[derive(Serialize)]
-struct Fields<'a> {
-    kind: Kind,
-    actor: &'a Option<String>,
-    tenant_id: &'a Option<String>,
-    order_id: &'a Option<String>,
-    product_id: &'a Option<String>,
-    file_id: &'a Option<String>,
-    link_id: &'a Option<String>,
-    ip: &'a Option<String>,
-    user_agent: &'a Option<String>,
-    range: &'a Option<String>,
-    bytes: Option<u64>,
-    outcome: &'a Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<u64>,
-}
-
-impl Fields<'_> {
-    /// `"kind":…}`: the canonical JSON after `seq` and `at`.
-    fn body(&self) -> Vec<u8> {
-        let mut json = serde_json::to_vec(self).expect("plain data serializes");
-        json.remove(0); // the opening brace: `{"seq":…,"at":…,` comes first
-        json
-    }
-}
-
-/// The canonical form: `{"seq":…,"at":…,` followed by an entry's [`Fields::body`].
+/// The canonical form: `{"seq":…,"at":…,` followed by an entry's [`Entry::body`].
 fn canonical_of(seq: u64, at: &str, body: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut json = Vec::with_capacity(body.len() + at.len() + 200);
@@ -130,22 +104,9 @@ impl Entry {
     /// `"kind":…}`. Serializing it where the entry is made leaves the writer only what it assigns
     /// (see [`Record::seal_body`]).
     pub fn body(&self) -> Vec<u8> {
-        Fields {
-            kind: self.kind,
-            actor: &self.actor,
-            tenant_id: &self.tenant_id,
-            order_id: &self.order_id,
-            product_id: &self.product_id,
-            file_id: &self.file_id,
-            link_id: &self.link_id,
-            ip: &self.ip,
-            user_agent: &self.user_agent,
-            range: &self.range,
-            bytes: self.bytes,
-            outcome: &self.outcome,
-            count: self.count,
-        }
-        .body()
+        let mut json = serde_json::to_vec(self).expect("plain data serializes");
+        json.remove(0); // the opening brace: `{"seq":…,"at":…,` comes first
+        json
     }
 
     pub fn new(kind: Kind) -> Entry {
@@ -167,27 +128,23 @@ impl Entry {
     }
 }
 
-/// One record of the log, exactly the fields of API.md §4.
+/// One record of the log, exactly the fields of API.md §4: `seq`, `at`, the [`Entry`]'s fields
+/// (read through `Deref`), `prev_hash`, `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
     pub at: String,
-    pub kind: Kind,
-    pub actor: Option<String>,
-    pub tenant_id: Option<String>,
-    pub order_id: Option<String>,
-    pub product_id: Option<String>,
-    pub file_id: Option<String>,
-    pub link_id: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub range: Option<String>,
-    pub bytes: Option<u64>,
-    pub outcome: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
+    #[serde(flatten)]
+    pub entry: Entry,
     pub prev_hash: String,
     pub hash: String,
+}
+
+impl std::ops::Deref for Record {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
 }
 
 /// The `prev_hash` of the first record.
@@ -196,25 +153,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 impl Record {
     /// Seals an entry as record `seq` at time `at`, chained to `prev_hash`.
     pub fn seal(entry: Entry, seq: u64, at: String, prev_hash: &str) -> Record {
-        let mut r = Record {
-            seq,
-            at,
-            kind: entry.kind,
-            actor: entry.actor,
-            tenant_id: entry.tenant_id,
-            order_id: entry.order_id,
-            product_id: entry.product_id,
-            file_id: entry.file_id,
-            link_id: entry.link_id,
-            ip: entry.ip,
-            user_agent: entry.user_agent,
-            range: entry.range,
-            bytes: entry.bytes,
-            outcome: entry.outcome,
-            count: entry.count,
-            prev_hash: prev_hash.to_owned(),
-            hash: String::new(),
-        };
+        let mut r = Record { seq, at, entry, prev_hash: prev_hash.to_owned(), hash: String::new() };
         r.hash = r.compute_hash();
         r
     }
@@ -245,22 +184,7 @@ impl Record {
 
     /// The canonical bytes that are hashed (before `prev_hash` is appended).
     pub fn canonical(&self) -> Vec<u8> {
-        let fields = Fields {
-            kind: self.kind,
-            actor: &self.actor,
-            tenant_id: &self.tenant_id,
-            order_id: &self.order_id,
-            product_id: &self.product_id,
-            file_id: &self.file_id,
-            link_id: &self.link_id,
-            ip: &self.ip,
-            user_agent: &self.user_agent,
-            range: &self.range,
-            bytes: self.bytes,
-            outcome: &self.outcome,
-            count: self.count,
-        };
-        canonical_of(self.seq, &self.at, &fields.body())
+        canonical_of(self.seq, &self.at, &self.entry.body())
     }
 
     /// `hex(SHA-256(canonical ‖ prev_hash))`.
@@ -444,7 +368,7 @@ mod tests {
     #[test]
     fn csv_quotes_what_needs_quoting() {
         let mut r = chain(1).remove(0);
-        r.user_agent = Some("Mozilla/5.0 (X11, \"quoted\")".into());
+        r.entry.user_agent = Some("Mozilla/5.0 (X11, \"quoted\")".into());
         let csv = to_csv(&[r]);
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(lines[0], CSV_COLUMNS.join(","));
@@ -490,7 +414,7 @@ mod tests {
         assert!(String::from_utf8(r.canonical()).unwrap().ends_with(r#""outcome":"exhausted","count":7}"#));
         assert_eq!((r.compute_hash(), hash.clone()), (hash, r.hash.clone()));
         let mut forged = r.clone();
-        forged.count = Some(1);
+        forged.entry.count = Some(1);
         assert_ne!(forged.compute_hash(), r.hash, "the count is covered by the hash");
     }
 
@@ -506,7 +430,7 @@ mod tests {
     #[test]
     fn tampering_is_found_at_the_changed_record() {
         let mut c = chain(5);
-        c[2].bytes = Some(1);
+        c[2].entry.bytes = Some(1);
         let mut v = ChainVerifier::default();
         let err = c.iter().try_for_each(|r| v.push(r)).unwrap_err();
         assert_eq!(err.seq, 3);
