@@ -10,7 +10,7 @@
 //! same path does not change what an already-loaded entry serves until restart.
 
 use crate::representation;
-use crate::store::{FileRecord, Op, Store, StoreError};
+use crate::store::{FileRecord, Store, StoreError};
 use base64::Engine;
 use dashmap::DashMap;
 use std::fs::File;
@@ -234,14 +234,9 @@ impl Catalog {
         })();
         match digest {
             Ok(sha256) => {
-                let op =
-                    Op::SetFileSha { product_id: product_id.to_owned(), file_id: file_id.to_owned(), size, sha256 };
-                let rt = self.store.writer().send_durable(vec![op]);
-                if let Ok(rx) = rt {
-                    // Wait for durability on this (non-async) thread, then drop the stale entry.
-                    if let Ok(Ok(_)) = rx.blocking_recv() {
-                        self.forget(product_id, file_id);
-                    }
+                // Durable first (this is a blocking thread), then drop the stale entry.
+                if self.store.set_file_sha(product_id, file_id, size, sha256).is_ok() {
+                    self.forget(product_id, file_id);
                 }
             }
             Err(e) => tracing::warn!(product_id, file_id, error = %e, "could not hash file"),

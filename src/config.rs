@@ -105,11 +105,22 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Where the state lives (API.md §5.3): `redb`, embedded, one node (the default).
+    pub backend: Backend,
     pub data_dir: PathBuf,
     pub files_dir: PathBuf,
     /// The key-encryption key for activation keys (32 bytes); default `data_dir/kek.key`,
     /// generated with mode 0600 on first start.
     pub kek_file: Option<PathBuf>,
+}
+
+/// The storage backend, chosen once at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Redb,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,7 +195,12 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: "../data".into(), files_dir: "../files".into(), kek_file: None }
+        StorageConfig {
+            backend: Backend::Redb,
+            data_dir: "../data".into(),
+            files_dir: "../files".into(),
+            kek_file: None,
+        }
     }
 }
 
@@ -328,6 +344,16 @@ mod tests {
         assert_eq!(cfg.orders.suspension_retention_days, 90);
         assert_eq!(cfg.storage.data_dir, dir.path().join("data"));
         assert_eq!(cfg.storage.files_dir, dir.path().join("files"));
+        assert_eq!(cfg.storage.backend, Backend::Redb);
+    }
+
+    #[test]
+    fn storage_backend_is_redb_or_postgres() {
+        let cfg: Config = toml::from_str("[storage]\nbackend = \"postgres\"").unwrap();
+        assert_eq!(cfg.storage.backend, Backend::Postgres);
+        let cfg: Config = toml::from_str("[storage]\nbackend = \"redb\"").unwrap();
+        assert_eq!(cfg.storage.backend, Backend::Redb);
+        assert!(toml::from_str::<Config>("[storage]\nbackend = \"sqlite\"").is_err());
     }
 
     #[test]

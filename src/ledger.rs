@@ -21,8 +21,8 @@
 
 use crate::activity::Entry;
 use crate::metrics::LedgerMetrics;
-use crate::store::writer::GateSink;
-use crate::store::{Access, LinkRecord, Op, OrderGate, Store, StoreError};
+use crate::store::budgets::{GateSink, Prepared};
+use crate::store::{Access, LinkRecord, OrderGate, Store, StoreError};
 
 use crate::token::LinkId;
 use dashmap::DashMap;
@@ -216,7 +216,7 @@ impl Ledger {
     async fn revalidate(&self) -> Result<(), StoreError> {
         let current = self.store.epoch();
         if self.epoch.load(Ordering::Acquire) != current {
-            self.store.writer().flush().await?;
+            self.store.flush().await?;
             self.links.clear();
             self.gates.clear();
             self.epoch.store(current, Ordering::Release);
@@ -284,32 +284,28 @@ impl Ledger {
     }
 
     async fn admit(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
-        let started = Op::append(started); // serialized before the lock, not under it
+        let started = Prepared::new(started); // serialized before the lock, not under it
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
             if spent.saturating_add(cost) > link.budget() {
                 return Err(ReserveError::Exhausted);
             }
-            let ops = vec![Op::Reserve { key: link.spent_key, bytes: cost }, started];
-            let rx = self.store.writer().send_durable(ops)?;
+            let durable = self.store.send_reservation(link.spent_key, cost, started)?;
             *spent += cost;
-            rx
+            durable
         };
-        match pending.await {
-            Ok(Ok(_)) => {
+        match pending.wait().await {
+            Ok(()) => {
                 self.metrics.reservations.inc();
                 self.metrics.reserved_bytes.inc_by(cost);
                 self.metrics.in_flight.inc();
                 Ok(())
             }
-            outcome => {
+            Err(e) => {
                 // Not durable: give the bytes back in memory (the epoch bump reloads the cache).
                 let mut spent = link.spent.lock().expect("not poisoned");
                 *spent = spent.saturating_sub(cost);
-                Err(match outcome {
-                    Ok(Err(e)) => e.into(),
-                    _ => StoreError::Closed.into(),
-                })
+                Err(e.into())
             }
         }
     }
@@ -321,13 +317,9 @@ impl Ledger {
             self.metrics.refunds.inc();
             self.metrics.refunded_bytes.inc_by(refund);
         }
-        let mut ops = Vec::with_capacity(2);
-        if refund > 0 {
-            ops.push(Op::Refund { key: link.spent_key, bytes: refund });
-        }
-        ops.push(Op::append(finished));
+        let finished = Prepared::new(finished);
         let mut spent = link.spent.lock().expect("not poisoned");
-        if let Err(e) = self.store.writer().send(ops) {
+        if let Err(e) = self.store.send_settlement(link.spent_key, refund, finished) {
             tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
             return;
         }
@@ -336,25 +328,14 @@ impl Ledger {
 
     /// Registers a freshly issued link (durably, with its `link.issued` record).
     pub async fn put_link(&self, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
-        self.store.writer().commit(vec![Op::PutLink(rec), Op::Append(issued)]).await?;
-        Ok(())
+        self.store.issue_link(rec, issued).await
     }
 
     /// Sets an order's access durably (with its activity record); memory follows on commit
     /// (`GateSink`). Closing a gate notifies every connection so in-flight downloads of that
     /// order stop at once.
     pub async fn set_access(&self, order_id: &str, gate: OrderGate, record: Option<Entry>) -> Result<(), StoreError> {
-        let order = order_id.to_owned();
-        self.store
-            .writer()
-            .txn(move |tx| {
-                tx.put_gate(&order, &gate)?;
-                if let Some(r) = record {
-                    tx.append(r)?;
-                }
-                Ok(())
-            })
-            .await
+        self.store.set_gate(order_id, gate, record).await
     }
 
     /// Applies a committed gate change to memory, unless a newer change got there first.
@@ -377,7 +358,7 @@ impl Ledger {
     /// Registers `ledger` with its store, so committed gate changes reach it (`GateSink`).
     pub fn listen(ledger: &Arc<Ledger>) {
         let weak: std::sync::Weak<Ledger> = Arc::downgrade(ledger);
-        ledger.store.writer().on_gate_change(weak);
+        ledger.store.on_gate_change(weak);
     }
 
     /// Number of links cached.
@@ -432,7 +413,7 @@ mod tests {
         open.push(ledger.reserve(&again, 100, started(), finished).await.unwrap());
         // Dropping a reservation unfinished hands its bytes back.
         drop(open);
-        store.writer().flush().await.unwrap();
+        store.flush().await.unwrap();
         assert_eq!((held.spent(), again.spent()), (0, 100));
         store.close().await;
     }

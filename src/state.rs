@@ -2,7 +2,7 @@
 //! the ledger of hot links, the file catalog and the link-signing key ring.
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::ledger::Ledger;
 use crate::secrets;
 use crate::store::{Store, StoreError};
@@ -21,6 +21,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("storage backend {0:?} is not available in this build")]
+    Backend(crate::config::Backend),
 }
 
 pub struct AppState {
@@ -61,10 +63,15 @@ impl AppState {
         let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
         let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
         let clock = crate::clock::Clock::default();
-        let store = Arc::new(Store::open_with(&data_dir, clock.clone(), config.activity.jsonl_path.clone(), disk)?);
+        // The backend is chosen here, once; everything above the store sees one interface.
+        let store = match config.storage.backend {
+            Backend::Redb => Store::open_with(&data_dir, clock.clone(), config.activity.jsonl_path.clone(), disk)?,
+            other => return Err(StartError::Backend(other)),
+        };
+        let store = Arc::new(store);
         let ledger = Arc::new(Ledger::new(store.clone()));
         Ledger::listen(&ledger);
-        let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.writer().stats.metrics);
+        let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.stats().metrics);
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
         Ok(Arc::new(AppState {
             config,

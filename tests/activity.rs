@@ -485,17 +485,16 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
 async fn one_hour_window_over_100k_records() {
     let s = start().await;
     // 100 commits of 1,000 records, a day apart: 100,000 records over 100 days.
-    let writer = s.state.store.writer().clone();
     for day in 0..100 {
         let ops: Vec<_> = (0..1000)
             .map(|i| {
                 let mut e = keydrop::activity::Entry::new(Kind::DownloadFinished);
                 e.order_id = Some(format!("ord_{day}"));
                 e.bytes = Some(i);
-                keydrop::store::Op::Append(e)
+                e
             })
             .collect();
-        writer.commit(ops).await.unwrap();
+        s.state.store.append(ops).await.unwrap();
         s.state.advance_clock(86_400);
     }
     let all = s.state.store.record_count().unwrap();
@@ -523,7 +522,6 @@ async fn one_hour_window_over_100k_records() {
 async fn filters_by_order_tenant_and_kind_page_through_exactly_the_matching_records() {
     let s = start().await;
     // 20,000 records over 200 orders of 20 tenants, three kinds, in 20 commits.
-    let writer = s.state.store.writer().clone();
     let kinds = [Kind::DownloadStarted, Kind::DownloadFinished, Kind::LinkIssued];
     for c in 0..20u64 {
         let ops: Vec<_> = (0..1000u64)
@@ -533,10 +531,10 @@ async fn filters_by_order_tenant_and_kind_page_through_exactly_the_matching_reco
                 e.order_id = Some(format!("ord_{}", n % 200));
                 e.tenant_id = Some(format!("{:08}-0000-4000-8000-000000000000", n % 20));
                 e.bytes = Some(n);
-                keydrop::store::Op::Append(e)
+                e
             })
             .collect();
-        writer.commit(ops).await.unwrap();
+        s.state.store.append(ops).await.unwrap();
     }
     let page = |q: String| {
         let s = &s;

@@ -243,7 +243,7 @@ async fn two_hundred_racing_gets_on_a_five_use_link_serve_exactly_five() {
     let data = s.add_file("mib", "one.bin", 1024 * 1024).await;
     s.open_order("o").await;
     let link = s.issue("o", "mib", 5).await;
-    let commits_before = s.state.store.writer().stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    let commits_before = s.state.store.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -271,7 +271,7 @@ async fn two_hundred_racing_gets_on_a_five_use_link_serve_exactly_five() {
     }
     assert_eq!((ok, exhausted), (5, 195));
     // Group commit: 5 reservations, 5 refunds/finished records and 195 refusal records share commits.
-    let commits = s.state.store.writer().stats.commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
+    let commits = s.state.store.stats().commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
     assert!(commits < 205, "{commits} commits for 205 writes: no batching");
     println!("racing GETs: {commits} commits for 205 logged writes");
     let st = s.settled(&link).await;

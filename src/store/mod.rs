@@ -38,6 +38,7 @@
 //! absent. If a commit fails, the writer bumps [`Store::epoch`]; the ledger then drops its cache
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
+pub mod budgets;
 pub mod commands;
 pub mod disk;
 pub mod index;

@@ -82,8 +82,19 @@ pub struct Server {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// The storage backend the behaviour suites run against: `KEYDROP_TEST_BACKEND` (`redb`, the
+/// default, or `postgres`). The same tests, the same assertions, whichever backend is below.
+pub fn backend_under_test() -> keydrop::config::Backend {
+    match std::env::var("KEYDROP_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("redb") => keydrop::config::Backend::Redb,
+        Ok("postgres") => keydrop::config::Backend::Postgres,
+        Ok(other) => panic!("KEYDROP_TEST_BACKEND={other:?}: expected redb or postgres"),
+    }
+}
+
 pub fn test_config(root: &Path) -> Config {
     let mut cfg = Config::default();
+    cfg.storage.backend = backend_under_test();
     cfg.storage.data_dir = root.join("data");
     cfg.storage.files_dir = root.join("files");
     cfg.server.shutdown_grace_secs = 10;
@@ -216,7 +227,7 @@ impl Server {
         within(10, "settle", async {
             let mut last = u64::MAX;
             loop {
-                self.state.store.writer().flush().await.unwrap();
+                self.state.store.flush().await.unwrap();
                 let s = self.status(link).await;
                 if s.bytes_spent == last {
                     return s;
@@ -252,7 +263,7 @@ impl Server {
     }
 
     pub async fn records(&self) -> Vec<keydrop::activity::Record> {
-        self.state.store.writer().flush().await.unwrap();
+        self.state.store.flush().await.unwrap();
         self.state.store.records_after(0, 1_000_000).unwrap()
     }
 
