@@ -2,6 +2,7 @@
 # keydrop vs nginx secure_link, side by side, on loopback only.
 #
 #   benches/compare-nginx.sh [SECONDS]      (default 10 s per run)
+#   KEYDROP_BIN=path/to/keydrop benches/compare-nginx.sh   (measure a binary built earlier)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
@@ -32,9 +33,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building keydrop (release)…"
-(cd "$ROOT" && cargo build --release -q)
-KD="$ROOT/target/release/keydrop"
+if [ -n "${KEYDROP_BIN:-}" ]; then
+  KD="$KEYDROP_BIN"   # a binary built earlier (before/after comparisons of two builds)
+else
+  echo "building keydrop (release)…"
+  (cd "$ROOT" && cargo build --release -q)
+  KD="$ROOT/target/release/keydrop"
+fi
 
 mkdir -p "$WORK/files" "$WORK/data" "$WORK/nginx"
 head -c 4096 /dev/urandom >"$WORK/files/f4k.bin"

@@ -36,7 +36,7 @@ async fn start() -> Bench {
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = public.local_addr().unwrap();
     cfg.server.public_base_url = format!("http://{addr}");
-    let state = AppState::open(cfg).unwrap();
+    let state = AppState::open(cfg).await.unwrap();
     tokio::spawn(run(Listeners { public, admin }, state.clone(), std::future::pending()));
     state.ledger.set_access("bench-order", OrderGate { access: Access::Open, tenant_id: None }, None).await.unwrap();
     Bench { _dir: dir, state, addr }
@@ -116,14 +116,14 @@ impl Bench {
 impl Bench {
     /// Stores `n` links straight through the writer, 10,000 per commit (setup for `growth`).
     async fn bulk_links(&self, file_id: &str, n: usize) -> Vec<String> {
-        let size = self.state.catalog.record("bench", file_id).unwrap().unwrap().size;
+        let size = self.state.catalog.record("bench", file_id).await.unwrap().unwrap().size;
         let mut paths = Vec::with_capacity(n);
         let mut ops = Vec::with_capacity(10_000);
         for i in 0..n {
             let id: [u8; 16] = keydrop::secrets::random_bytes();
             let expires = chrono::Utc::now().timestamp() + 86_400;
             paths.push(format!("/d/{}", self.state.keys.sign(&id, expires)));
-            ops.push(keydrop::store::Op::PutLink(keydrop::store::LinkRecord {
+            ops.push(keydrop::store::embedded::Op::PutLink(keydrop::store::LinkRecord {
                 link_id: hex::encode(id),
                 order_id: "bench-order".into(),
                 tenant_id: None,
@@ -136,7 +136,14 @@ impl Bench {
                 unit: size.max(1),
             }));
             if ops.len() == 10_000 || i + 1 == n {
-                self.state.store.writer().commit(std::mem::take(&mut ops)).await.unwrap();
+                self.state
+                    .store
+                    .embedded()
+                    .expect("benchmarks run on the embedded backend")
+                    .writer()
+                    .commit(std::mem::take(&mut ops))
+                    .await
+                    .unwrap();
             }
         }
         paths
@@ -249,7 +256,7 @@ async fn load(addr: std::net::SocketAddr, paths: Arc<Vec<String>>, conns: usize,
 /// tenants), journalled as under load; the best of five runs of 2,000 groups, in µs per download.
 async fn writer_records(b: &Bench, json: &mut serde_json::Map<String, serde_json::Value>) {
     use keydrop::activity::{Entry, Kind};
-    let writer = b.state.store.writer().clone();
+    let writer = b.state.store.embedded().expect("benchmarks run on the embedded backend").writer().clone();
     let mut best = f64::MAX;
     let mut n = 0u64;
     for _ in 0..5 {
@@ -259,7 +266,7 @@ async fn writer_records(b: &Bench, json: &mut serde_json::Map<String, serde_json
             for _ in 0..64 {
                 n += 1;
                 let mut ops = Vec::with_capacity(3);
-                ops.push(keydrop::store::Op::Reserve { key: [(n % 251) as u8; 24], bytes: 4096 });
+                ops.push(keydrop::store::embedded::Op::Reserve { key: [(n % 251) as u8; 24], bytes: 4096 });
                 for kind in [Kind::DownloadStarted, Kind::DownloadFinished] {
                     let mut e = Entry::new(kind);
                     e.order_id = Some(format!("ord_{:06}", n % 2_000));
@@ -267,7 +274,7 @@ async fn writer_records(b: &Bench, json: &mut serde_json::Map<String, serde_json
                     e.link_id = Some(format!("{n:032x}"));
                     e.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) bench".into());
                     e.bytes = Some(4096);
-                    ops.push(keydrop::store::Op::append(e));
+                    ops.push(keydrop::store::embedded::Op::append(e));
                 }
                 pending.push(writer.send_durable(ops).unwrap());
             }
@@ -286,7 +293,7 @@ async fn activity_queries(b: &Bench, json: &mut serde_json::Map<String, serde_js
     use keydrop::activity::{Entry, Kind, Query};
     let kinds = [Kind::DownloadStarted, Kind::DownloadFinished, Kind::LinkIssued, Kind::KeyAccessed];
     let t0 = Instant::now();
-    let writer = b.state.store.writer().clone();
+    let writer = b.state.store.embedded().expect("benchmarks run on the embedded backend").writer().clone();
     for c in 0..100u64 {
         let ops = (0..10_000u64)
             .map(|i| {
@@ -296,14 +303,14 @@ async fn activity_queries(b: &Bench, json: &mut serde_json::Map<String, serde_js
                 e.tenant_id = Some(format!("{:08}-0000-4000-8000-000000000000", n % 1_000));
                 e.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) bench".into());
                 e.bytes = Some(n);
-                keydrop::store::Op::append(e)
+                keydrop::store::embedded::Op::append(e)
             })
             .collect();
         writer.commit(ops).await.unwrap();
     }
     let stored = t0.elapsed().as_secs_f64();
     println!("{:<34} {:>14}", "  (stored 1,000,000 records)", format!("{stored:.1} s"));
-    let any: Vec<_> = b.state.store.records_after(500_000, 1).unwrap();
+    let any: Vec<_> = b.state.store.records_after(500_000, 1).await.unwrap();
     let at = keydrop::activity::at_micros(&any[0].at);
     let cases = [
         ("activity: by order (page of 100)", Query { order_id: Some("ord_004321".into()), ..Default::default() }),
@@ -326,7 +333,7 @@ async fn activity_queries(b: &Bench, json: &mut serde_json::Map<String, serde_js
         let mut took = Vec::new();
         for _ in 0..21 {
             let t = Instant::now();
-            let (recs, _) = b.state.store.query_activity(&q).unwrap();
+            let (recs, _) = b.state.store.query_activity(&q).await.unwrap();
             took.push(t.elapsed().as_secs_f64() * 1e3);
             assert!(!recs.is_empty(), "{name}: nothing found");
         }

@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use keydrop::activity::{Entry, Kind, Record, GENESIS};
 use keydrop::ledger::Outcome;
 use keydrop::range::bytes_range;
-use keydrop::store::{LinkRecord, Op, Store};
+use keydrop::store::{Embedded, LinkRecord, Store};
 use keydrop::token::KeyRing;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ fn hashing(c: &mut Criterion) {
 fn reservations(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let store = Arc::new(Store::Embedded(Embedded::open(dir.path()).unwrap()));
     let ledger = Arc::new(keydrop::ledger::Ledger::new(store.clone()));
     let id = [1u8; 16];
     let rec = LinkRecord {
@@ -65,7 +65,7 @@ fn reservations(c: &mut Criterion) {
         max_uses: u32::MAX,
         unit: 1 << 40,
     };
-    rt.block_on(store.writer().commit(vec![Op::PutLink(rec)])).unwrap();
+    rt.block_on(store.issue_link(rec, Entry::new(Kind::LinkIssued))).unwrap();
     let link = rt.block_on(ledger.link(&id)).unwrap().unwrap();
     let started = || {
         let mut e = Entry::new(Kind::DownloadStarted);

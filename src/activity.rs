@@ -11,7 +11,8 @@
 //!
 //! `seq, at, kind, actor, tenant_id, order_id, product_id, file_id, link_id, ip, user_agent,
 //! range, bytes, outcome`, then `count` only when the record has one (a coalesced
-//! `download.refused`, API.md §5.2) — so every record written before `count` existed keeps its hash.
+//! `download.refused`, API.md §5.2), then `node` only when it has one (written on a shared
+//! PostgreSQL database, §5.3) — so every record written before either existed keeps its hash.
 //!
 //! `seq` and `bytes` are JSON integers; `at` is RFC 3339 UTC with microseconds
 //! (`2026-11-21T08:30:00.000000Z`). `seq` starts at 1 and has no gaps; `at` never decreases.
@@ -84,6 +85,9 @@ pub struct Entry {
     /// How many refusals a `download.refused` record stands for (API.md §5.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The node that wrote the record, on a shared database (API.md §5.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The canonical form: `{"seq":…,"at":…,` followed by an entry's [`Entry::body`].
@@ -124,6 +128,7 @@ impl Entry {
             bytes: None,
             outcome: None,
             count: None,
+            node: None,
         }
     }
 }
@@ -281,6 +286,12 @@ pub fn time_bound(s: &str, is_to: bool) -> Option<u64> {
     u64::try_from(us).ok()
 }
 
+/// A record's `at` from microseconds since the epoch: RFC 3339 UTC with microseconds.
+pub fn format_at(us: u64) -> String {
+    let t = chrono::DateTime::from_timestamp_micros(i64::try_from(us).unwrap_or(i64::MAX)).unwrap_or_default();
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 /// Parses a record's `at` into microseconds.
 pub fn at_micros(at: &str) -> u64 {
     chrono::DateTime::parse_from_rfc3339(at).map_or(0, |t| t.timestamp_micros().max(0) as u64)
@@ -288,7 +299,7 @@ pub fn at_micros(at: &str) -> u64 {
 
 /// The column order of the CSV export: the record's fields in API order, then the columns added
 /// later (at the end, so readers of the first columns by position keep working).
-pub const CSV_COLUMNS: [&str; 17] = [
+pub const CSV_COLUMNS: [&str; 18] = [
     "seq",
     "at",
     "kind",
@@ -306,6 +317,7 @@ pub const CSV_COLUMNS: [&str; 17] = [
     "prev_hash",
     "hash",
     "count",
+    "node",
 ];
 
 fn csv_field(s: &str) -> String {

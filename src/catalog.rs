@@ -196,9 +196,10 @@ impl Catalog {
         if rec.sha256.is_none() {
             let me = self.clone();
             let (pid, fid, size) = (rec.product_id.clone(), rec.file_id.clone(), rec.size);
+            let rt = tokio::runtime::Handle::current();
             std::thread::Builder::new()
                 .name("keydrop-sha256".into())
-                .spawn(move || me.compute_digest(&pid, &fid, &full, size))
+                .spawn(move || me.compute_digest(&rt, &pid, &fid, &full, size))
                 .map_err(StoreError::from)?;
         }
         Ok(outcome)
@@ -218,7 +219,7 @@ impl Catalog {
     }
 
     /// Hashes the file in 1 MiB reads, stores the digest, and refreshes the cached entry.
-    fn compute_digest(&self, product_id: &str, file_id: &str, path: &Path, size: u64) {
+    fn compute_digest(&self, rt: &tokio::runtime::Handle, product_id: &str, file_id: &str, path: &Path, size: u64) {
         let digest = (|| -> std::io::Result<String> {
             let mut f = File::open(path)?;
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -235,7 +236,7 @@ impl Catalog {
         match digest {
             Ok(sha256) => {
                 // Durable first (this is a blocking thread), then drop the stale entry.
-                if self.store.set_file_sha(product_id, file_id, size, sha256).is_ok() {
+                if rt.block_on(self.store.set_file_sha(product_id, file_id, size, sha256)).is_ok() {
                     self.forget(product_id, file_id);
                 }
             }
@@ -244,22 +245,22 @@ impl Catalog {
     }
 
     /// The stored record of a file.
-    pub fn record(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
-        self.store.file(product_id, file_id)
+    pub async fn record(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+        self.store.file(product_id, file_id).await
     }
 
     /// The files attached to a product, retired ones included.
-    pub fn files_of(&self, product_id: &str) -> Result<Vec<FileRecord>, StoreError> {
-        self.store.files_of(product_id)
+    pub async fn files_of(&self, product_id: &str) -> Result<Vec<FileRecord>, StoreError> {
+        self.store.files_of(product_id).await
     }
 
     /// The servable file, opening and caching it on first use; `None` if unknown, missing, or no
     /// longer the file that was attached (size changed, a second hard link).
-    pub fn served(&self, product_id: &str, file_id: &str) -> Result<Option<Arc<ServedFile>>, StoreError> {
+    pub async fn served(&self, product_id: &str, file_id: &str) -> Result<Option<Arc<ServedFile>>, StoreError> {
         if let Some(s) = self.served.get(product_id).and_then(|files| files.get(file_id).map(|f| f.clone())) {
             return Ok(Some(s));
         }
-        let Some(rec) = self.store.file(product_id, file_id)? else {
+        let Some(rec) = self.store.file(product_id, file_id).await? else {
             return Ok(None);
         };
         match ServedFile::open(&self.files_dir, rec) {

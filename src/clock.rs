@@ -15,6 +15,11 @@ impl Clock {
     }
 
     /// Moves this clock forward by `secs` (tests).
+    /// [`Clock::now`] in microseconds since the epoch (what activity records are stamped with).
+    pub fn now_micros(&self) -> u64 {
+        u64::try_from(self.now().timestamp_micros()).unwrap_or(0)
+    }
+
     pub fn advance(&self, secs: i64) {
         self.0.fetch_add(secs, Ordering::Relaxed);
     }

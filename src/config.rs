@@ -26,7 +26,22 @@ pub struct Config {
     pub revocation: RevocationConfig,
     pub activity: ActivityConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
     pub principals: Vec<Principal>,
+}
+
+/// `[cluster]`: what several nodes on one database promise each other (API.md §5.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A node that cannot confirm order states this fresh stops serving downloads.
+    pub max_gate_staleness_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { max_gate_staleness_ms: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -105,8 +120,13 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Where the state lives (API.md §5.3): `redb`, embedded, one node (the default).
+    /// Where the state lives (API.md §5.3): `redb`, embedded, one node (the default), or
+    /// `postgres`, shared by several nodes.
     pub backend: Backend,
+    /// With `postgres`: the database (or env `KEYDROP_POSTGRES_URL`, which wins).
+    pub postgres_url: Option<String>,
+    /// This node's name in activity records (default: the host name).
+    pub node_id: Option<String>,
     pub data_dir: PathBuf,
     pub files_dir: PathBuf,
     /// The key-encryption key for activation keys (32 bytes); default `data_dir/kek.key`,
@@ -197,10 +217,30 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             backend: Backend::Redb,
+            postgres_url: None,
+            node_id: None,
             data_dir: "../data".into(),
             files_dir: "../files".into(),
             kek_file: None,
         }
+    }
+}
+
+impl StorageConfig {
+    /// The database URL: `KEYDROP_POSTGRES_URL` if set, else `postgres_url`.
+    pub fn postgres_url(&self) -> Option<String> {
+        std::env::var("KEYDROP_POSTGRES_URL").ok().filter(|u| !u.is_empty()).or_else(|| self.postgres_url.clone())
+    }
+
+    /// This node's name: `node_id`, else the host name.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "keydrop".into())
+        })
     }
 }
 
@@ -293,6 +333,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.max_header_bytes must be at least 8192; max_headers and admin_max_body_bytes at least 1".into(),
             ));
+        }
+        if self.storage.backend == Backend::Postgres {
+            if self.storage.postgres_url().is_none() {
+                return Err(ConfigError::Invalid(
+                    "storage.backend = \"postgres\" needs storage.postgres_url or KEYDROP_POSTGRES_URL".into(),
+                ));
+            }
+            if self.storage.kek_file.is_none() {
+                return Err(ConfigError::Invalid(
+                    "storage.backend = \"postgres\" needs storage.kek_file: the same key file on every node".into(),
+                ));
+            }
+        }
+        if self.cluster.max_gate_staleness_ms == 0 {
+            return Err(ConfigError::Invalid("cluster.max_gate_staleness_ms must be at least 1".into()));
         }
         for p in &self.principals {
             if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

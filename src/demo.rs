@@ -112,7 +112,7 @@ pub async fn run_demo(
     });
     let admin_url = format!("http://{}", admin.local_addr()?);
 
-    let state = AppState::open(cfg)?;
+    let state = AppState::open(cfg).await?;
     let tenant = "3f2a9c4e-8d1b-4e6a-9f0c-5b7d2e1a4c8f";
     let product_key = sample_product_key();
     let call = |method: &'static str, path: String, body: serde_json::Value| {

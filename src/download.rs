@@ -93,7 +93,7 @@ pub async fn handle(
         Some(Closed::Suspended) => return Err(refuse(ApiError::Suspended)),
         None => {}
     }
-    let file = match state.catalog.served(&link.rec.product_id, &link.rec.file_id).map_err(ApiError::from)? {
+    let file = match state.catalog.served(&link.rec.product_id, &link.rec.file_id).await.map_err(ApiError::from)? {
         Some(f) => f,
         None => return Err(ApiError::Unavailable { retry_after_secs: 60 }),
     };

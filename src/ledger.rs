@@ -21,12 +21,13 @@
 
 use crate::activity::Entry;
 use crate::metrics::LedgerMetrics;
-use crate::store::budgets::{GateSink, Prepared};
-use crate::store::{Access, LinkRecord, OrderGate, Store, StoreError};
+use crate::store::embedded::budgets::Prepared;
+use crate::store::pg::Admission;
+use crate::store::{Access, GateSink, LinkRecord, OrderGate, Store, StoreError};
 
 use crate::token::LinkId;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -37,11 +38,19 @@ pub struct Gate {
     /// The commit order of the change that set `access`; older changes never overwrite newer.
     version: Mutex<u64>,
     pub tenant_id: Option<String>,
+    /// The ledger's "order states confirmed in time" (always true on the embedded backend).
+    fresh: Arc<AtomicBool>,
 }
 
 impl Gate {
-    fn new(access: Access, tenant_id: Option<String>) -> Gate {
-        Gate { access: AtomicU8::new(access as u8), version: Mutex::new(0), tenant_id }
+    fn new(access: Access, tenant_id: Option<String>, version: u64, fresh: Arc<AtomicBool>) -> Gate {
+        Gate { access: AtomicU8::new(access as u8), version: Mutex::new(version), tenant_id, fresh }
+    }
+
+    /// False while this node cannot confirm its order states (a shared database away): its
+    /// downloads stop and new ones are refused, whatever the order's access.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.load(Ordering::Acquire)
     }
 
     pub fn access(&self) -> Access {
@@ -53,7 +62,7 @@ impl Gate {
     }
 
     pub fn is_open(&self) -> bool {
-        self.access() == Access::Open
+        self.access() == Access::Open && self.is_fresh()
     }
 }
 
@@ -62,7 +71,7 @@ impl Gate {
 pub struct HotLink {
     pub id: LinkId,
     /// Where its counter lives on disk.
-    spent_key: crate::store::SpentKey,
+    spent_key: crate::store::embedded::SpentKey,
     pub rec: LinkRecord,
     pub gate: Arc<Gate>,
     spent: Mutex<u64>,
@@ -92,6 +101,8 @@ pub enum Outcome {
     Revoked,
     Suspended,
     ReadError,
+    /// Cut because the node could no longer confirm order states (API.md §5.3).
+    Unavailable,
 }
 
 impl Outcome {
@@ -102,6 +113,7 @@ impl Outcome {
             Outcome::Revoked => "revoked",
             Outcome::Suspended => "suspended",
             Outcome::ReadError => "read_error",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }
@@ -149,10 +161,14 @@ impl Drop for Reservation {
 
 impl GateSink for Ledger {
     fn gate_committed(&self, order_id: &str, gate: &OrderGate, version: u64) {
-        if let Err(e) = self.gate_changed(order_id, gate, version) {
-            // The cache cannot load the gate: drop it, so the next request reads the disk.
-            tracing::error!(order_id, error = %e, "gate change not applied in memory; reloading");
-            self.gates.remove(order_id);
+        self.gate_changed(order_id, gate, version);
+    }
+
+    fn freshness(&self, fresh: bool) {
+        self.fresh.store(fresh, Ordering::Release);
+        if !fresh {
+            // Every download in flight re-checks its gate, which now reads "not fresh".
+            self.revocations.send_modify(|n| *n += 1);
         }
     }
 }
@@ -176,6 +192,8 @@ pub struct Ledger {
     /// The store epoch this cache was loaded under.
     epoch: AtomicU64,
     revocations: watch::Sender<u64>,
+    /// Order states confirmed in time (see [`Gate::is_fresh`]); shared by every gate.
+    fresh: Arc<AtomicBool>,
     /// Reservations, refunds and downloads in flight, exported at `/metrics`.
     pub metrics: LedgerMetrics,
 }
@@ -198,6 +216,7 @@ impl Ledger {
             gates: DashMap::new(),
             epoch,
             revocations: watch::channel(0).0,
+            fresh: Arc::new(AtomicBool::new(true)),
             metrics: LedgerMetrics::default(),
         }
     }
@@ -230,13 +249,13 @@ impl Ledger {
         if let Some(l) = self.links.get(id) {
             return Ok(Some(l.clone()));
         }
-        let Some((rec, spent)) = self.store.link(id)? else {
+        let Some((rec, spent)) = self.store.link(id).await? else {
             return Ok(None);
         };
-        let gate = self.gate(&rec.order_id, rec.tenant_id.clone())?;
+        let gate = self.gate(&rec.order_id, rec.tenant_id.clone()).await?;
         let hot = Arc::new(HotLink {
             id: *id,
-            spent_key: crate::store::spent_key(&rec),
+            spent_key: crate::store::embedded::spent_key(&rec),
             rec,
             gate,
             spent: Mutex::new(spent),
@@ -250,14 +269,16 @@ impl Ledger {
     }
 
     /// The gate of an order (open if the store has none).
-    pub fn gate(&self, order_id: &str, tenant_id: Option<String>) -> Result<Arc<Gate>, StoreError> {
+    pub async fn gate(&self, order_id: &str, tenant_id: Option<String>) -> Result<Arc<Gate>, StoreError> {
         if let Some(g) = self.gates.get(order_id) {
             return Ok(g.clone());
         }
-        let gate = match self.store.gate(order_id)? {
-            Some(g) => Gate::new(g.access, g.tenant_id.or(tenant_id)),
-            None => Gate::new(Access::Open, tenant_id),
+        let fresh = self.fresh.clone();
+        let gate = match self.store.gate(order_id).await? {
+            Some((g, version)) => Gate::new(g.access, g.tenant_id.or(tenant_id), version, fresh),
+            None => Gate::new(Access::Open, tenant_id, 0, fresh),
         };
+        // A change applied meanwhile is in the map already, and wins.
         Ok(self.gates.entry(order_id.to_owned()).or_insert(Arc::new(gate)).clone())
     }
 
@@ -284,13 +305,29 @@ impl Ledger {
     }
 
     async fn admit(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
+        let store = match &*self.store {
+            Store::Embedded(s) => s,
+            Store::Postgres(pg) => {
+                // Admission is the database's: the group's conditional update decides.
+                return match pg.reserve(link.id, cost, started).await? {
+                    Admission::Granted { spent } => {
+                        *link.spent.lock().expect("not poisoned") = spent;
+                        self.metrics.reservations.inc();
+                        self.metrics.reserved_bytes.inc_by(cost);
+                        self.metrics.in_flight.inc();
+                        Ok(())
+                    }
+                    Admission::Exhausted => Err(ReserveError::Exhausted),
+                };
+            }
+        };
         let started = Prepared::new(started); // serialized before the lock, not under it
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
             if spent.saturating_add(cost) > link.budget() {
                 return Err(ReserveError::Exhausted);
             }
-            let durable = self.store.send_reservation(link.spent_key, cost, started)?;
+            let durable = store.send_reservation(link.spent_key, cost, started)?;
             *spent += cost;
             durable
         };
@@ -317,9 +354,18 @@ impl Ledger {
             self.metrics.refunds.inc();
             self.metrics.refunded_bytes.inc_by(refund);
         }
+        let store = match &*self.store {
+            Store::Embedded(s) => s,
+            Store::Postgres(pg) => {
+                if let Err(e) = pg.settle(link.id, refund, finished) {
+                    tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
+                }
+                return;
+            }
+        };
         let finished = Prepared::new(finished);
         let mut spent = link.spent.lock().expect("not poisoned");
-        if let Err(e) = self.store.send_settlement(link.spent_key, refund, finished) {
+        if let Err(e) = store.send_settlement(link.spent_key, refund, finished) {
             tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
             return;
         }
@@ -338,13 +384,18 @@ impl Ledger {
         self.store.set_gate(order_id, gate, record).await
     }
 
-    /// Applies a committed gate change to memory, unless a newer change got there first.
-    fn gate_changed(&self, order_id: &str, gate: &OrderGate, version: u64) -> Result<(), StoreError> {
-        let g = self.gate(order_id, gate.tenant_id.clone())?;
+    /// Applies a committed gate change to memory, unless a newer change got there first. A
+    /// gate not cached yet is cached as the change says (it is the newest state there is).
+    fn gate_changed(&self, order_id: &str, gate: &OrderGate, version: u64) {
+        let g = self
+            .gates
+            .entry(order_id.to_owned())
+            .or_insert_with(|| Arc::new(Gate::new(gate.access, gate.tenant_id.clone(), 0, self.fresh.clone())))
+            .clone();
         {
             let mut v = g.version.lock().expect("not poisoned");
             if *v > version {
-                return Ok(());
+                return;
             }
             *v = version;
             g.access.store(gate.access as u8, Ordering::Release);
@@ -352,7 +403,11 @@ impl Ledger {
         if gate.access != Access::Open {
             self.revocations.send_modify(|n| *n += 1);
         }
-        Ok(())
+    }
+
+    /// Are order states confirmed fresh enough to serve? (See [`Gate::is_fresh`].)
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.load(Ordering::Acquire)
     }
 
     /// Registers `ledger` with its store, so committed gate changes reach it (`GateSink`).
@@ -390,7 +445,7 @@ mod tests {
     #[tokio::test]
     async fn idle_links_are_evicted_and_reload_with_their_spending() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = Arc::new(Store::Embedded(crate::store::Embedded::open(dir.path()).unwrap()));
         let ledger = Arc::new(Ledger::with_capacity(store.clone(), 4));
         for i in 0..10u8 {
             ledger.put_link(record(i), Entry::new(Kind::LinkIssued)).await.unwrap();

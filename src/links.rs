@@ -73,7 +73,7 @@ fn ts(secs: i64) -> DateTime<Utc> {
 /// returns. Refused for a revoked or suspended order — including an order only known from a
 /// revocation push.
 pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLink, IssueError> {
-    let gate = state.ledger.gate(&req.order_id, req.tenant_id.clone())?;
+    let gate = state.ledger.gate(&req.order_id, req.tenant_id.clone()).await?;
     match gate.access() {
         Access::Revoked => return Err(IssueError::Revoked),
         Access::Suspended => return Err(IssueError::Suspended),
@@ -81,7 +81,8 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
     }
     let file = state
         .catalog
-        .record(&req.product_id, &req.file_id)?
+        .record(&req.product_id, &req.file_id)
+        .await?
         .filter(|f| f.retired_at.is_none())
         .ok_or(IssueError::UnknownFile)?;
     let cfg = &state.config.links;

@@ -123,7 +123,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("bind {}: {e}", cfg.server.admin_listen))?;
     tracing::info!(public = %public.local_addr().map_err(|e| e.to_string())?, admin = %admin.local_addr().map_err(|e| e.to_string())?, data_dir = %cfg.storage.data_dir.display(), "keydrop serving");
-    let state = AppState::open(cfg).map_err(|e| e.to_string())?;
+    let state = AppState::open(cfg).await.map_err(|e| e.to_string())?;
     if state.tls.is_some() {
         tokio::spawn(reload_tls_on_sighup(state.clone()));
     }

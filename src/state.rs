@@ -21,8 +21,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("storage backend {0:?} is not available in this build")]
-    Backend(crate::config::Backend),
+    #[error("kek_file {path}: {why}")]
+    Kek { path: String, why: String },
+    #[error("{0}")]
+    KeyRing(#[from] crate::store::pg::secrets::KeyRingError),
 }
 
 pub struct AppState {
@@ -47,26 +49,49 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the store in `data_dir` (creating it and its secrets on first start).
-    pub fn open(config: Config) -> Result<Arc<AppState>, StartError> {
-        AppState::open_with(config, None)
+    pub async fn open(config: Config) -> Result<Arc<AppState>, StartError> {
+        AppState::open_with(config, None).await
     }
 
     /// Like [`AppState::open`]; `disk` lets a test make the store's disk "full".
-    pub fn open_with(config: Config, disk: Option<crate::store::DiskSwitch>) -> Result<Arc<AppState>, StartError> {
+    pub async fn open_with(
+        config: Config,
+        disk: Option<crate::store::DiskSwitch>,
+    ) -> Result<Arc<AppState>, StartError> {
         let data_dir = config.storage.data_dir.clone();
         let dd_err = |source| StartError::DataDir { path: data_dir.display().to_string(), source };
         std::fs::create_dir_all(&data_dir).map_err(dd_err)?;
         std::fs::create_dir_all(&config.storage.files_dir).map_err(dd_err)?;
         let push_secrets = config.revocation.secrets()?;
         let tls = config.server.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
-        let keys = KeyRing::new(secrets::load_link_keys(&data_dir).map_err(dd_err)?);
         let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
-        let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
         let clock = crate::clock::Clock::default();
         // The backend is chosen here, once; everything above the store sees one interface.
-        let store = match config.storage.backend {
-            Backend::Redb => Store::open_with(&data_dir, clock.clone(), config.activity.jsonl_path.clone(), disk)?,
-            other => return Err(StartError::Backend(other)),
+        let (store, sealer, keys) = match config.storage.backend {
+            Backend::Redb => {
+                let sealer = crate::keys::Sealer::new(&secrets::load_or_create(&kek_path, 32).map_err(dd_err)?);
+                let keys = KeyRing::new(secrets::load_link_keys(&data_dir).map_err(dd_err)?);
+                let jsonl = config.activity.jsonl_path.clone();
+                let store = crate::store::Embedded::open_with(&data_dir, clock.clone(), jsonl, disk)?;
+                (Store::Embedded(store), sealer, keys)
+            }
+            Backend::Postgres => {
+                // Every node must hold the same KEK: a missing file is an error, never generated.
+                let kek_err = |why: String| StartError::Kek { path: kek_path.display().to_string(), why };
+                let kek = std::fs::read(&kek_path).map_err(|e| kek_err(e.to_string()))?;
+                if kek.len() != 32 {
+                    return Err(kek_err(format!("holds {} bytes; a KEK is 32", kek.len())));
+                }
+                let sealer = crate::keys::Sealer::new(&kek);
+                let mut opts = crate::store::pg::PgOptions::new(
+                    &config.storage.postgres_url().unwrap_or_default(),
+                    &config.storage.node_id(),
+                );
+                opts.max_gate_staleness = std::time::Duration::from_millis(config.cluster.max_gate_staleness_ms);
+                let store = crate::store::pg::PgStore::open(&opts, clock.clone()).await?;
+                let keys = KeyRing::new(store.link_keys(&sealer).await?);
+                (Store::Postgres(store), sealer, keys)
+            }
         };
         let store = Arc::new(store);
         let ledger = Arc::new(Ledger::new(store.clone()));

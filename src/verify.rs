@@ -46,10 +46,10 @@ fn checker<'a>(
 }
 
 /// Verifies a live store's chain (`GET /api/activity/verify`).
-pub fn verify_store(store: &Store) -> Result<Report, VerifyError> {
+pub async fn verify_store(store: &Store) -> Result<Report, VerifyError> {
     let mut v = ChainVerifier::default();
     let mut first_bad = None;
-    store.scan_activity(checker(&mut v, &mut first_bad))?;
+    store.scan_activity(checker(&mut v, &mut first_bad)).await?;
     Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
 }
 

@@ -497,9 +497,9 @@ async fn one_hour_window_over_100k_records() {
         s.state.store.append(ops).await.unwrap();
         s.state.advance_clock(86_400);
     }
-    let all = s.state.store.record_count().unwrap();
+    let all = s.state.store.record_count().await.unwrap();
     assert!(all >= 100_000);
-    let probe = s.state.store.records_after(50_000, 1).unwrap().remove(0);
+    let probe = s.state.store.records_after(50_000, 1).await.unwrap().remove(0);
     let from = chrono::DateTime::parse_from_rfc3339(&probe.at).unwrap() - chrono::Duration::minutes(30);
     let to = from + chrono::Duration::hours(1);
     let path = format!(

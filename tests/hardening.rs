@@ -325,6 +325,7 @@ async fn refusals_held_at_shutdown_are_recorded_before_the_store_closes() {
             }
             true
         })
+        .await
         .unwrap();
     assert_eq!(total, 10);
 }

@@ -83,7 +83,7 @@ async fn slow_read(url: String, delay_ms: u64) -> (u64, bool) {
 
 async fn open_link_status(root: &Path, link: &IssuedLink) -> keydrop::links::LinkStatus {
     let cfg = test_config(root);
-    let state = keydrop::AppState::open(cfg).unwrap();
+    let state = keydrop::AppState::open(cfg).await.unwrap();
     let st = keydrop::links::link_status(&state, &link.link_id, chrono::Utc::now()).await.unwrap().unwrap();
     state.store.close().await;
     st
@@ -169,10 +169,11 @@ async fn kill_9_right_after_downloads_keeps_every_reservation_and_record_from_th
     // The next start: every acknowledged download is counted and logged.
     let st = open_link_status(root.path(), &link).await;
     assert_eq!(st.bytes_spent, n * size as u64, "every acknowledged download is counted");
-    let state = keydrop::AppState::open(test_config(root.path())).unwrap();
+    let state = keydrop::AppState::open(test_config(root.path())).await.unwrap();
     let started = state
         .store
         .records_after(0, 10_000)
+        .await
         .unwrap()
         .iter()
         .filter(|r| r.kind == keydrop::activity::Kind::DownloadStarted)
@@ -180,11 +181,11 @@ async fn kill_9_right_after_downloads_keeps_every_reservation_and_record_from_th
     // The replayed records are in the filter index too.
     let q = keydrop::activity::Query {
         kind: Some(keydrop::activity::Kind::DownloadStarted),
-        order_id: state.store.records_after(0, 10_000).unwrap().iter().rev().find_map(|r| r.order_id.clone()),
+        order_id: state.store.records_after(0, 10_000).await.unwrap().iter().rev().find_map(|r| r.order_id.clone()),
         limit: 1000,
         ..Default::default()
     };
-    assert_eq!(state.store.query_activity(&q).unwrap().0.len() as u64, n, "{q:?}");
+    assert_eq!(state.store.query_activity(&q).await.unwrap().0.len() as u64, n, "{q:?}");
     state.store.close().await;
     drop(state);
     assert_eq!(started as u64, n, "every acknowledged download has its download.started record");

@@ -54,10 +54,10 @@ fn parse_query(ctx: &Ctx<'_>) -> Result<Query, ApiError> {
 }
 
 /// Answers JSON, or CSV when `Accept` asks for `text/csv`.
-pub fn query(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+pub async fn query(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let q = parse_query(ctx)?;
     let started = std::time::Instant::now();
-    let (records, next) = ctx.state.store.query_activity(&q)?;
+    let (records, next) = ctx.state.store.query_activity(&q).await?;
     tracing::debug!(records = records.len(), micros = started.elapsed().as_micros() as u64, "activity query");
     let wants_csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
     if wants_csv {
@@ -80,11 +80,14 @@ fn report_json(r: &Report) -> serde_json::Value {
     })
 }
 
-pub fn verify(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
-    let chain = verify_store(&ctx.state.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+pub async fn verify(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
+    let chain = verify_store(&ctx.state.store).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut v = report_json(&chain);
     if let Some(path) = &ctx.state.config.activity.jsonl_path {
-        let store = &ctx.state.store;
+        // The mirror is the embedded backend's (a shared database keeps no file of its own).
+        let Some(store) = ctx.state.store.embedded() else {
+            return Ok((StatusCode::OK, v));
+        };
         let mirror = verify_mirror(path, |seq| store.get_activity_raw(seq).ok().flatten())
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         v["ok"] = (chain.first_bad.is_none() && mirror.first_bad.is_none()).into();

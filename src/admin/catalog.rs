@@ -68,7 +68,7 @@ pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Val
     };
     let created = ctx.state.store.put_product(product.clone()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, product_json(ctx, &product)?))
+    Ok((status, product_json(ctx, &product).await?))
 }
 
 fn file_json(f: &FileRecord) -> Value {
@@ -80,8 +80,8 @@ fn file_json(f: &FileRecord) -> Value {
 }
 
 /// The files of a product that new links may be issued for (not retired).
-pub fn files_of(ctx: &Ctx<'_>, product_id: &str) -> Result<Vec<FileRecord>, ApiError> {
-    Ok(ctx.state.catalog.files_of(product_id)?.into_iter().filter(|f| f.retired_at.is_none()).collect())
+pub async fn files_of(ctx: &Ctx<'_>, product_id: &str) -> Result<Vec<FileRecord>, ApiError> {
+    Ok(ctx.state.catalog.files_of(product_id).await?.into_iter().filter(|f| f.retired_at.is_none()).collect())
 }
 
 fn file_error(e: FileError) -> ApiError {
@@ -103,15 +103,15 @@ fn file_error(e: FileError) -> ApiError {
     }
 }
 
-fn product_json(ctx: &Ctx<'_>, p: &Product) -> Result<Value, ApiError> {
+async fn product_json(ctx: &Ctx<'_>, p: &Product) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(p).unwrap_or_default();
-    v["files"] = ctx.state.catalog.files_of(&p.product_id)?.iter().map(file_json).collect();
-    v["keys_available"] = ctx.state.store.keys_available(&p.product_id)?.into();
+    v["files"] = ctx.state.catalog.files_of(&p.product_id).await?.iter().map(file_json).collect();
+    v["keys_available"] = ctx.state.store.keys_available(&p.product_id).await?.into();
     Ok(v)
 }
 
-pub fn load_product(ctx: &Ctx<'_>, product_id: &str) -> Result<Product, ApiError> {
-    ctx.state.store.product(product_id)?.ok_or(ApiError::Missing { what: "product" })
+pub async fn load_product(ctx: &Ctx<'_>, product_id: &str) -> Result<Product, ApiError> {
+    ctx.state.store.product(product_id).await?.ok_or(ApiError::Missing { what: "product" })
 }
 
 pub async fn put_file(
@@ -121,7 +121,7 @@ pub async fn put_file(
     body: &Map<String, Value>,
 ) -> Result<Reply, ApiError> {
     check_id("file_id", file_id)?;
-    load_product(ctx, product_id)?;
+    load_product(ctx, product_id).await?;
     let mut f = Fields::new(body, &["version", "language", "file_type", "path", "filename"]);
     let version = f.opt_str("version", 64);
     let language = f.opt_str("language", 35);
@@ -153,13 +153,13 @@ pub async fn put_file(
 
 /// `DELETE /api/products/{p}/files/{f}`: retires the file (API.md §5.1).
 pub async fn retire_file(ctx: &Ctx<'_>, product_id: &str, file_id: &str) -> Result<Reply, ApiError> {
-    load_product(ctx, product_id)?;
+    load_product(ctx, product_id).await?;
     let rec = ctx.state.catalog.retire(product_id, file_id, ctx.state.now()).await.map_err(file_error)?;
     Ok((StatusCode::OK, file_json(&rec)))
 }
 
 pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
-    load_product(ctx, product_id)?;
+    load_product(ctx, product_id).await?;
     let mut f = Fields::new(body, &["keys"]);
     let keys = f.str_array("keys", true, 10_000, 256);
     if keys.as_ref().is_some_and(Vec::is_empty) {
@@ -171,15 +171,15 @@ pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>
     Ok((StatusCode::CREATED, json!({ "added": added, "available": available })))
 }
 
-pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut products = Vec::new();
-    for p in ctx.state.store.products()? {
-        products.push(product_json(ctx, &p)?);
+    for p in ctx.state.store.products().await? {
+        products.push(product_json(ctx, &p).await?);
     }
     Ok((StatusCode::OK, json!({ "products": products })))
 }
 
-pub fn get(ctx: &Ctx<'_>, product_id: &str) -> Result<Reply, ApiError> {
-    let p = load_product(ctx, product_id)?;
-    Ok((StatusCode::OK, product_json(ctx, &p)?))
+pub async fn get(ctx: &Ctx<'_>, product_id: &str) -> Result<Reply, ApiError> {
+    let p = load_product(ctx, product_id).await?;
+    Ok((StatusCode::OK, product_json(ctx, &p).await?))
 }

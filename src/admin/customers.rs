@@ -55,33 +55,37 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
 }
 
 /// A customer by tenant GUID (any case) or by domain.
-pub fn lookup(ctx: &Ctx<'_>, tenant_or_domain: &str) -> Result<Option<Customer>, ApiError> {
+pub async fn lookup(ctx: &Ctx<'_>, tenant_or_domain: &str) -> Result<Option<Customer>, ApiError> {
     let key = tenant_or_domain.to_ascii_lowercase();
     if is_guid(&key) {
-        return Ok(ctx.state.store.customer(&key)?);
+        return Ok(ctx.state.store.customer(&key).await?);
     }
-    Ok(ctx.state.store.customer_by_domain(&key)?)
+    Ok(ctx.state.store.customer_by_domain(&key).await?)
 }
 
-pub fn get(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
-    let c: Customer =
-        ctx.state.store.customer(&tenant_id.to_ascii_lowercase())?.ok_or(ApiError::Missing { what: "customer" })?;
+pub async fn get(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
+    let c: Customer = ctx
+        .state
+        .store
+        .customer(&tenant_id.to_ascii_lowercase())
+        .await?
+        .ok_or(ApiError::Missing { what: "customer" })?;
     Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
 }
 
-pub fn find(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+pub async fn find(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let domain = ctx.query_param("domain").ok_or_else(|| ApiError::field("domain", "is required"))?;
-    let c = lookup(ctx, &domain)?.ok_or(ApiError::Missing { what: "customer" })?;
+    let c = lookup(ctx, &domain).await?.ok_or(ApiError::Missing { what: "customer" })?;
     Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
 }
 
-pub fn software(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
+pub async fn software(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
     let tenant_id = tenant_id.to_ascii_lowercase();
-    ctx.state.store.customer(&tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
+    ctx.state.store.customer(&tenant_id).await?.ok_or(ApiError::Missing { what: "customer" })?;
     let now = ctx.state.now();
     let retention = ctx.state.config.orders.suspension_retention_days;
     let mut items = Vec::new();
-    for o in ctx.state.store.orders_of(&tenant_id)? {
+    for o in ctx.state.store.orders_of(&tenant_id).await? {
         let status = effective_status(&o, now, retention);
         for i in &o.items {
             items.push(json!({

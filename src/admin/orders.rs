@@ -16,8 +16,8 @@ use crate::store::Access;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
-fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
-    ctx.state.store.order(order_id)?.ok_or(ApiError::Missing { what: "order" })
+async fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
+    ctx.state.store.order(order_id).await?.ok_or(ApiError::Missing { what: "order" })
 }
 
 fn order_json(ctx: &Ctx<'_>, o: &Order) -> Value {
@@ -35,13 +35,13 @@ fn order_json(ctx: &Ctx<'_>, o: &Order) -> Value {
 }
 
 /// Refuses access to an order's keys and links unless it is active (and not revoked by a push).
-fn require_active(ctx: &Ctx<'_>, o: &Order) -> Result<(), ApiError> {
+async fn require_active(ctx: &Ctx<'_>, o: &Order) -> Result<(), ApiError> {
     match effective_status(o, ctx.state.now(), ctx.state.config.orders.suspension_retention_days) {
         OrderStatus::Cancelled | OrderStatus::Expired => return Err(ApiError::Revoked),
         OrderStatus::Suspended => return Err(ApiError::Suspended),
         OrderStatus::Active => {}
     }
-    match ctx.state.ledger.gate(&o.order_id, Some(o.tenant_id.clone()))?.access() {
+    match ctx.state.ledger.gate(&o.order_id, Some(o.tenant_id.clone())).await?.access() {
         Access::Revoked => Err(ApiError::Revoked),
         Access::Suspended => Err(ApiError::Suspended),
         Access::Open => Ok(()),
@@ -50,7 +50,8 @@ fn require_active(ctx: &Ctx<'_>, o: &Order) -> Result<(), ApiError> {
 
 pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
     let tenant_id = tenant_id.to_ascii_lowercase();
-    let customer: Customer = ctx.state.store.customer(&tenant_id)?.ok_or(ApiError::Missing { what: "customer" })?;
+    let customer: Customer =
+        ctx.state.store.customer(&tenant_id).await?.ok_or(ApiError::Missing { what: "customer" })?;
     let now = ctx.state.now();
     let mut f = Fields::new(body, &["items", "purchased_at"]);
     let items = f.objects("items", 100, &["product_id", "quantity"], |i| {
@@ -64,7 +65,7 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     }
     let mut lines = Vec::new();
     for (i, (pid, qty)) in items.clone().unwrap_or_default().into_iter().enumerate() {
-        match load_product(ctx, &pid) {
+        match load_product(ctx, &pid).await {
             Ok(p) => lines.push((p, qty)),
             Err(ApiError::Missing { .. }) => f.error(&format!("items[{i}].product_id"), "no such product"),
             Err(e) => return Err(e),
@@ -125,8 +126,8 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     Ok((StatusCode::CREATED, order_json(ctx, &order)))
 }
 
-pub fn get(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
-    Ok((StatusCode::OK, order_json(ctx, &load(ctx, order_id)?)))
+pub async fn get(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    Ok((StatusCode::OK, order_json(ctx, &load(ctx, order_id).await?)))
 }
 
 /// Decrypts the keys of an order's items (optionally of one product), writing `key.accessed`
@@ -135,7 +136,7 @@ async fn open_keys(ctx: &Ctx<'_>, o: &Order, product: Option<&str>) -> Result<Ve
     let mut out = Vec::new();
     let mut records = Vec::new();
     for i in o.items.iter().filter(|i| i.has_key && product.is_none_or(|p| p == i.product_id)) {
-        let Some(sealed) = ctx.state.store.order_key(&o.order_id, &i.item_id)? else {
+        let Some(sealed) = ctx.state.store.order_key(&o.order_id, &i.item_id).await? else {
             continue;
         };
         let key = ctx.state.sealer.open(&i.product_id, &sealed).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -152,8 +153,8 @@ async fn open_keys(ctx: &Ctx<'_>, o: &Order, product: Option<&str>) -> Result<Ve
 }
 
 pub async fn keys(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
-    let o = load(ctx, order_id)?;
-    require_active(ctx, &o)?;
+    let o = load(ctx, order_id).await?;
+    require_active(ctx, &o).await?;
     let keys = open_keys(ctx, &o, None).await?;
     let keys: Vec<Value> = keys
         .into_iter()
@@ -163,7 +164,7 @@ pub async fn keys(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
 }
 
 pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
-    let o = load(ctx, order_id)?;
+    let o = load(ctx, order_id).await?;
     let cfg = &ctx.state.config.links;
     let max_ttl = u64::from(cfg.ttl_days) * 86_400;
     let mut f = Fields::new(body, &["product_id", "version", "language", "file_type", "ttl_seconds", "max_uses"]);
@@ -177,9 +178,10 @@ pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>)
         f.error("product_id", "is not part of this order");
     }
     f.finish()?;
-    require_active(ctx, &o)?;
+    require_active(ctx, &o).await?;
     let product_id = got(product_id);
-    let files: Vec<_> = files_of(ctx, &product_id)?
+    let files: Vec<_> = files_of(ctx, &product_id)
+        .await?
         .into_iter()
         .filter(|r| version.as_ref().is_none_or(|v| r.version.as_ref() == Some(v)))
         .filter(|r| language.as_ref().is_none_or(|v| r.language.as_ref() == Some(v)))
@@ -215,8 +217,8 @@ pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>)
     Ok((StatusCode::CREATED, json!({ "key": key, "links": links })))
 }
 
-pub fn cancellation(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
-    let o = load(ctx, order_id)?;
+pub async fn cancellation(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    let o = load(ctx, order_id).await?;
     let cfg = &ctx.state.config.orders;
     let p = preview(&o, ctx.state.now(), cfg.cancel_window_days, cfg.suspension_retention_days);
     Ok((StatusCode::OK, serde_json::to_value(p).unwrap_or_default()))
@@ -237,7 +239,7 @@ async fn change_order(
 }
 
 pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
-    load(ctx, order_id)?;
+    load(ctx, order_id).await?;
     let mut f = Fields::new(body, &["acknowledged", "reason"]);
     let ack = f.opt_bool("acknowledged");
     let reason = f.opt_str("reason", 1000);
@@ -282,7 +284,7 @@ async fn subscription_change(
         + Send
         + 'static,
 ) -> Result<Reply, ApiError> {
-    load(ctx, order_id)?;
+    load(ctx, order_id).await?;
     let now = ctx.state.now();
     let retention = ctx.state.config.orders.suspension_retention_days;
     let rec = ctx.entry(kind);
@@ -337,7 +339,7 @@ pub async fn reactivate(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError
 }
 
 pub async fn patch(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
-    let o = load(ctx, order_id)?;
+    let o = load(ctx, order_id).await?;
     let mut f = Fields::new(body, &["auto_renew"]);
     let auto_renew = f.req_bool("auto_renew");
     f.finish()?;

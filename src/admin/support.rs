@@ -6,7 +6,7 @@ use super::input::{got, Fields};
 use super::{new_id, Ctx, Reply};
 use crate::activity::Kind;
 use crate::error::ApiError;
-use crate::model::{Contact, Order, SupportRequest};
+use crate::model::{Contact, SupportRequest};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -33,7 +33,7 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
         Some(Contact { name: name?, email: email?, phone: phone? })
     });
     let found = match &customer {
-        Some(c) => lookup(ctx, c)?,
+        Some(c) => lookup(ctx, c).await?,
         None => None,
     };
     if customer.is_some() && found.is_none() {
@@ -42,7 +42,7 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
     let referenced = order_id.as_ref().or(subscription_id.as_ref());
     let field = if order_id.is_some() { "order_id" } else { "subscription_id" };
     if let (Some(id), Some(c)) = (referenced, &found) {
-        match ctx.state.store.get_json::<Order>("orders", id)? {
+        match ctx.state.store.order(id).await? {
             Some(o) if o.tenant_id == c.tenant_id => {
                 if subscription_id.is_some() && !o.is_subscription() {
                     f.error("subscription_id", "is not a subscription");
@@ -73,8 +73,8 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
     Ok((StatusCode::CREATED, json!({ "request_id": req.request_id, "status": req.status })))
 }
 
-pub fn get(ctx: &Ctx<'_>, request_id: &str) -> Result<Reply, ApiError> {
+pub async fn get(ctx: &Ctx<'_>, request_id: &str) -> Result<Reply, ApiError> {
     let r: SupportRequest =
-        ctx.state.store.support_request(request_id)?.ok_or(ApiError::Missing { what: "support request" })?;
+        ctx.state.store.support_request(request_id).await?.ok_or(ApiError::Missing { what: "support request" })?;
     Ok((StatusCode::OK, serde_json::to_value(r).unwrap_or_default()))
 }

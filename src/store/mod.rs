@@ -1,107 +1,32 @@
-//! The durable state: one redb database in `data_dir/keydrop.redb`.
+//! The storage interface: what the handlers and the ledger ask of the durable state, shaped by
+//! them — links and their budgets, order gates, files, the admin API's named commands
+//! ([`commands`]), the activity log, health — over one of two backends, chosen once at start:
 //!
-//! ## Who writes, and why memory and disk cannot disagree
+//! * [`embedded`]: redb in `data_dir`, one node; admission is the ledger's memory, made durable
+//!   by one writer thread's group commit (its concurrency story is told there);
+//! * [`pg`]: PostgreSQL shared by several nodes; admission is the database's conditional update
+//!   inside each node's group transaction.
 //!
-//! Exactly one thread, the writer ([`writer`]), opens write transactions. Everybody else sends it
-//! [`Op`]s in a [`Batch`] over one FIFO channel; it drains what is waiting (up to
-//! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, makes it durable, and
-//! only then answers each batch's reply slot. "Durable" is one of two things: a group made only of
-//! the download path's ops (reservations, refunds, activity records) is written as one frame to
-//! the preallocated [`journal`] and fsynced there, then committed to redb without an fsync
-//! (`Durability::None`: visible to readers at once); any other group — and the first group after
-//! the journal passes [`journal::CHECKPOINT_AT`] — is a redb `Durability::Immediate` commit, which
-//! also makes every journalled commit before it durable in redb and lets the journal start over.
-//! A crash loses only redb's non-durable commits, and the next open replays them from the journal
-//! before anything else runs. A request that
-//! must be durable before the client sees anything (a reservation, a link issue, a revocation)
-//! awaits that answer; one that may lag (a refund, a `download.finished` record, a refusal
-//! record) sends without awaiting, but still goes through the same ordered channel — so the
-//! activity log's `seq` order is the commit order, and the per-link spent counter on disk is the
-//! sum of the same deltas, in the same order, as the counter in memory.
+//! `Store` is an enum, not a trait object: the set of backends is closed (both are compiled in),
+//! the calls are `async` (a trait object would box every returned future, a per-request
+//! allocation on the download path), and generic commands (`change_order(rule)`) stay generic.
+//! Every method below is one `match`; what a backend does is in its own module.
 //!
-//! Activity records themselves live in `activity.log` ([`records`]), appended by the writer
-//! before each commit; redb holds the file's committed end and its indexes, so a reader reads only
-//! what its read transaction can see.
-//!
-//! Reads (loading a link on first use, catalog lookups, log queries) use redb read transactions
-//! from any thread; they see the last committed state.
-//!
-//! The hot per-link counters live in the ledger's dashmap ([`crate::ledger`]). A counter there is
-//! only ever changed while its entry is locked *and* in the same critical section as the `send`
-//! of the matching op, so the channel carries every link's deltas in memory's order. Memory is
-//! therefore never behind the disk's promise: a reservation is admitted in memory first, and only
-//! then made durable; a refund is applied to memory first and reaches disk later (or, after a
-//! crash, never — the bytes stay spent, which is the safe side). After a crash the store is the
-//! truth: the dashmap is empty on start and every entry is loaded from the last durable state
-//! (redb's last durable commit plus the journal's frames, replayed), where
-//! every durable reservation is counted in full and a refund that was not yet durable is simply
-//! absent. If a commit fails, the writer bumps [`Store::epoch`]; the ledger then drops its cache
-//! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
+//! A domain refusal (an empty key pool, a window closed) is the inner `Err` of
+//! `Result<Result<T, Refusal>, StoreError>` and writes nothing; [`StoreError`] is what storage
+//! itself failed at, transient ([`StoreError::is_transient`]: 503 and retry) or not (500).
 
-pub mod budgets;
 pub mod commands;
-pub mod disk;
-pub mod index;
-pub mod journal;
-mod migrate;
-mod mirror;
-mod offline;
-pub mod records;
-mod recover;
-pub mod tx;
-pub mod writer;
+pub mod embedded;
+pub mod pg;
+pub mod stats;
 
-use crate::activity::Record;
-use crate::token::LinkId;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
+use crate::activity::{Entry, Query, Record};
 pub use crate::model::{Access, FileRecord, LinkRecord, OrderGate};
-pub use disk::DiskSwitch;
-use migrate::migrate;
-pub use offline::scan_activity_offline;
-use offline::scan_records;
-
-/// The hot-path journal's file in `data_dir` (see [`journal`]).
-pub const JOURNAL_FILE: &str = "journal.wal";
-pub use records::RECORDS_FILE;
-pub use writer::{Batch, Op, Writer};
-
-pub(crate) const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
-/// `issued_at (8 bytes, big-endian) ‖ link id` → bytes spent. Keyed by issue time first so that
-/// links issued together — the ones downloaded together — share a few B-tree pages: a group
-/// commit touches the same handful of pages however many links the store holds.
-pub(crate) const SPENT: TableDefinition<&[u8], u64> = TableDefinition::new("link_spent");
-
-/// A link's key in the spent table.
-pub type SpentKey = [u8; 24];
-pub(crate) const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
-pub(crate) const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("order_gates");
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-
-/// The `&str → bytes` tables (JSON values unless noted). Composite keys join parts with `\0`.
-pub const KV_TABLES: [&str; 12] = [
-    "files", // product_id \0 file_id → FileRecord (see [`file_key`])
-    "order_gates",
-    "products",
-    "customers",
-    "customer_domains", // domain (lowercase) → tenant_id
-    "orders",
-    "tenant_orders", // tenant_id \0 purchased_at \0 order_id → nothing
-    writer::ORDER_LINKS,
-    "key_pool",   // product_id \0 seq (20 digits) → sealed key (raw)
-    "order_keys", // order_id \0 item_id → sealed key (raw)
-    "support_requests",
-    "meta",
-];
-/// Where activity records were stored before [`records`]: `seq` → sealed JSON. Moved to the
-/// record file on the first start that finds it (see [`writer::recover`]).
-pub(crate) const LEGACY_ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
-/// `(at in microseconds, seq)` → nothing: the time index for date-range queries. Sparse: one
-/// entry for the first record of each distinct `at` (all records of a group commit share one).
-pub(crate) const ACTIVITY_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("activity_at");
+use crate::model::{Customer, Order, Product, SupportRequest};
+use crate::token::LinkId;
+use commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
+pub use embedded::{disk::DiskSwitch, journal, scan_activity_offline, Embedded, JOURNAL_FILE, RECORDS_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -117,6 +42,10 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the database is being reopened after a failed write")]
     Unavailable,
+    /// A shared database that cannot be reached, or refused for a reason that passes (its
+    /// connection lost, shutting down, a deadlock or serialization failure).
+    #[error("database unavailable: {0}")]
+    DatabaseDown(String),
     #[error("damaged: {0}")]
     Corrupt(String),
     /// An invariant of the code itself failed ("cannot happen").
@@ -126,11 +55,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// Would the same call likely succeed later — an I/O error, a full disk, a database being
-    /// reopened, a shutdown? Otherwise the data or the code is wrong (a damaged file, a stored
-    /// value that does not decode, a broken invariant) and retrying will not help.
+    /// reopened or away, a shutdown? Otherwise the data or the code is wrong (a damaged file, a
+    /// stored value that does not decode, a broken invariant) and retrying will not help.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Io(_) | StoreError::Closed | StoreError::CommitFailed(_) | StoreError::Unavailable => true,
+            StoreError::Io(_)
+            | StoreError::Closed
+            | StoreError::CommitFailed(_)
+            | StoreError::Unavailable
+            | StoreError::DatabaseDown(_) => true,
             StoreError::Db(e) => matches!(
                 e,
                 redb::Error::Io(_)
@@ -153,256 +86,313 @@ macro_rules! redb_from {
 }
 redb_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
-/// A file's key in the `files` table: `product_id \0 file_id`.
-pub fn file_key(product_id: &str, file_id: &str) -> String {
-    format!("{product_id}\0{file_id}")
+/// Hears of every committed gate change, in commit order, before the change's command returns
+/// (the ledger: so in-memory gates follow the store), on whichever node it was made.
+pub trait GateSink: Send + Sync {
+    /// `version` increases with every change (a newer version always wins).
+    fn gate_committed(&self, order_id: &str, gate: &OrderGate, version: u64);
+
+    /// Whether order states are confirmed fresh enough to serve (a shared database: false
+    /// while it cannot be reached; never called by the embedded backend).
+    fn freshness(&self, _fresh: bool) {}
 }
 
-/// A link's key in the spent table: issue time, then id — so links issued together, the ones
-/// downloaded together, share a few B-tree pages (a storage concern, kept out of the domain type).
-pub fn spent_key(rec: &LinkRecord) -> SpentKey {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&(rec.issued_at.max(0) as u64).to_be_bytes());
-    if let Ok(id) = hex::decode(&rec.link_id) {
-        if id.len() == 16 {
-            k[8..].copy_from_slice(&id);
+/// The durable state, on the backend chosen at start.
+pub enum Store {
+    Embedded(Embedded),
+    Postgres(pg::PgStore),
+}
+
+/// One arm per backend: `on!(self, s => expr)` evaluates `expr` with `s` bound to the backend.
+macro_rules! on {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Embedded($s) => $e,
+            Store::Postgres($s) => $e,
         }
-    }
-    k
-}
-
-/// The database and its writer.
-pub struct Store {
-    db: Arc<disk::DbHandle>,
-    /// The activity record file ([`records`]).
-    records: std::path::PathBuf,
-    writer: Writer,
-    epoch: Arc<AtomicU64>,
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) `data_dir/keydrop.redb`, makes sure every table exists, and
-    /// starts the writer thread.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(data_dir, Default::default(), None, None)
-    }
-
-    /// Like [`Store::open`], with the [`crate::clock::Clock`] activity records are stamped by (the
-    /// one the handlers decide by) and an optional JSON Lines mirror of the activity log.
-    /// `disk` makes the database's writes fail on demand (tests of a full disk).
-    pub fn open_with(
-        data_dir: &Path,
-        clock: crate::clock::Clock,
-        jsonl: Option<std::path::PathBuf>,
-        disk: Option<DiskSwitch>,
-    ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
-        let db = Arc::new(disk::DbHandle::open(data_dir.join("keydrop.redb"), disk.clone())?);
-        {
-            let tx = db.get()?.begin_write()?;
-            tx.open_table(LINKS)?;
-            tx.open_table(SPENT)?;
-            for name in KV_TABLES {
-                tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
-            }
-            tx.open_table(records::ACTIVITY_POS)?;
-            tx.open_table(ACTIVITY_AT)?;
-            tx.open_table(index::ACTIVITY_IX)?;
-            migrate(&tx)?;
-            tx.commit()?;
+    /// The embedded backend, when that is the one in use (benchmarks drive its writer).
+    pub fn embedded(&self) -> Option<&Embedded> {
+        match self {
+            Store::Embedded(s) => Some(s),
+            Store::Postgres(_) => None,
         }
-        let epoch = Arc::new(AtomicU64::new(0));
-        let records = data_dir.join(RECORDS_FILE);
-        let files = writer::Files { journal: data_dir.join(JOURNAL_FILE), records: records.clone(), disk };
-        let writer = Writer::start(db.clone(), epoch.clone(), clock, jsonl, files)?;
-        Ok(Store { db, records, writer, epoch })
     }
 
-    pub fn writer(&self) -> &Writer {
-        &self.writer
-    }
-
-    /// Bumped on every failed commit; caches compare it to know when to reload.
+    /// Bumped whenever a commit failed in a way that may leave caches ahead of the store.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        on!(self, s => s.epoch())
     }
 
-    /// The open database (briefly: a reopen after a failed commit waits for every clone).
-    pub fn database(&self) -> Result<Arc<Database>, StoreError> {
-        self.db.get()
-    }
-
-    /// False while the database could not be reopened after a failed write.
+    /// False while the store cannot take writes (a database being reopened, or unreachable).
     pub fn is_open(&self) -> bool {
-        self.db.is_open()
+        on!(self, s => s.is_open())
     }
 
-    /// Makes everything sent so far durable and stops the writer thread.
+    /// Makes everything sent so far durable and stops the writer.
     pub async fn close(&self) {
-        self.writer.stop().await;
+        on!(self, s => s.close().await)
     }
 
-    pub fn link(&self, id: &LinkId) -> Result<Option<(LinkRecord, u64)>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let Some(raw) = tx.open_table(LINKS)?.get(id.as_slice())? else {
-            return Ok(None);
-        };
-        let rec: LinkRecord = serde_json::from_slice(raw.value())?;
-        let spent = tx.open_table(SPENT)?.get(spent_key(&rec).as_slice())?.map_or(0, |v| v.value());
-        Ok(Some((rec, spent)))
+    /// Waits until everything sent before is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        on!(self, s => s.flush().await)
     }
 
-    pub fn file(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let raw = tx.open_table(FILES)?.get(file_key(product_id, file_id).as_str())?;
-        Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
+    /// Health: does a commit (or a round trip to the database) complete now?
+    pub async fn commit_check(&self) -> Result<(), StoreError> {
+        on!(self, s => s.commit_check().await)
+    }
+
+    /// Commit counters and latencies (for `/metrics` and benchmarks).
+    pub fn stats(&self) -> &stats::WriterStats {
+        on!(self, s => s.stats())
+    }
+
+    /// Registers the sink committed gate changes reach, in commit order (on any node).
+    pub fn on_gate_change(&self, sink: std::sync::Weak<dyn GateSink>) {
+        on!(self, s => s.on_gate_change(sink))
+    }
+
+    // ---- links and gates ----
+
+    /// A link's record and its spent bytes.
+    pub async fn link(&self, id: &LinkId) -> Result<Option<(LinkRecord, u64)>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.link(id),
+            Store::Postgres(s) => s.link(id).await,
+        }
+    }
+
+    /// Stores a freshly issued link (nothing spent) with its `link.issued` record, durably.
+    pub async fn issue_link(&self, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
+        on!(self, s => s.issue_link(rec, issued).await)
+    }
+
+    /// An order's gate and the version it was set at (0: older than any change this process
+    /// will hear of — the embedded backend, whose changes all pass through this process).
+    pub async fn gate(&self, order_id: &str) -> Result<Option<(OrderGate, u64)>, StoreError> {
+        match self {
+            Store::Embedded(s) => Ok(s.gate(order_id)?.map(|g| (g, 0))),
+            Store::Postgres(s) => s.gate(order_id).await,
+        }
+    }
+
+    /// Sets an order's gate durably with its record; sinks hear of it on commit.
+    pub async fn set_gate(&self, order_id: &str, gate: OrderGate, record: Option<Entry>) -> Result<(), StoreError> {
+        on!(self, s => s.set_gate(order_id, gate, record).await)
+    }
+
+    // ---- files ----
+
+    pub async fn file(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.file(product_id, file_id),
+            Store::Postgres(s) => s.file(product_id, file_id).await,
+        }
     }
 
     /// The files attached to a product (retired ones included), in `file_id` order.
-    pub fn files_of(&self, product_id: &str) -> Result<Vec<FileRecord>, StoreError> {
-        self.scan_prefix("files", &file_key(product_id, ""), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| Ok(serde_json::from_slice(&v)?))
-            .collect()
+    pub async fn files_of(&self, product_id: &str) -> Result<Vec<FileRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.files_of(product_id),
+            Store::Postgres(s) => s.files_of(product_id).await,
+        }
     }
 
-    pub fn gate(&self, order_id: &str) -> Result<Option<OrderGate>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let raw = tx.open_table(GATES)?.get(order_id)?;
-        Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
+    /// Attaches a file unless a different one holds its id (the refusal carries the one there).
+    pub async fn attach_file(&self, rec: FileRecord) -> Result<Result<Attach, Box<FileRecord>>, StoreError> {
+        on!(self, s => s.attach_file(rec).await)
+    }
+
+    /// Retires a file (once); `None` if there is no such file.
+    pub async fn retire_file(
+        &self,
+        product_id: &str,
+        file_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        on!(self, s => s.retire_file(product_id, file_id, now).await)
+    }
+
+    /// Records a file's SHA-256 once computed (nothing if the file is gone or changed size).
+    pub async fn set_file_sha(
+        &self,
+        product_id: &str,
+        file_id: &str,
+        size: u64,
+        sha256: String,
+    ) -> Result<(), StoreError> {
+        on!(self, s => s.set_file_sha(product_id, file_id, size, sha256).await)
+    }
+
+    // ---- catalog and customers ----
+
+    pub async fn product(&self, product_id: &str) -> Result<Option<Product>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.product(product_id),
+            Store::Postgres(s) => s.product(product_id).await,
+        }
+    }
+
+    pub async fn products(&self) -> Result<Vec<Product>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.products(),
+            Store::Postgres(s) => s.products().await,
+        }
+    }
+
+    /// Creates or replaces a product; `true` if it was created.
+    pub async fn put_product(&self, p: Product) -> Result<bool, StoreError> {
+        on!(self, s => s.put_product(p).await)
+    }
+
+    /// Keys left in a product's pool.
+    pub async fn keys_available(&self, product_id: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Embedded(s) => s.keys_available(product_id),
+            Store::Postgres(s) => s.keys_available(product_id).await,
+        }
+    }
+
+    /// Adds sealed keys to a product's pool: `(added, available)`.
+    pub async fn add_keys(&self, product_id: &str, sealed: Vec<Vec<u8>>) -> Result<(usize, usize), StoreError> {
+        on!(self, s => s.add_keys(product_id, sealed).await)
+    }
+
+    pub async fn customer(&self, tenant_id: &str) -> Result<Option<Customer>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.customer(tenant_id),
+            Store::Postgres(s) => s.customer(tenant_id).await,
+        }
+    }
+
+    pub async fn customer_by_domain(&self, domain: &str) -> Result<Option<Customer>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.customer_by_domain(domain),
+            Store::Postgres(s) => s.customer_by_domain(domain).await,
+        }
+    }
+
+    /// Creates a customer unless its tenant id or domain is taken.
+    pub async fn create_customer(&self, c: Customer) -> Result<Result<(), CustomerExists>, StoreError> {
+        on!(self, s => s.create_customer(c).await)
+    }
+
+    // ---- orders ----
+
+    /// A tenant's orders, newest first.
+    pub async fn orders_of(&self, tenant_id: &str) -> Result<Vec<Order>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.orders_of(tenant_id),
+            Store::Postgres(s) => s.orders_of(tenant_id).await,
+        }
+    }
+
+    pub async fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.order(order_id),
+            Store::Postgres(s) => s.order(order_id).await,
+        }
+    }
+
+    /// The sealed key an order item took at purchase, if any.
+    pub async fn order_key(&self, order_id: &str, item_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.order_key(order_id, item_id),
+            Store::Postgres(s) => s.order_key(order_id, item_id).await,
+        }
+    }
+
+    /// Buys: one key per key-requiring item from the pools (all or nothing), the order, its
+    /// open gate and `record`.
+    pub async fn buy(&self, order: Order, record: Entry) -> Result<Result<(), OutOfKeys>, StoreError> {
+        on!(self, s => s.buy(order, record).await)
+    }
+
+    /// Changes an order by a rule (see [`Embedded::change_order`]).
+    pub async fn change_order<E: Send + 'static>(
+        &self,
+        order_id: &str,
+        decide: impl FnOnce(Option<Order>, usize) -> Result<Option<OrderChange>, E> + Send + 'static,
+    ) -> Result<Result<Changed, E>, StoreError> {
+        on!(self, s => s.change_order(order_id, decide).await)
+    }
+
+    /// A revocation push (see [`Embedded::revoke`]).
+    pub async fn revoke(
+        &self,
+        order_id: &str,
+        cancel: impl FnOnce(Order) -> Order + Send + 'static,
+        record: Entry,
+    ) -> Result<Revoked, StoreError> {
+        on!(self, s => s.revoke(order_id, cancel, record).await)
+    }
+
+    // ---- support requests ----
+
+    pub async fn create_support_request(&self, r: SupportRequest, record: Entry) -> Result<(), StoreError> {
+        on!(self, s => s.create_support_request(r, record).await)
+    }
+
+    pub async fn support_request(&self, request_id: &str) -> Result<Option<SupportRequest>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.support_request(request_id),
+            Store::Postgres(s) => s.support_request(request_id).await,
+        }
+    }
+
+    // ---- the activity log ----
+
+    /// Appends records durably.
+    pub async fn append(&self, records: Vec<Entry>) -> Result<(), StoreError> {
+        on!(self, s => s.append(records).await)
+    }
+
+    /// Queues records that may lag (refusals: they guard no byte) without waiting.
+    pub fn append_later(&self, records: Vec<Entry>) {
+        on!(self, s => s.append_later(records))
     }
 
     /// Up to `limit` records with `seq > after_seq`, in order.
-    pub fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
+    pub async fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.records_after(after_seq, limit),
+            Store::Postgres(s) => s.records_after(after_seq, limit).await,
         }
-        records::walk(&self.db.get()?.begin_read()?, &self.records, after_seq.saturating_add(1), |_, raw| {
-            out.push(serde_json::from_slice(raw)?);
-            Ok(out.len() < limit)
-        })?;
-        Ok(out)
     }
 
-    /// A JSON value from a key/value table.
-    pub fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        table: &'static str,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self.get_raw(table, key)?.map(|v| serde_json::from_slice(&v)).transpose()?)
-    }
-
-    pub fn get_raw(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
-        let v = t.get(key)?.map(|v| v.value().to_vec());
-        Ok(v)
-    }
-
-    /// Up to `limit` `(key, value)` pairs whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        table: &'static str,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let t = tx.open_table(TableDefinition::<&str, &[u8]>::new(table))?;
-        scan_prefix_in(&t, prefix, limit)
-    }
-
-    /// Runs an activity query: seeks the time index to `from` (or to just after `after_seq`),
-    /// then reads forward in commit order — through the filter [`index`] when the query names an
-    /// order, a tenant or a kind (the most selective of them), else the log itself — and stops at
-    /// `to` or after `limit` matches. Returns the records and, if the limit cut the answer short,
-    /// the cursor for the next page.
-    pub fn query_activity(&self, q: &crate::activity::Query) -> Result<(Vec<Record>, Option<u64>), StoreError> {
-        let tag = match (&q.order_id, &q.tenant_id, q.kind) {
-            (Some(o), _, _) => Some(index::order_tag(o)),
-            (None, Some(t), _) => Some(index::tenant_tag(t)),
-            (None, None, Some(k)) => Some(index::kind_tag(k)),
-            (None, None, None) => None,
-        };
-        // Before the read transaction begins (see `index::scan`).
-        let recent = tag.map(|t| self.writer.recent.of(t, q.after_seq.saturating_add(1)));
-        let tx = self.db.get()?.begin_read()?;
-        let index = tx.open_table(ACTIVITY_AT)?;
-        // The first record at or after `from`: the index's first entry at or after it.
-        let mut start = 1u64;
-        if let Some(from) = q.from_us {
-            match index.range((from, 0u64)..)?.next() {
-                Some(item) => start = item?.0.value().1,
-                None => return Ok((Vec::new(), None)),
-            }
+    /// An activity query: the matching records and, if `limit` cut it short, the next cursor.
+    pub async fn query_activity(&self, q: &Query) -> Result<(Vec<Record>, Option<u64>), StoreError> {
+        match self {
+            Store::Embedded(s) => s.query_activity(q),
+            Store::Postgres(s) => s.query_activity(q).await,
         }
-        start = start.max(q.after_seq.saturating_add(1));
-        let (mut out, mut next) = (Vec::new(), None);
-        let mut take = |seq: u64, raw: &[u8]| -> Result<bool, StoreError> {
-            let r: Record = serde_json::from_slice(raw)?;
-            if q.to_us.is_some_and(|to| crate::activity::at_micros(&r.at) > to) {
-                return Ok(false);
-            }
-            if q.matches(&r) {
-                out.push(r);
-                if out.len() >= q.limit {
-                    next = Some(seq);
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        };
-        match (tag, recent) {
-            (Some(tag), Some(recent)) => {
-                let reader = records::Reader::open(&tx, &self.records)?;
-                index::scan(&tx.open_table(index::ACTIVITY_IX)?, recent, tag, start, |seq, offset| {
-                    take(seq, &reader.read(offset)?)
-                })?;
-            }
-            _ => records::walk(&tx, &self.records, start, take)?,
-        }
-        Ok((out, next))
     }
 
     /// One record exactly as stored.
-    pub fn get_activity_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut out = None;
-        records::walk(&self.db.get()?.begin_read()?, &self.records, seq.max(1), |at, raw| {
-            out = (at == seq).then(|| raw.to_vec());
-            Ok(false)
-        })?;
-        Ok(out)
-    }
-
-    /// Feeds every activity record, in `seq` order, to `f` (stops when it returns `false`).
-    pub fn scan_activity(&self, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
-        scan_records(&self.db.get()?.begin_read()?, &self.records, f)
-    }
-
-    pub fn record_count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        Ok(records::end(&tx.open_table(META)?)?.next_seq - 1)
-    }
-}
-
-/// Up to `limit` `(key, value)` pairs of a key/value table whose key starts with `prefix`, in
-/// key order — for read and write transactions alike.
-pub(crate) fn scan_prefix_in(
-    t: &impl ReadableTable<&'static str, &'static [u8]>,
-    prefix: &str,
-    limit: usize,
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let mut out = Vec::new();
-    for item in t.range(prefix..)? {
-        let (k, v) = item?;
-        if !k.value().starts_with(prefix) || out.len() >= limit {
-            break;
+    pub async fn get_activity_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.get_activity_raw(seq),
+            Store::Postgres(s) => s.get_activity_raw(seq).await,
         }
-        out.push((k.value().to_owned(), v.value().to_vec()));
     }
-    Ok(out)
-}
 
-#[cfg(test)]
-mod tests;
+    /// Feeds every record, in `seq` order, to `f` (stops when it returns `false`).
+    pub async fn scan_activity(&self, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.scan_activity(f),
+            Store::Postgres(s) => s.scan_activity(f).await,
+        }
+    }
+
+    pub async fn record_count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(s) => s.record_count(),
+            Store::Postgres(s) => s.record_count().await,
+        }
+    }
+}

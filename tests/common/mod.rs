@@ -2,6 +2,8 @@
 //! readiness by polling, every await under a timeout, shutdown through a channel.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -122,7 +124,7 @@ impl Server {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (pa, aa) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
         cfg.server.public_base_url = format!("http://{pa}");
-        let state = AppState::open_with(cfg, disk).unwrap();
+        let state = AppState::open_with(cfg, disk).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(Listeners { public, admin }, state.clone(), async {
             let _ = rx.await;
@@ -162,7 +164,7 @@ impl Server {
             .await
             .unwrap();
         within(30, "file digest", async {
-            while self.state.catalog.record(PRODUCT, file_id).unwrap().unwrap().sha256.is_none() {
+            while self.state.catalog.record(PRODUCT, file_id).await.unwrap().unwrap().sha256.is_none() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -264,7 +266,7 @@ impl Server {
 
     pub async fn records(&self) -> Vec<keydrop::activity::Record> {
         self.state.store.flush().await.unwrap();
-        self.state.store.records_after(0, 1_000_000).unwrap()
+        self.state.store.records_after(0, 1_000_000).await.unwrap()
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {

@@ -176,7 +176,7 @@ impl<'t> Tx<'_, 't> {
         let at_us = self.now_us.max(self.chain.last_at_us);
         let seq = self.chain.next_seq;
         if self.at_text.0 != at_us || self.at_text.1.is_empty() {
-            self.at_text = (at_us, format_micros(at_us));
+            self.at_text = (at_us, crate::activity::format_at(at_us));
         }
         let (json, hash) = Record::seal_body(body, seq, &self.at_text.1, &self.chain.prev_hash);
         self.ix.push((*tags, seq, self.base_offset + self.records.len() as u64));
@@ -272,9 +272,4 @@ pub(super) fn index_at(
         *indexed_at = Some(at_us);
     }
     Ok(())
-}
-
-fn format_micros(us: u64) -> String {
-    let t = chrono::DateTime::from_timestamp_micros(us as i64).unwrap_or_default();
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }

@@ -20,6 +20,8 @@ use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
 use super::records::{self, RecordFile, ACTIVITY_POS};
 use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{at_micros, Entry, Record, GENESIS};
+pub use crate::store::stats::WriterStats;
+pub use crate::store::GateSink;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -95,23 +97,6 @@ pub type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 pub struct Batch {
     pub ops: Vec<Op>,
     pub reply: Option<Reply>,
-}
-
-/// Counters for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    pub commits: AtomicU64,
-    pub batches: AtomicU64,
-    pub ops: AtomicU64,
-    pub failed_commits: AtomicU64,
-    /// Commit latency and batch size, exported at `/metrics`.
-    pub metrics: crate::metrics::WriterMetrics,
-}
-
-impl WriterStats {
-    fn observe_commit(&self, batches: usize, took: std::time::Duration) {
-        self.metrics.observe_commit(batches, took);
-    }
 }
 
 enum Msg {
@@ -229,7 +214,7 @@ impl Writer {
     }
 }
 
-/// The writer's files besides redb, as [`super::Store::open_with`] names them.
+/// The writer's files besides redb, as [`super::Embedded::open_with`] names them.
 pub(super) struct Files {
     pub journal: PathBuf,
     pub records: PathBuf,
@@ -382,13 +367,6 @@ struct Logs {
     /// The group's gate changes, and who hears of them once committed.
     gates: Vec<(String, OrderGate, u64)>,
     gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
-}
-
-/// Hears of every committed gate change, in commit order, on the writer thread, before the
-/// commit is acknowledged (the ledger: so in-memory gates follow the disk).
-pub trait GateSink: Send + Sync {
-    /// `version` increases with every change (never reused while the process runs).
-    fn gate_committed(&self, order_id: &str, gate: &OrderGate, version: u64);
 }
 
 impl Op {

@@ -3,12 +3,12 @@
 //! These are the calls the [`crate::ledger`] makes. With redb the ledger's memory decides
 //! whether a reservation fits (one process owns every counter) and the store only makes the
 //! decision durable, in the ledger's order; so the reservation is *sent* under the link's lock
-//! and *awaited* after it is released ([`Store::send_reservation`] → [`Durable`]). A backend
+//! and *awaited* after it is released ([`Embedded::send_reservation`] → [`Durable`]). A backend
 //! shared by several nodes decides admission itself and answers through the same [`Durable`].
 //!
 //! The ledger never builds a writer [`Op`]: what a download changes is named here.
 
-use super::{writer::Committed, Op, SpentKey, Store, StoreError};
+use super::{writer::Committed, Embedded, Op, SpentKey, StoreError};
 use crate::activity::Entry;
 use crate::model::{LinkRecord, OrderGate};
 use std::sync::Weak;
@@ -37,7 +37,7 @@ impl Durable {
     }
 }
 
-impl Store {
+impl Embedded {
     /// Queues `bytes` more spent on the link at `key`, with its `download.started` record.
     /// Synchronous, so the ledger calls it under the link's lock: disk applies reservations and
     /// refunds in memory's order.
@@ -85,17 +85,20 @@ impl Store {
         self.writer().on_gate_change(sink);
     }
 
-    /// Records a file's SHA-256 once computed and waits for it (a blocking thread's call).
-    pub fn set_file_sha(&self, product_id: &str, file_id: &str, size: u64, sha256: String) -> Result<(), StoreError> {
+    /// Records a file's SHA-256 once computed, durably.
+    pub async fn set_file_sha(
+        &self,
+        product_id: &str,
+        file_id: &str,
+        size: u64,
+        sha256: String,
+    ) -> Result<(), StoreError> {
         let op = Op::SetFileSha { product_id: product_id.to_owned(), file_id: file_id.to_owned(), size, sha256 };
-        match self.writer().send_durable(vec![op])?.blocking_recv() {
-            Ok(r) => r.map(|_| ()),
-            Err(_) => Err(StoreError::Closed),
-        }
+        self.writer().commit(vec![op]).await.map(|_| ())
     }
 
     /// Commit counters and latencies (for `/metrics` and benchmarks).
-    pub fn stats(&self) -> &super::writer::WriterStats {
+    pub fn stats(&self) -> &crate::store::stats::WriterStats {
         &self.writer().stats
     }
 }

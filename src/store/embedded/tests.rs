@@ -29,7 +29,7 @@ fn pending_after_close(dir: &Path) -> bool {
 #[tokio::test]
 async fn a_clean_stop_makes_every_journalled_commit_durable_in_redb() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     for _ in 0..3 {
         let ops = vec![Op::Reserve { key: [7; 24], bytes: 10 }, Op::Append(Entry::new(Kind::DownloadStarted))];
         store.writer().commit(ops).await.unwrap();
@@ -51,7 +51,7 @@ async fn a_clean_stop_makes_every_journalled_commit_durable_in_redb() {
 #[tokio::test]
 async fn a_failing_batch_rolls_back_alone_and_the_rest_of_its_group_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     let w = store.writer();
     // Hold the writer so the next batches share one group.
     let slow = w
@@ -97,7 +97,7 @@ async fn filter_queries_merge_written_chunks_with_held_entries_across_a_restart(
     let orders = |n: u64| format!("o{}", n % 7);
     // 29 groups of 2,000 entries: written out at every 10th group, 9 groups' worth held.
     let expect: Vec<u64> = (0..29_000u64).filter(|n| n % 7 == 3).collect();
-    let query = |store: &Store| {
+    let query = |store: &Embedded| {
         let mut got = Vec::new();
         let mut after = 0;
         loop {
@@ -116,7 +116,7 @@ async fn filter_queries_merge_written_chunks_with_held_entries_across_a_restart(
         }
     };
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
         for c in 0..29u64 {
             // Admin-like groups: durable redb commits, where a flush may happen.
             store
@@ -138,7 +138,7 @@ async fn filter_queries_merge_written_chunks_with_held_entries_across_a_restart(
         assert_eq!(query(&store), expect);
         store.close().await;
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     assert!(store.writer.recent.is_empty());
     assert_eq!(query(&store), expect, "after a restart, from the table alone");
     store.close().await;
@@ -150,7 +150,7 @@ async fn filter_queries_merge_written_chunks_with_held_entries_across_a_restart(
 async fn the_filter_index_of_a_database_from_before_it_is_built_on_start() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
         for batch in 0..3u64 {
             let ops = (0..100u64)
                 .map(|i| {
@@ -172,7 +172,7 @@ async fn the_filter_index_of_a_database_from_before_it_is_built_on_start() {
         tx.open_table(META).unwrap().remove("activity_ix_through").unwrap();
         tx.commit().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     let q = crate::activity::Query { order_id: Some("o3".into()), limit: 1000, ..Default::default() };
     let (found, next) = store.query_activity(&q).unwrap();
     let bytes: Vec<u64> = found.iter().map(|r| r.bytes.unwrap()).collect();
@@ -213,7 +213,7 @@ async fn files_and_links_of_a_database_from_before_file_ids_per_product_are_move
         }
         tx.commit().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     let file = store.file("A", "x").unwrap().expect("moved under its product");
     assert_eq!((file.filename.as_str(), file.size, file.version.as_deref()), ("A.iso", 64, Some("1")));
     assert_eq!(store.file("B", "x").unwrap(), None);
@@ -224,7 +224,7 @@ async fn files_and_links_of_a_database_from_before_file_ids_per_product_are_move
     store.close().await;
     drop(store);
     // A second start finds nothing left to move and changes nothing.
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     assert_eq!(store.files_of("A").unwrap().len(), 1);
     store.close().await;
 }
@@ -252,7 +252,7 @@ async fn records_of_a_database_from_before_the_record_file_are_moved_to_it_on_st
         }
         tx.commit().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
     for seq in 1..=3u64 {
         assert_eq!(store.get_activity_raw(seq).unwrap().as_deref(), Some(stored[seq as usize - 1].as_slice()));
     }
