@@ -346,6 +346,11 @@ impl Config {
                 ));
             }
         }
+        if self.storage.backend == Backend::Postgres && self.activity.jsonl_path.is_some() {
+            return Err(ConfigError::Invalid(
+                "activity.jsonl_path is the embedded backend's mirror; with postgres the database is the log".into(),
+            ));
+        }
         if self.cluster.max_gate_staleness_ms == 0 {
             return Err(ConfigError::Invalid("cluster.max_gate_staleness_ms must be at least 1".into()));
         }

@@ -84,6 +84,10 @@ pub async fn handle(
         state.store.append_later(record.into_iter().collect());
         err
     };
+    // A node that cannot confirm order states in time serves nothing (API.md §5.3).
+    if !link.gate.is_fresh() {
+        return Err(ApiError::Unavailable { retry_after_secs: 1 });
+    }
     match closed(link.gate.access(), link.rec.expires_at, now.timestamp()) {
         Some(Closed::Revoked) => return Err(refuse(ApiError::Revoked)),
         Some(Closed::Expired) => {
@@ -146,7 +150,7 @@ pub async fn handle(
     // What this response costs: its bytes, or one unit for an empty file.
     let cost = if size == 0 { link.rec.unit } else { len };
     if *method == Method::HEAD {
-        if !link.fits(cost) {
+        if state.ledger.spent(&link).await?.saturating_add(cost) > link.budget() {
             return Err(ApiError::Exhausted);
         }
         return Ok(resp);

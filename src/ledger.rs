@@ -86,11 +86,6 @@ impl HotLink {
     pub fn budget(&self) -> u64 {
         self.rec.budget()
     }
-
-    /// Would `cost` fit right now? (For `HEAD`, which reserves nothing.)
-    pub fn fits(&self, cost: u64) -> bool {
-        self.spent().saturating_add(cost) <= self.budget()
-    }
 }
 
 /// How a download ended, for its `download.finished` record.
@@ -414,6 +409,16 @@ impl Ledger {
     pub fn listen(ledger: &Arc<Ledger>) {
         let weak: std::sync::Weak<Ledger> = Arc::downgrade(ledger);
         ledger.store.on_gate_change(weak);
+    }
+
+    /// A link's spent bytes as the store holds them now: the counter in memory on the embedded
+    /// backend (it is the truth there), a read of the shared database otherwise (other nodes
+    /// spend too).
+    pub async fn spent(&self, link: &HotLink) -> Result<u64, StoreError> {
+        match &*self.store {
+            Store::Embedded(_) => Ok(link.spent()),
+            Store::Postgres(pg) => Ok(pg.link(&link.id).await?.map_or(0, |(_, spent)| spent)),
+        }
     }
 
     /// Number of links cached.

@@ -180,7 +180,7 @@ pub async fn link_status(
     let Some(hot) = state.ledger.link(&id).await? else {
         return Ok(None);
     };
-    let spent = hot.spent();
+    let spent = state.ledger.spent(&hot).await?;
     let rec = &hot.rec;
     let st = match closed(hot.gate.access(), rec.expires_at, now.timestamp()) {
         Some(Closed::Revoked) => "revoked",

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: PushCommand,
     },
+    /// Create or upgrade the PostgreSQL schema (`serve` does it too, under a lock).
+    Migrate {
+        #[arg(long, env = "KEYDROP_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Add a new link-signing key (older keys keep verifying until their file is removed).
     RotateLinkKey {
         #[arg(long, env = "KEYDROP_CONFIG")]
@@ -151,8 +156,19 @@ fn main() -> ExitCode {
             println!("token: {token}\n\n{}", demo::principal_stanza(&name, &role, &sha));
             Ok(())
         }
+        Command::Migrate { config } => load_config(config).and_then(|c| {
+            let url = c.storage.postgres_url().ok_or("migrate needs storage.postgres_url or KEYDROP_POSTGRES_URL")?;
+            let version =
+                runtime().block_on(keydrop::store::pg::schema::migrate_url(&url)).map_err(|e| e.to_string())?;
+            println!("schema at version {version}");
+            Ok(())
+        }),
         Command::VerifyLog { config } => {
             let checked = load_config(config).and_then(|c| {
+                if c.storage.backend == keydrop::config::Backend::Postgres {
+                    let log = runtime().block_on(keydrop::verify::verify_postgres(&c)).map_err(|e| e.to_string())?;
+                    return Ok((log, None));
+                }
                 let log = keydrop::verify::verify_data_dir(&c.storage.data_dir).map_err(|e| e.to_string())?;
                 let mirror = match &c.activity.jsonl_path {
                     Some(p) => Some(

@@ -250,6 +250,9 @@ impl http_body::Body for FileStream {
         if this.outcome.is_some() && this.outcome != Some(Outcome::Complete) {
             return Poll::Ready(None);
         }
+        if !this.gate.is_fresh() {
+            return this.fail(Outcome::Unavailable, "order states not confirmed in time");
+        }
         match this.gate.access() {
             crate::store::Access::Open => {}
             crate::store::Access::Suspended => return this.fail(Outcome::Suspended, "order suspended"),

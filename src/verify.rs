@@ -53,6 +53,16 @@ pub async fn verify_store(store: &Store) -> Result<Report, VerifyError> {
     Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
 }
 
+/// Verifies the chain in a shared PostgreSQL database (any node, server running or not).
+pub async fn verify_postgres(config: &crate::config::Config) -> Result<Report, VerifyError> {
+    let url = config.storage.postgres_url().unwrap_or_default();
+    let opts = crate::store::pg::PgOptions::new(&url, &config.storage.node_id());
+    let store = Store::Postgres(crate::store::pg::PgStore::open(&opts, Default::default()).await?);
+    let report = verify_store(&store).await;
+    store.close().await;
+    report
+}
+
 /// Verifies a JSON Lines mirror on its own (its chain) and against the store's records:
 /// every line must be the stored record with the same `seq`, byte for byte.
 pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Result<Report, VerifyError> {

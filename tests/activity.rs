@@ -17,8 +17,27 @@ async fn start() -> Server {
     let mut cfg = admin_config(dir.path());
     cfg.revocation.push_secret = Some("s3cret".into());
     cfg.revocation.push_secrets = vec!["rotating-out".into()];
-    cfg.activity.jsonl_path = Some(dir.path().join("activity.jsonl"));
+    if on_redb() {
+        // The JSON Lines mirror is the embedded backend's (on PostgreSQL the database is the log).
+        cfg.activity.jsonl_path = Some(dir.path().join("activity.jsonl"));
+    }
     Server::start_with(dir, cfg).await
+}
+
+fn on_redb() -> bool {
+    backend_under_test() == keydrop::config::Backend::Redb
+}
+
+/// Edits one stored record in the shared database (`from` → `to` in its JSON), as an attacker
+/// with write access to the database would.
+async fn tamper_in_postgres(url: &str, seq: u64, from: &str, to: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let n = client
+        .execute("UPDATE activity SET json = replace(json, $2, $3) WHERE seq = $1", &[&(seq as i64), &from, &to])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 /// Product with a file and keys, a customer, and `n` orders; returns the order ids.
@@ -277,11 +296,18 @@ async fn scripted_session_leaves_exactly_the_expected_trail() {
     assert!(session.iter().all(|r| r.ip.as_deref() == Some("127.0.0.1")));
     assert_eq!(session[9].outcome.as_deref(), Some("exhausted"));
     let n = all.len();
+    let url = s.state.config.storage.postgres_url.clone().unwrap_or_default();
     let dir = s.stop().await;
 
     // Offline: `keydrop verify-log` checks the chain and the JSON Lines mirror.
     let config = dir.path().join("keydrop.toml");
-    std::fs::write(&config, "[storage]\ndata_dir = \"data\"\n[activity]\njsonl_path = \"activity.jsonl\"\n").unwrap();
+    if on_redb() {
+        std::fs::write(&config, "[storage]\ndata_dir = \"data\"\n[activity]\njsonl_path = \"activity.jsonl\"\n")
+            .unwrap();
+    } else {
+        let toml = format!("[storage]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\nkek_file = \"kek.key\"\ndata_dir = \"data\"\n");
+        std::fs::write(&config, toml).unwrap();
+    }
     let verify = |config: std::path::PathBuf| {
         std::process::Command::new(env!("CARGO_BIN_EXE_keydrop"))
             .arg("verify-log")
@@ -293,6 +319,16 @@ async fn scripted_session_leaves_exactly_the_expected_trail() {
     let out = verify(config.clone());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
+    if !on_redb() {
+        // One chain in the database, read by `verify-log` from any node; then record 8 edited.
+        assert!(text.contains(&format!("activity log intact: {n} records")), "{text}");
+        tamper_in_postgres(&url, 8, "\"ip\":\"127.0.0.1\"", "\"ip\":\"127.0.0.2\"").await;
+        let out = verify(config);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("BROKEN at record 8"), "{text}");
+        return;
+    }
     assert!(
         text.contains(&format!("JSON Lines mirror intact: {n} records")) && text.contains("activity log intact"),
         "{text}"
@@ -423,11 +459,21 @@ async fn queries_by_date_paging_csv_and_tamper_detection() {
 
     // Verification: intact, then a byte flipped in the mirror, then in the record file.
     let (st, v) = s.api("GET", "/api/activity/verify", "global_admin", None).await;
-    assert_eq!((st, v["ok"].as_bool(), v["mirror"]["ok"].as_bool()), (200, Some(true), Some(true)), "{v}");
     assert_eq!(v["records"].as_u64(), Some(records.len() as u64));
+    let target = records[2].seq;
+    if !on_redb() {
+        assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
+        // The same edit in the shared database: verification names the record.
+        let url = s.state.config.storage.postgres_url.clone().unwrap();
+        tamper_in_postgres(&url, target, "\"ip\":\"127.0.0.1\"", "\"ip\":\"127.0.0.2\"").await;
+        let (_, v) = s.api("GET", "/api/activity/verify", "global_admin", None).await;
+        assert_eq!((v["ok"].as_bool(), v["first_bad"]["seq"].as_u64()), (Some(false), Some(target)), "{v}");
+        s.stop().await;
+        return;
+    }
+    assert_eq!((st, v["ok"].as_bool(), v["mirror"]["ok"].as_bool()), (200, Some(true), Some(true)), "{v}");
     let mirror = s.dir.path().join("activity.jsonl");
     let text = std::fs::read_to_string(&mirror).unwrap();
-    let target = records[2].seq;
     let flipped: String = text
         .lines()
         .map(|l| {

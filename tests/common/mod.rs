@@ -97,6 +97,17 @@ pub fn backend_under_test() -> keydrop::config::Backend {
 pub fn test_config(root: &Path) -> Config {
     let mut cfg = Config::default();
     cfg.storage.backend = backend_under_test();
+    if cfg.storage.backend == keydrop::config::Backend::Postgres {
+        // A database of its own in the process's one cluster, and a KEK file as every node has.
+        cfg.storage.postgres_url = Some(pg::Pg::shared().fresh_database());
+        cfg.storage.node_id = Some("test-node".into());
+        let kek = root.join("kek.key");
+        if !kek.exists() {
+            std::fs::create_dir_all(root).unwrap();
+            std::fs::write(&kek, keydrop::secrets::random_bytes::<32>()).unwrap();
+        }
+        cfg.storage.kek_file = Some(kek);
+    }
     cfg.storage.data_dir = root.join("data");
     cfg.storage.files_dir = root.join("files");
     cfg.server.shutdown_grace_secs = 10;

@@ -126,6 +126,40 @@ impl Pg {
     }
 }
 
+static SHARED: std::sync::OnceLock<Pg> = std::sync::OnceLock::new();
+static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Pg {
+    /// One cluster for the whole test process (stopped and removed by a watchdog when the
+    /// process exits, since statics are never dropped).
+    pub fn shared() -> &'static Pg {
+        SHARED.get_or_init(|| {
+            let pg = Pg::start();
+            let stop = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runas}{ctl} -m immediate -D {data} stop >/dev/null 2>&1; rm -rf {dir}",
+                pid = std::process::id(),
+                runas = if is_root() { "runuser -u postgres -- " } else { "" },
+                ctl = pg.bin.join("pg_ctl").display(),
+                data = pg.data().display(),
+                dir = pg.dir.path().display(),
+            );
+            // The watchdog outlives this process on purpose (it stops the cluster after it).
+            let watchdog = Command::new("sh").args(["-c", &stop]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sh");
+            std::mem::forget(watchdog);
+            pg
+        })
+    }
+
+    /// A new empty database in this cluster; returns its URL.
+    pub fn fresh_database(&self) -> String {
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut create = tool(&self.bin, "createdb");
+        create.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "keydrop", &name]);
+        run(create, "createdb");
+        format!("postgres://keydrop@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
 impl Drop for Pg {
     fn drop(&mut self) {
         let mut c = tool(&self.bin, "pg_ctl");

@@ -66,6 +66,25 @@ CREATE TABLE kv (
 /// The lock every migrating node takes (an arbitrary constant: "keydrop" in ASCII).
 const LOCK: i64 = 0x6b_6579_6472_6f70;
 
+/// Connects to `url` and applies the schema (`keydrop migrate`).
+pub async fn migrate_url(url: &str) -> Result<i32, crate::store::StoreError> {
+    let pg: tokio_postgres::Config =
+        url.parse().map_err(|_| crate::store::StoreError::Bug("postgres_url does not parse".into()))?;
+    let mut client = match super::Tls::for_config(&pg) {
+        super::Tls::Plain => {
+            let (c, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(super::classify)?;
+            tokio::spawn(conn);
+            c
+        }
+        super::Tls::Rustls(t) => {
+            let (c, conn) = pg.connect(t).await.map_err(super::classify)?;
+            tokio::spawn(conn);
+            c
+        }
+    };
+    migrate(&mut client).await.map_err(super::classify)
+}
+
 /// Applies the steps not yet applied; returns the schema version now in force.
 pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
     let tx = client.transaction().await?;
