@@ -140,6 +140,21 @@ impl ServedFile {
 }
 
 /// The catalog of files, backed by the store.
+/// A file's SHA-256 (hex), read in 1 MiB pieces.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex::encode(ctx.finish()))
+}
+
 pub struct Catalog {
     store: Arc<Store>,
     files_dir: PathBuf,
@@ -218,22 +233,9 @@ impl Catalog {
         Ok(rec)
     }
 
-    /// Hashes the file in 1 MiB reads, stores the digest, and refreshes the cached entry.
+    /// Hashes the file, stores the digest, and refreshes the cached entry.
     fn compute_digest(&self, rt: &tokio::runtime::Handle, product_id: &str, file_id: &str, path: &Path, size: u64) {
-        let digest = (|| -> std::io::Result<String> {
-            let mut f = File::open(path)?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                ctx.update(&buf[..n]);
-            }
-            Ok(hex::encode(ctx.finish()))
-        })();
-        match digest {
+        match sha256_of(path) {
             Ok(sha256) => {
                 // Durable first (this is a blocking thread), then drop the stale entry.
                 if rt.block_on(self.store.set_file_sha(product_id, file_id, size, sha256)).is_ok() {
@@ -263,7 +265,24 @@ impl Catalog {
         let Some(rec) = self.store.file(product_id, file_id).await? else {
             return Ok(None);
         };
-        match ServedFile::open(&self.files_dir, rec) {
+        // On a shared database the bytes on this node's disk were put there by its operator, not
+        // by the attach that hashed them: they must be the catalog's bytes before one is served.
+        let check_digest = matches!(&*self.store, Store::Postgres(_)).then(|| rec.sha256.clone()).flatten();
+        let opened = match ServedFile::open(&self.files_dir, rec) {
+            Ok(s) => match check_digest {
+                Some(want) => {
+                    let path = confine(&self.files_dir, &s.rec.path);
+                    let got = tokio::task::spawn_blocking(move || path.map(|p| sha256_of(&p).ok())).await;
+                    match got {
+                        Ok(Ok(Some(h))) if h == want => Ok(s),
+                        _ => Err(FileError::Changed),
+                    }
+                }
+                None => Ok(s),
+            },
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(s) => {
                 let files = self.served.entry(product_id.to_owned()).or_default();
                 let s = files.entry(file_id.to_owned()).or_insert(Arc::new(s)).clone();

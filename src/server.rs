@@ -383,6 +383,10 @@ async fn readiness(state: &AppState) -> Result<Response<Body>, ApiError> {
     if state.is_draining() {
         return Err(ApiError::Unavailable { retry_after_secs: 5 });
     }
+    if !state.ledger.is_fresh() {
+        tracing::error!("not ready: order states not confirmed within cluster.max_gate_staleness_ms");
+        return Err(ApiError::Unavailable { retry_after_secs: 1 });
+    }
     match tokio::time::timeout(Duration::from_secs(2), state.store.commit_check()).await {
         Ok(Ok(())) => Ok(json_ok("{\"status\":\"ready\"}")),
         Ok(Err(e)) => {
