@@ -96,7 +96,7 @@ async fn a_thousand_gets_over_three_nodes_serve_exactly_fifty_copies() {
     // Every node sees the same link state, and one chain with every node's records in it.
     for n in &c.nodes {
         let st = n.settled(&link).await;
-        assert_eq!((st.bytes_spent, &*st.state), (50 * MIB as u64, "exhausted"));
+        assert_eq!((st.bytes_spent, st.state), (50 * MIB as u64, "exhausted"));
     }
     let records = c.nodes[2].records().await;
     assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1), "seq is gap-free");
