@@ -50,6 +50,15 @@ enum Command {
         #[arg(long, env = "KEYDROP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Copy a stopped redb node's whole state into an empty PostgreSQL database.
+    MoveStore {
+        /// The target database, e.g. postgres://keydrop@db:5432/keydrop.
+        #[arg(long)]
+        to: String,
+        /// The redb node's config (its data_dir and kek_file).
+        #[arg(long, env = "KEYDROP_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Add a new link-signing key (older keys keep verifying until their file is removed).
     RotateLinkKey {
         #[arg(long, env = "KEYDROP_CONFIG")]
@@ -156,6 +165,11 @@ fn main() -> ExitCode {
             println!("token: {token}\n\n{}", demo::principal_stanza(&name, &role, &sha));
             Ok(())
         }
+        Command::MoveStore { to, config } => load_config(config).and_then(|c| {
+            let moved = runtime().block_on(keydrop::verify::move_store(&c, &to)).map_err(|e| e.to_string())?;
+            println!("{moved}");
+            Ok(())
+        }),
         Command::Migrate { config } => load_config(config).and_then(|c| {
             let url = c.storage.postgres_url().ok_or("migrate needs storage.postgres_url or KEYDROP_POSTGRES_URL")?;
             let version =

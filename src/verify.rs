@@ -14,6 +14,8 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error("cannot read {path}: {source}")]
     Mirror { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
 }
 
 /// The result of a full check.
@@ -61,6 +63,41 @@ pub async fn verify_postgres(config: &crate::config::Config) -> Result<Report, V
     let report = verify_store(&store).await;
     store.close().await;
     report
+}
+
+/// `keydrop move-store`: the stopped embedded node of `config` into the empty database at `to`,
+/// then the chain verified there. Returns a summary for the operator.
+pub async fn move_store(config: &crate::config::Config, to: &str) -> Result<String, VerifyError> {
+    let data_dir = &config.storage.data_dir;
+    if !data_dir.join("keydrop.redb").exists() {
+        return Err(VerifyError::NoDatabase(data_dir.join("keydrop.redb")));
+    }
+    let kek_path = config.storage.kek_file.clone().unwrap_or_else(|| data_dir.join("kek.key"));
+    let kek = std::fs::read(&kek_path).map_err(|source| VerifyError::File { path: kek_path.clone(), source })?;
+    let sealer = crate::keys::Sealer::new(&kek);
+    let link_keys = crate::secrets::load_link_keys(data_dir)
+        .map_err(|source| VerifyError::File { path: data_dir.clone(), source })?;
+    let src = crate::store::Embedded::open(data_dir)?;
+    let opts = crate::store::pg::PgOptions::new(to, &config.storage.node_id());
+    let dst = crate::store::pg::PgStore::open(&opts, Default::default()).await?;
+    let moved = dst.import(&src, &sealer, &link_keys).await;
+    src.close().await;
+    let moved = moved?;
+    let store = Store::Postgres(dst);
+    let report = verify_store(&store).await?;
+    store.close().await;
+    Ok(format!(
+        "moved {} rows, {} links, {} order states, {} activity records; chain {} ({} records, last hash {}); \
+         point every node's kek_file at {}",
+        moved.rows,
+        moved.links,
+        moved.gates,
+        moved.records,
+        if report.first_bad.is_none() { "intact" } else { "BROKEN" },
+        report.records,
+        report.last_hash,
+        kek_path.display()
+    ))
 }
 
 /// Verifies a JSON Lines mirror on its own (its chain) and against the store's records:

@@ -331,6 +331,25 @@ impl Embedded {
         scan_records(&self.db.get()?.begin_read()?, &self.records, f)
     }
 
+    /// Every link with its spent bytes (for `move-store`).
+    pub fn all_links(&self) -> Result<Vec<(LinkRecord, u64)>, StoreError> {
+        let tx = self.db.get()?.begin_read()?;
+        let (links, spent) = (tx.open_table(LINKS)?, tx.open_table(SPENT)?);
+        let mut out = Vec::new();
+        for item in links.iter()? {
+            let (_, raw) = item?;
+            let rec: LinkRecord = serde_json::from_slice(raw.value())?;
+            let s = spent.get(spent_key(&rec).as_slice())?.map_or(0, |v| v.value());
+            out.push((rec, s));
+        }
+        Ok(out)
+    }
+
+    /// Every row of a key/value table (for `move-store`).
+    pub fn table_rows(&self, table: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.scan_prefix(table, "", usize::MAX)
+    }
+
     pub fn record_count(&self) -> Result<u64, StoreError> {
         let tx = self.db.get()?.begin_read()?;
         Ok(records::end(&tx.open_table(META)?)?.next_seq - 1)

@@ -14,6 +14,7 @@
 mod commands;
 pub mod gates;
 pub mod group;
+pub mod import;
 mod kv;
 mod reads;
 pub mod schema;
