@@ -264,3 +264,77 @@ async fn the_database_away_means_503_never_an_uncounted_byte_and_nodes_recover_b
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_with_sigkill_leaves_the_others_serving_and_never_spends_less_than_received() {
+    let url = Pg::shared().fresh_database();
+    let size = 256 * 1024;
+    let (c, data) = Cluster::start(&url, 1, "kib", size).await;
+    let link = c.nodes[0].issue("o", "kib", 100_000).await;
+    // The second node is the real binary, so it can be killed with -9.
+    let root = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_port(), free_port());
+    std::fs::create_dir_all(root.path().join("files")).unwrap();
+    std::fs::write(root.path().join("files").join("kib"), &data).unwrap();
+    let kek = c.nodes[0].state.config.storage.kek_file.clone().unwrap();
+    let toml = format!(
+        "[server]\npublic_listen = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         public_base_url = \"http://127.0.0.1:{public}\"\n[links]\nmax_uses = 1000000\n\
+         [storage]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\nnode_id = \"edge-killed\"\n\
+         kek_file = \"{}\"\ndata_dir = \"data\"\nfiles_dir = \"files\"\n",
+        kek.display()
+    );
+    std::fs::write(root.path().join("keydrop.toml"), toml).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(root.path().join("keydrop.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed_url = link.url.replace(&c.nodes[0].public.to_string(), &format!("127.0.0.1:{public}"));
+    within(30, "binary node ready", async {
+        while !matches!(get(&format!("http://127.0.0.1:{public}/healthz"), &[]).await, Ok((200, _, _))) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Load on both nodes; the binary node dies in the middle of it.
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let survivor_ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (i, u) in [link.url.clone(), killed_url.clone(), link.url.clone(), killed_url].into_iter().enumerate() {
+        let (received, survivor_ok) = (received.clone(), survivor_ok.clone());
+        tasks.push(tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                // A body cut by the kill still counts what arrived: read frame by frame.
+                let Ok(resp) = client().request(request("GET", &u, &[])).await else { continue };
+                let ok = resp.status() == 200;
+                let mut body = resp.into_body();
+                while let Some(Ok(f)) = body.frame().await {
+                    received.fetch_add(
+                        f.into_data().map(|d| d.len() as u64).unwrap_or(0),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                if ok && i % 2 == 0 {
+                    survivor_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let after_kill = survivor_ok.load(std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        within(60, "load", t).await.unwrap();
+    }
+    assert!(survivor_ok.load(std::sync::atomic::Ordering::Relaxed) > after_kill, "the surviving node kept serving");
+    let spent = c.nodes[0].settled(&link).await.bytes_spent;
+    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(spent >= got, "spent {spent} < received {got}");
+    println!("node killed -9 under load: received {got} bytes, {spent} spent");
+    c.stop().await;
+}
