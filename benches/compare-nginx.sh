@@ -3,6 +3,7 @@
 #
 #   benches/compare-nginx.sh [SECONDS]      (default 10 s per run)
 #   KEYDROP_BIN=path/to/keydrop benches/compare-nginx.sh   (measure a binary built earlier)
+#   KEYDROP_BACKEND=postgres benches/compare-nginx.sh      (keydrop on a local PostgreSQL, fsync on)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
@@ -24,12 +25,16 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 nginx -V 2>&1 | grep -q secure_link || { echo "this nginx lacks http_secure_link_module" >&2; exit 1; }
 
+BACKEND=${KEYDROP_BACKEND:-redb}
+PG_PORT=18483
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -d "$WORK/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
   [ -n "${KD_PID:-}" ] && kill "$KD_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   # Keep wrk's output (printed at the end); drop the generated files and data (over 1 GiB a run).
-  rm -rf "$WORK/files" "$WORK/data"
+  rm -rf "$WORK/files" "$WORK/data" "$WORK/pg"
 }
 trap cleanup EXIT
 
@@ -53,6 +58,24 @@ chmod 644 "$WORK/files/"*
 # flushing 1 GiB in the background, which stalls every fsync on the filesystem (keydrop's journal
 # and checkpoints) and nothing of nginx's.
 sync
+
+# --- PostgreSQL, when keydrop is measured on it ------------------------------------------------
+STORAGE_EXTRA=""
+if [ "$BACKEND" = postgres ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  mkdir -p "$WORK/pg"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
+  as_pg "$PG_BIN/initdb" -A trust -U keydrop -D "$WORK/pg/data" >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -w -D "$WORK/pg/data" -l "$WORK/pg/log" \
+    -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p $PG_PORT -U keydrop keydrop
+  head -c 32 /dev/urandom >"$WORK/kek.key"
+  STORAGE_EXTRA="backend = \"postgres\"
+postgres_url = \"postgres://keydrop@127.0.0.1:$PG_PORT/keydrop\"
+kek_file = \"kek.key\""
+  echo "keydrop on PostgreSQL ($("$PG_BIN/postgres" --version), fsync on)"
+fi
 
 # --- nginx with secure_link -------------------------------------------------------------------
 cat >"$WORK/nginx/nginx.conf" <<NGINX
@@ -104,6 +127,7 @@ public_base_url = "http://127.0.0.1:$KD_PUBLIC"
 [storage]
 data_dir = "data"
 files_dir = "files"
+$STORAGE_EXTRA
 [links]
 max_uses = 1000000
 [[principals]]
