@@ -115,7 +115,7 @@ async fn ranges_of_any_size_never_exceed_the_budget_and_refunds_come_back() {
     assert!(sum <= budget && spent == sum, "granted {sum}, spent {spent}");
     // A refund of unsent bytes goes back to the budget, on any node.
     nodes[2].settle([9; 16], 1000, Entry::new(Kind::DownloadFinished)).unwrap();
-    nodes[2].append(vec![]).await.unwrap(); // a durable round after the settlement
+    nodes[2].flush().await.unwrap(); // everything sent before is committed
     let (_, after) = nodes[1].link(&[9; 16]).await.unwrap().unwrap();
     assert_eq!(after, spent - 1000);
     verify(&nodes[1]).await;

@@ -30,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most jobs one transaction takes.
 pub const MAX_GROUP: usize = 4096;
+/// Groups committing at once on one node.
+pub const IN_FLIGHT: usize = 2;
 /// Settlements kept for the next try while the database is away; beyond this the oldest are
 /// dropped (their bytes stay spent: the safe side) with a warning.
 const MAX_KEPT: usize = 100_000;
@@ -45,10 +47,31 @@ pub enum Admission {
 }
 
 pub enum Job {
-    Reserve { link: [u8; 16], bytes: u64, started: Entry, reply: oneshot::Sender<Result<Admission, StoreError>> },
-    Settle { link: [u8; 16], refund: u64, finished: Entry },
-    Issue { rec: Box<LinkRecord>, issued: Entry, reply: oneshot::Sender<Result<(), StoreError>> },
-    Append { records: Vec<Entry>, reply: Option<oneshot::Sender<Result<(), StoreError>>> },
+    Reserve {
+        link: [u8; 16],
+        bytes: u64,
+        started: Entry,
+        reply: oneshot::Sender<Result<Admission, StoreError>>,
+    },
+    Settle {
+        link: [u8; 16],
+        refund: u64,
+        finished: Entry,
+    },
+    Issue {
+        rec: Box<LinkRecord>,
+        issued: Entry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Append {
+        records: Vec<Entry>,
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    /// Answers once every job sent before it has committed (groups in flight commit in any
+    /// order, so this waits for all of them).
+    Flush {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 pub struct Writer {
@@ -59,15 +82,26 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Runs until every sender is gone.
+    /// Runs until every sender is gone. Up to [`IN_FLIGHT`] groups commit at once: the next
+    /// group locks its links and prepares while the one before waits for its `COMMIT` (the chain
+    /// head orders them; a settlement is only ever sent after its reservation committed, so no
+    /// group can overtake what it depends on).
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let me = std::sync::Arc::new(self);
         let mut kept: Vec<Job> = Vec::new();
+        let mut running = tokio::task::JoinSet::new();
         loop {
             let mut group = std::mem::take(&mut kept);
             if group.is_empty() {
-                match rx.recv().await {
-                    Some(j) => group.push(j),
-                    None => return,
+                tokio::select! {
+                    j = rx.recv() => match j {
+                        Some(j) => group.push(j),
+                        None => break,
+                    },
+                    Some(done) = running.join_next(), if !running.is_empty() => {
+                        kept = me.after(done).await;
+                        continue;
+                    }
                 }
             }
             while group.len() < MAX_GROUP {
@@ -76,27 +110,77 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let began = std::time::Instant::now();
-            match self.commit(&group).await {
-                Ok(admissions) => {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.stats.commits.fetch_add(1, Relaxed);
-                    self.stats.batches.fetch_add(group.len() as u64, Relaxed);
-                    self.stats.observe_commit(group.len(), began.elapsed());
-                    answer(group, admissions);
+            // A flush ends the group: what came before it commits, then everything in flight.
+            let flush_at = group.iter().position(|j| matches!(j, Job::Flush { .. }));
+            let mut flush = None;
+            if let Some(at) = flush_at {
+                let rest = group.split_off(at + 1);
+                if let Some(Job::Flush { reply }) = group.pop() {
+                    flush = Some(reply);
                 }
-                Err(e) => {
-                    self.stats.failed_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(error = %e, jobs = group.len(), "group commit failed");
-                    kept = fail(group, &e);
-                    if kept.len() > MAX_KEPT {
-                        let drop = kept.len() - MAX_KEPT;
-                        tracing::warn!(dropped = drop, "settlements dropped while the database is away");
-                        kept.drain(..drop);
-                    }
-                    // Do not spin against a database that is away.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                kept = rest;
+            }
+            if let Some(reply) = flush {
+                if !group.is_empty() {
+                    let w = me.clone();
+                    running.spawn(async move { w.commit_and_answer(group).await });
                 }
+                let mut again = Vec::new();
+                while let Some(done) = running.join_next().await {
+                    again.extend(done.unwrap_or_default());
+                }
+                let _ = reply.send(if again.is_empty() {
+                    Ok(())
+                } else {
+                    Err(StoreError::DatabaseDown("earlier writes are waiting for the database".into()))
+                });
+                again.append(&mut kept);
+                kept = again;
+                continue;
+            }
+            while running.len() >= IN_FLIGHT {
+                if let Some(done) = running.join_next().await {
+                    group.extend(me.after(done).await);
+                }
+            }
+            let w = me.clone();
+            running.spawn(async move { w.commit_and_answer(group).await });
+        }
+        while let Some(done) = running.join_next().await {
+            let _ = me.after(done).await;
+        }
+    }
+
+    /// What a finished commit left to try again (nothing, unless it failed: then it waits a
+    /// little, so as not to spin against a database that is away).
+    async fn after(&self, done: Result<Vec<Job>, tokio::task::JoinError>) -> Vec<Job> {
+        let mut kept = done.unwrap_or_default();
+        if !kept.is_empty() {
+            if kept.len() > MAX_KEPT {
+                let drop = kept.len() - MAX_KEPT;
+                tracing::warn!(dropped = drop, "settlements dropped while the database is away");
+                kept.drain(..drop);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        kept
+    }
+
+    async fn commit_and_answer(&self, group: Vec<Job>) -> Vec<Job> {
+        let began = std::time::Instant::now();
+        match self.commit(&group).await {
+            Ok(admissions) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.stats.commits.fetch_add(1, Relaxed);
+                self.stats.batches.fetch_add(group.len() as u64, Relaxed);
+                self.stats.observe_commit(group.len(), began.elapsed());
+                answer(group, admissions);
+                Vec::new()
+            }
+            Err(e) => {
+                self.stats.failed_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, jobs = group.len(), "group commit failed");
+                fail(group, &e)
             }
         }
     }
@@ -121,7 +205,11 @@ impl Writer {
             let arr: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
             let rows = tx
                 .query(
-                    "SELECT link_id, spent, budget FROM links WHERE link_id = ANY($1) ORDER BY link_id FOR UPDATE",
+                    &prepared(
+                        &tx,
+                        "SELECT link_id, spent, budget FROM links WHERE link_id = ANY($1) ORDER BY link_id FOR UPDATE",
+                    )
+                    .await?,
                     &[&arr],
                 )
                 .await
@@ -165,6 +253,7 @@ impl Writer {
                     entries.push(issued);
                 }
                 Job::Append { records, .. } => entries.extend(records.iter()),
+                Job::Flush { .. } => {}
             }
         }
         let changed: Vec<(&[u8], i64)> = links.iter().filter(|(_, v)| v.2 != 0).map(|(k, v)| (&k[..], v.2)).collect();
@@ -172,8 +261,8 @@ impl Writer {
             let (cids, deltas): (Vec<&[u8]>, Vec<i64>) = changed.iter().copied().unzip();
             let n = tx
                 .execute(
-                    "UPDATE links l SET spent = l.spent + u.delta FROM unnest($1::bytea[], $2::int8[]) AS u(id, delta) \
-                     WHERE l.link_id = u.id AND (l.spent + u.delta <= l.budget OR u.delta < 0)",
+                    &prepared(&tx, "UPDATE links l SET spent = l.spent + u.delta FROM unnest($1::bytea[], $2::int8[]) AS u(id, delta) \
+                     WHERE l.link_id = u.id AND (l.spent + u.delta <= l.budget OR u.delta < 0)").await?,
                     &[&cids, &deltas],
                 )
                 .await
@@ -194,8 +283,12 @@ impl Writer {
                 budgets.push(i64::try_from(*budget).unwrap_or(i64::MAX));
             }
             tx.execute(
-                "INSERT INTO links (link_id, order_id, record, budget) \
+                &prepared(
+                    &tx,
+                    "INSERT INTO links (link_id, order_id, record, budget) \
                  SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[])",
+                )
+                .await?,
                 &[&ids, &orders, &recs, &budgets],
             )
             .await
@@ -211,6 +304,12 @@ impl Writer {
     }
 }
 
+/// A statement prepared once per connection (the pool keeps its cache): one round trip per
+/// statement instead of two.
+async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    tx.prepare_cached(sql).await.map_err(classify)
+}
+
 /// Appends `entries` to the one chain inside `tx`: takes the head `FOR UPDATE` (last of every
 /// lock the transaction takes), seals each record after it, inserts them, moves the head.
 pub async fn append(
@@ -219,8 +318,10 @@ pub async fn append(
     node: &str,
     now_us: u64,
 ) -> Result<u64, StoreError> {
-    let head =
-        tx.query_one("SELECT seq, hash, at_us FROM chain_head WHERE id = 1 FOR UPDATE", &[]).await.map_err(classify)?;
+    let head = tx
+        .query_one(&prepared(tx, "SELECT seq, hash, at_us FROM chain_head WHERE id = 1 FOR UPDATE").await?, &[])
+        .await
+        .map_err(classify)?;
     let (mut seq, mut hash, head_at): (i64, String, i64) = (head.get(0), head.get(1), head.get(2));
     let at_us = (now_us as i64).max(head_at);
     let at = format_at(at_us as u64);
@@ -245,15 +346,18 @@ pub async fn append(
         jsons.push(String::from_utf8(json).map_err(|e| StoreError::Bug(e.to_string()))?);
     }
     tx.execute(
-        "INSERT INTO activity (seq, at_us, kind, tenant_id, order_id, node, json) \
-         SELECT s, $2, k, t, o, $3, j FROM unnest($1::int8[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, k, t, o, j)",
+        &prepared(tx, "INSERT INTO activity (seq, at_us, kind, tenant_id, order_id, node, json) \
+         SELECT s, $2, k, t, o, $3, j FROM unnest($1::int8[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, k, t, o, j)").await?,
         &[&seqs, &at_us, &node, &kinds, &tenants, &orders, &jsons],
     )
     .await
     .map_err(classify)?;
-    tx.execute("UPDATE chain_head SET seq = $1, hash = $2, at_us = $3 WHERE id = 1", &[&seq, &hash, &at_us])
-        .await
-        .map_err(classify)?;
+    tx.execute(
+        &prepared(tx, "UPDATE chain_head SET seq = $1, hash = $2, at_us = $3 WHERE id = 1").await?,
+        &[&seq, &hash, &at_us],
+    )
+    .await
+    .map_err(classify)?;
     Ok(seq as u64)
 }
 
@@ -271,6 +375,9 @@ fn answer(group: Vec<Job>, admissions: Vec<Admission>) {
                 let _ = reply.send(Ok(()));
             }
             Job::Settle { .. } | Job::Append { reply: None, .. } => {}
+            Job::Flush { reply } => {
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 }
@@ -290,6 +397,9 @@ fn fail(group: Vec<Job>, e: &StoreError) -> Vec<Job> {
                 let _ = reply.send(Err(err()));
             }
             Job::Append { reply: Some(reply), .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Job::Flush { reply } => {
                 let _ = reply.send(Err(err()));
             }
             j @ (Job::Settle { .. } | Job::Append { reply: None, .. }) => kept.push(j),

@@ -233,7 +233,9 @@ impl PgStore {
 
     /// Waits until everything this node sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.append(Vec::new()).await
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Flush { reply })?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Commits what is queued and stops taking more.
