@@ -239,7 +239,11 @@ fn main() -> ExitCode {
             };
         }
         Command::RotateLinkKey { config } => load_config(config).and_then(|c| {
-            let id = keydrop::secrets::rotate_link_key(&c.storage.data_dir).map_err(|e| e.to_string())?;
+            let id = if c.storage.backend == keydrop::config::Backend::Postgres {
+                runtime().block_on(keydrop::verify::rotate_link_key_postgres(&c)).map_err(|e| e.to_string())?
+            } else {
+                keydrop::secrets::rotate_link_key(&c.storage.data_dir).map_err(|e| e.to_string())?
+            };
             println!("new link-signing key {id}; restart the server to sign with it");
             Ok(())
         }),

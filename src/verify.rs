@@ -65,6 +65,21 @@ pub async fn verify_postgres(config: &crate::config::Config) -> Result<Report, V
     report
 }
 
+/// `keydrop rotate-link-key` on a shared database: the next key, sealed under the KEK.
+pub async fn rotate_link_key_postgres(config: &crate::config::Config) -> Result<u32, String> {
+    let kek_path = config.storage.kek_file.clone().ok_or("kek_file is required with postgres")?;
+    let kek = std::fs::read(&kek_path).map_err(|e| format!("{}: {e}", kek_path.display()))?;
+    if kek.len() != 32 {
+        return Err(format!("{}: a KEK is 32 bytes", kek_path.display()));
+    }
+    let opts =
+        crate::store::pg::PgOptions::new(&config.storage.postgres_url().unwrap_or_default(), &config.storage.node_id());
+    let store = crate::store::pg::PgStore::open(&opts, Default::default()).await.map_err(|e| e.to_string())?;
+    let id = store.add_link_key(&crate::keys::Sealer::new(&kek)).await.map_err(|e| e.to_string());
+    store.close().await;
+    id
+}
+
 /// `keydrop move-store`: the stopped embedded node of `config` into the empty database at `to`,
 /// then the chain verified there. Returns a summary for the operator.
 pub async fn move_store(config: &crate::config::Config, to: &str) -> Result<String, VerifyError> {

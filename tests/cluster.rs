@@ -338,3 +338,32 @@ async fn a_node_killed_with_sigkill_leaves_the_others_serving_and_never_spends_l
     println!("node killed -9 under load: received {got} bytes, {spent} spent");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_key_rotated_in_the_database_signs_on_nodes_started_after_and_old_links_keep_working() {
+    let url = Pg::shared().fresh_database();
+    let (c, data) = Cluster::start(&url, 1, "kib", 1024).await;
+    assert_eq!(c.nodes[0].state.keys.signing_key_id(), 1);
+    let old = c.nodes[0].issue("o", "kib", 5).await;
+    let kek_path = c.nodes[0].state.config.storage.kek_file.clone().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("keydrop.toml");
+    let toml =
+        format!("[storage]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\nkek_file = \"{}\"\n", kek_path.display());
+    std::fs::write(&config, toml).unwrap();
+    let out = std::process::Command::new(BIN).args(["rotate-link-key", "--config"]).arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("new link-signing key 2"), "{text}");
+    // A node started now signs with key 2 and still accepts links signed with key 1.
+    let dir = tempfile::tempdir().unwrap();
+    let kek = std::fs::read(&kek_path).unwrap();
+    let cfg = node_config(dir.path(), &url, &kek, "edge-late");
+    let n = Server::start_with(dir, cfg).await;
+    assert_eq!((n.state.keys.signing_key_id(), n.state.keys.key_ids()), (2, vec![1, 2]));
+    std::fs::write(n.files_dir().join("kib"), &data).unwrap();
+    let here = old.url.replace(&c.nodes[0].public.to_string(), &n.public.to_string());
+    let (st, _, body) = get(&here, &[]).await.unwrap();
+    assert_eq!((st, body.len()), (200, data.len()));
+    n.stop().await;
+    c.stop().await;
+}

@@ -36,4 +36,16 @@ impl PgStore {
         }
         Ok(keys)
     }
+
+    /// Adds the next link-signing key (`keydrop rotate-link-key` on a shared database); every
+    /// node signs with it from its next start, and keeps verifying the older ones.
+    pub async fn add_link_key(&self, sealer: &Sealer) -> Result<u32, KeyRingError> {
+        let next = self.link_keys(sealer).await?.last().map_or(1, |(id, _)| id + 1);
+        let name = format!("{PREFIX}{next:010}");
+        let key: [u8; 32] = crate::secrets::random_bytes();
+        if !kv::insert_new(&**self.client().await?, META, &name, &sealer.seal(&name, &hex::encode(key))).await? {
+            return Err(StoreError::Bug("another node added the same key id at once; run it again".into()).into());
+        }
+        Ok(next)
+    }
 }
