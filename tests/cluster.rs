@@ -153,20 +153,7 @@ async fn a_cancel_on_one_node_refuses_and_cuts_on_the_others_within_a_second() {
     assert_eq!(send("HEAD", &c.url_on(&link, 1), &[]).await.unwrap().0, 200);
     let resp = within(30, "get", client().request(request("GET", &c.url_on(&link, 2), &[]))).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let reader = tokio::spawn(async move {
-        let mut body = resp.into_body();
-        let mut n = 0usize;
-        loop {
-            match body.frame().await {
-                Some(Ok(f)) => {
-                    n += f.into_data().map(|d| d.len()).unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Some(Err(_)) => return (n, Instant::now(), true),
-                None => return (n, Instant::now(), false),
-            }
-        }
-    });
+    let reader = read_slowly(resp);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let revoked_at = Instant::now();
     c.nodes[0].set_access("o", Access::Revoked).await;

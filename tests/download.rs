@@ -328,20 +328,7 @@ async fn revocation_cuts_off_a_download_in_flight_within_one_second() {
     let mut stalled_body = stalled.into_body();
     within(30, "first frame", stalled_body.frame()).await.unwrap().unwrap();
     let reading = within(30, "get", client().request(request("GET", &link.url, &[]))).await.unwrap();
-    let reader = tokio::spawn(async move {
-        let mut body = reading.into_body();
-        let mut n = 0usize;
-        loop {
-            match body.frame().await {
-                Some(Ok(f)) => {
-                    n += f.into_data().map(|d| d.len()).unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Some(Err(_)) => return (n, Instant::now(), true),
-                None => return (n, Instant::now(), false),
-            }
-        }
-    });
+    let reader = read_slowly(reading);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let revoked_at = Instant::now();
     s.set_access("o", Access::Revoked).await;

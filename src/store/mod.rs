@@ -18,6 +18,7 @@
 
 pub mod commands;
 pub mod embedded;
+pub mod keys;
 pub mod pg;
 pub mod stats;
 

@@ -338,6 +338,28 @@ pub async fn connect_from(
     sock.connect(addr).await
 }
 
+/// Reads a response body 20 ms per frame (a slow client) on its own task: bytes read, when it
+/// ended, and whether it ended with an error (cut) rather than cleanly.
+pub fn read_slowly(
+    resp: http::Response<hyper::body::Incoming>,
+) -> tokio::task::JoinHandle<(usize, std::time::Instant, bool)> {
+    let reading = resp;
+    tokio::spawn(async move {
+        let mut body = reading.into_body();
+        let mut n = 0usize;
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    n += f.into_data().map(|d| d.len()).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(Err(_)) => return (n, std::time::Instant::now(), true),
+                None => return (n, std::time::Instant::now(), false),
+            }
+        }
+    })
+}
+
 pub fn problem(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }

@@ -15,21 +15,10 @@ use crate::activity::Entry;
 use crate::model::{Customer, Order, Product, SupportRequest};
 use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 
-const PRODUCTS: &str = "products";
-const CUSTOMERS: &str = "customers";
-/// domain (lowercase) → tenant_id.
-const DOMAINS: &str = "customer_domains";
-const ORDERS: &str = "orders";
-/// tenant_id \0 purchased_at \0 order_id → nothing.
-const TENANT_ORDERS: &str = "tenant_orders";
-/// product_id \0 seq (20 digits) → sealed key.
-const KEY_POOL: &str = "key_pool";
-/// order_id \0 item_id → sealed key.
-const ORDER_KEYS: &str = "order_keys";
-const SUPPORT: &str = "support_requests";
 const GATES: &str = "order_gates";
-const FILES: &str = "files";
-const META: &str = "meta";
+use crate::store::keys::{
+    self, CUSTOMERS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT, TENANT_ORDERS,
+};
 
 fn order_links(tx: &mut Tx<'_, '_>, order_id: &str) -> Result<usize, StoreError> {
     Ok(tx.scan_prefix(ORDER_LINKS, &format!("{order_id}\0"), usize::MAX)?.len())
@@ -63,7 +52,7 @@ impl Embedded {
 
     /// Keys left in a product's pool.
     pub fn keys_available(&self, product_id: &str) -> Result<usize, StoreError> {
-        Ok(self.scan_prefix(KEY_POOL, &format!("{product_id}\0"), usize::MAX)?.len())
+        Ok(self.scan_prefix(KEY_POOL, &keys::pool_prefix(product_id), usize::MAX)?.len())
     }
 
     /// Adds sealed keys to a product's pool: `(added, available)`.
@@ -71,14 +60,14 @@ impl Embedded {
         let pid = product_id.to_owned();
         self.writer()
             .txn(move |tx| {
-                let counter = format!("key_seq\0{pid}");
+                let counter = keys::pool_counter(&pid);
                 let mut seq: u64 = tx.get_json(META, &counter)?.unwrap_or(0);
                 for s in &sealed {
                     seq += 1;
-                    tx.put_raw(KEY_POOL, &format!("{pid}\0{seq:020}"), s)?;
+                    tx.put_raw(KEY_POOL, &keys::pool_key(&pid, seq), s)?;
                 }
                 tx.put_json(META, &counter, &seq)?;
-                let available = tx.scan_prefix(KEY_POOL, &format!("{pid}\0"), usize::MAX)?.len();
+                let available = tx.scan_prefix(KEY_POOL, &keys::pool_prefix(&pid), usize::MAX)?.len();
                 Ok((sealed.len(), available))
             })
             .await
@@ -87,7 +76,7 @@ impl Embedded {
     /// Attaches a file unless a different one holds its id (API.md §5.1): the refusal carries
     /// the file attached.
     pub async fn attach_file(&self, rec: FileRecord) -> Result<Result<Attach, Box<FileRecord>>, StoreError> {
-        let key = super::file_key(&rec.product_id, &rec.file_id);
+        let key = keys::file_key(&rec.product_id, &rec.file_id);
         self.writer()
             .txn(move |tx| match tx.get_json::<FileRecord>(FILES, &key)? {
                 None => {
@@ -112,7 +101,7 @@ impl Embedded {
         file_id: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<FileRecord>, StoreError> {
-        let key = super::file_key(product_id, file_id);
+        let key = keys::file_key(product_id, file_id);
         self.writer()
             .txn(move |tx| {
                 let Some(mut rec) = tx.get_json::<FileRecord>(FILES, &key)? else {
@@ -160,8 +149,8 @@ impl Embedded {
     /// A tenant's orders, newest first.
     pub fn orders_of(&self, tenant_id: &str) -> Result<Vec<Order>, StoreError> {
         let mut out = Vec::new();
-        for (k, _) in self.scan_prefix(TENANT_ORDERS, &format!("{tenant_id}\0"), usize::MAX)?.into_iter().rev() {
-            if let Some(o) = k.rsplit('\0').next().map(|id| self.order(id)).transpose()?.flatten() {
+        for (k, _) in self.scan_prefix(TENANT_ORDERS, &keys::tenant_prefix(tenant_id), usize::MAX)?.into_iter().rev() {
+            if let Some(o) = keys::order_of_index(&k).map(|id| self.order(id)).transpose()?.flatten() {
                 out.push(o);
             }
         }
@@ -176,7 +165,7 @@ impl Embedded {
 
     /// The sealed key an order item took at purchase, if any.
     pub fn order_key(&self, order_id: &str, item_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get_raw(ORDER_KEYS, &format!("{order_id}\0{item_id}"))
+        self.get_raw(ORDER_KEYS, &keys::order_key(order_id, item_id))
     }
 
     /// Buys: takes one key per key-requiring item from the pools (all or nothing), stores the
@@ -192,24 +181,24 @@ impl Embedded {
                 }
                 let mut taken = Vec::new();
                 for (pid, n) in &needed {
-                    let keys = tx.scan_prefix(KEY_POOL, &format!("{pid}\0"), *n)?;
+                    let keys = tx.scan_prefix(KEY_POOL, &keys::pool_prefix(pid), *n)?;
                     if keys.len() < *n {
                         return Ok(Err(OutOfKeys { product_id: pid.to_string() }));
                     }
                     taken.extend(keys);
                 }
                 for i in o.items.iter().filter(|i| i.has_key) {
-                    let prefix = format!("{}\0", i.product_id);
+                    let prefix = keys::pool_prefix(&i.product_id);
                     let Some(idx) = taken.iter().position(|(k, _)| k.starts_with(&prefix)) else {
                         // Cannot happen (every pool was counted above); never panic in the writer.
                         return Err(StoreError::Bug("key pool changed under the transaction".into()));
                     };
                     let (pool_key, sealed) = taken.remove(idx);
                     tx.remove(KEY_POOL, &pool_key)?;
-                    tx.put_raw(ORDER_KEYS, &format!("{}\0{}", o.order_id, i.item_id), &sealed)?;
+                    tx.put_raw(ORDER_KEYS, &keys::order_key(&o.order_id, &i.item_id), &sealed)?;
                 }
                 tx.put_json(ORDERS, &o.order_id, &o)?;
-                let index = format!("{}\0{}\0{}", o.tenant_id, o.purchased_at.format("%Y%m%dT%H%M%S%.6f"), o.order_id);
+                let index = keys::tenant_order(&o);
                 tx.put_raw(TENANT_ORDERS, &index, b"")?;
                 tx.put_gate(&o.order_id, &gate_of(&o, Access::Open))?;
                 tx.append(record)?;

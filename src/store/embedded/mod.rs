@@ -104,10 +104,7 @@ pub(crate) const LEGACY_ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition:
 /// entry for the first record of each distinct `at` (all records of a group commit share one).
 pub(crate) const ACTIVITY_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("activity_at");
 
-/// A file's key in the `files` table: `product_id \0 file_id`.
-pub fn file_key(product_id: &str, file_id: &str) -> String {
-    format!("{product_id}\0{file_id}")
-}
+pub use crate::store::keys::file_key;
 
 /// A link's key in the spent table: issue time, then id — so links issued together, the ones
 /// downloaded together, share a few B-tree pages (a storage concern, kept out of the domain type).

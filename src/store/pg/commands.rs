@@ -12,21 +12,9 @@ use crate::model::{Access, Customer, FileRecord, Order, OrderGate, OrderStatus, 
 use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 use crate::store::StoreError;
 
-// The embedded backend's table names and key encodings, kept so `move-store` copies rows as is.
-const PRODUCTS: &str = "products";
-const CUSTOMERS: &str = "customers";
-const DOMAINS: &str = "customer_domains";
-const ORDERS: &str = "orders";
-const TENANT_ORDERS: &str = "tenant_orders";
-const KEY_POOL: &str = "key_pool";
-const ORDER_KEYS: &str = "order_keys";
-const SUPPORT: &str = "support_requests";
-pub(super) const FILES: &str = "files";
-const META: &str = "meta";
-
-pub(super) fn file_key(product_id: &str, file_id: &str) -> String {
-    format!("{product_id}\0{file_id}")
-}
+use crate::store::keys::{
+    self, file_key, CUSTOMERS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT, TENANT_ORDERS,
+};
 
 fn gate_of(o: &Order, access: Access) -> OrderGate {
     OrderGate { access, tenant_id: Some(o.tenant_id.clone()) }
@@ -78,7 +66,7 @@ impl PgStore {
     }
 
     pub async fn keys_available(&self, product_id: &str) -> Result<usize, StoreError> {
-        kv::count_prefix(&**self.client().await?, KEY_POOL, &format!("{product_id}\0")).await
+        kv::count_prefix(&**self.client().await?, KEY_POOL, &keys::pool_prefix(product_id)).await
     }
 
     /// Adds sealed keys to a product's pool: `(added, available)`. The counter row is locked, so
@@ -86,15 +74,15 @@ impl PgStore {
     pub async fn add_keys(&self, product_id: &str, sealed: Vec<Vec<u8>>) -> Result<(usize, usize), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(classify)?;
-        let counter = format!("key_seq\0{product_id}");
+        let counter = keys::pool_counter(product_id);
         kv::insert_new(&*tx, META, &counter, b"0").await?;
         let mut seq: u64 = kv::get_json(&*tx, META, &counter, Lock::Update).await?.unwrap_or(0);
         for s in &sealed {
             seq += 1;
-            kv::put_raw(&*tx, KEY_POOL, &format!("{product_id}\0{seq:020}"), s).await?;
+            kv::put_raw(&*tx, KEY_POOL, &keys::pool_key(product_id, seq), s).await?;
         }
         kv::put_json(&*tx, META, &counter, &seq).await?;
-        let available = kv::count_prefix(&*tx, KEY_POOL, &format!("{product_id}\0")).await?;
+        let available = kv::count_prefix(&*tx, KEY_POOL, &keys::pool_prefix(product_id)).await?;
         self.finish(tx, Vec::new()).await?;
         Ok((sealed.len(), available))
     }
@@ -205,10 +193,11 @@ impl PgStore {
 
     pub async fn orders_of(&self, tenant_id: &str) -> Result<Vec<Order>, StoreError> {
         let c = self.client().await?;
-        let index = kv::scan_prefix(&**c, TENANT_ORDERS, &format!("{tenant_id}\0"), usize::MAX, Lock::None).await?;
+        let index =
+            kv::scan_prefix(&**c, TENANT_ORDERS, &keys::tenant_prefix(tenant_id), usize::MAX, Lock::None).await?;
         let mut out = Vec::new();
         for (k, _) in index.into_iter().rev() {
-            if let Some(id) = k.rsplit('\0').next() {
+            if let Some(id) = keys::order_of_index(&k) {
                 if let Some(o) = kv::get_json(&**c, ORDERS, id, Lock::None).await? {
                     out.push(o);
                 }
@@ -222,7 +211,7 @@ impl PgStore {
     }
 
     pub async fn order_key(&self, order_id: &str, item_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        kv::get_raw(&**self.client().await?, ORDER_KEYS, &format!("{order_id}\0{item_id}"), Lock::None).await
+        kv::get_raw(&**self.client().await?, ORDER_KEYS, &keys::order_key(order_id, item_id), Lock::None).await
     }
 
     /// Buys: each key-requiring item takes a key no other node is taking (`SKIP LOCKED`); all
@@ -236,23 +225,23 @@ impl PgStore {
         }
         let mut taken = Vec::new();
         for (pid, n) in &needed {
-            let keys = kv::scan_prefix(&*tx, KEY_POOL, &format!("{pid}\0"), *n, Lock::SkipLocked).await?;
+            let keys = kv::scan_prefix(&*tx, KEY_POOL, &keys::pool_prefix(pid), *n, Lock::SkipLocked).await?;
             if keys.len() < *n {
                 return Ok(Err(OutOfKeys { product_id: pid.to_string() }));
             }
             taken.extend(keys);
         }
         for i in o.items.iter().filter(|i| i.has_key) {
-            let prefix = format!("{}\0", i.product_id);
+            let prefix = keys::pool_prefix(&i.product_id);
             let Some(idx) = taken.iter().position(|(k, _)| k.starts_with(&prefix)) else {
                 return Err(StoreError::Bug("a counted key is missing".into()));
             };
             let (pool_key, sealed) = taken.remove(idx);
             kv::remove(&*tx, KEY_POOL, &pool_key).await?;
-            kv::put_raw(&*tx, ORDER_KEYS, &format!("{}\0{}", o.order_id, i.item_id), &sealed).await?;
+            kv::put_raw(&*tx, ORDER_KEYS, &keys::order_key(&o.order_id, &i.item_id), &sealed).await?;
         }
         kv::put_json(&*tx, ORDERS, &o.order_id, &o).await?;
-        let index = format!("{}\0{}\0{}", o.tenant_id, o.purchased_at.format("%Y%m%dT%H%M%S%.6f"), o.order_id);
+        let index = keys::tenant_order(&o);
         kv::put_raw(&*tx, TENANT_ORDERS, &index, b"").await?;
         self.append_in(&tx, &[&record]).await?;
         let gates = vec![self.gates.put(&tx, &o.order_id, &gate_of(&o, Access::Open)).await?];
