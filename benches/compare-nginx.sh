@@ -30,9 +30,10 @@ PG_PORT=18483
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  [ -d "$WORK/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  # keydrop first: stopped after its database, it would log every pooled connection it lost.
   [ -n "${KD_PID:-}" ] && kill "$KD_PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  [ -d "$WORK/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
   # Keep wrk's output (printed at the end); drop the generated files and data (over 1 GiB a run).
   rm -rf "$WORK/files" "$WORK/data" "$WORK/pg"
 }

@@ -141,7 +141,7 @@ impl ServedFile {
 
 /// The catalog of files, backed by the store.
 /// A file's SHA-256 (hex), read in 1 MiB pieces.
-fn sha256_of(path: &Path) -> std::io::Result<String> {
+pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 1 << 20];
@@ -160,11 +160,13 @@ pub struct Catalog {
     files_dir: PathBuf,
     /// product_id → file_id → open file: two lookups by `&str`, no key to build per request.
     served: DashMap<String, DashMap<String, Arc<ServedFile>>>,
+    /// On a shared database: whether this node's copy of each file is the catalog's.
+    digests: crate::digest_check::DigestChecks,
 }
 
 impl Catalog {
     pub fn new(store: Arc<Store>, files_dir: PathBuf) -> Catalog {
-        Catalog { store, files_dir, served: DashMap::new() }
+        Catalog { store, files_dir, served: DashMap::new(), digests: Default::default() }
     }
 
     pub fn files_dir(&self) -> &Path {
@@ -271,11 +273,14 @@ impl Catalog {
         let opened = match ServedFile::open(&self.files_dir, rec) {
             Ok(s) => match check_digest {
                 Some(want) => {
-                    let path = confine(&self.files_dir, &s.rec.path);
-                    let got = tokio::task::spawn_blocking(move || path.map(|p| sha256_of(&p).ok())).await;
-                    match got {
-                        Ok(Ok(Some(h))) if h == want => Ok(s),
-                        _ => Err(FileError::Changed),
+                    let same = match confine(&self.files_dir, &s.rec.path) {
+                        Ok(path) => self.digests.matches(product_id, file_id, path, &want).await,
+                        Err(_) => false,
+                    };
+                    if same {
+                        Ok(s)
+                    } else {
+                        Err(FileError::Changed)
                     }
                 }
                 None => Ok(s),
@@ -294,7 +299,25 @@ impl Catalog {
             }
         }
     }
+
+    /// Opens (and on a shared database, checks the digest of) every attached file once, in the
+    /// background at start: a node's wrong or missing copy is logged before anyone asks for it,
+    /// and the first downloads do not wait for the hash.
+    pub async fn verify_all(&self) {
+        let Ok(products) = self.store.products().await else {
+            return;
+        };
+        for p in products {
+            let Ok(files) = self.store.files_of(&p.product_id).await else {
+                continue;
+            };
+            for f in files {
+                let _ = self.served(&p.product_id, &f.file_id).await;
+            }
+        }
+    }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

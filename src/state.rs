@@ -98,6 +98,11 @@ impl AppState {
         Ledger::listen(&ledger);
         let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.stats().metrics);
         let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
+        if matches!(*store, Store::Postgres(_)) {
+            // This node's copies of the catalog's files, checked once, before anyone asks.
+            let c = catalog.clone();
+            tokio::spawn(async move { c.verify_all().await });
+        }
         Ok(Arc::new(AppState {
             config,
             store,

@@ -354,3 +354,30 @@ async fn a_link_key_rotated_in_the_database_signs_on_nodes_started_after_and_old
     n.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_copy_of_a_file_differs_refuses_it_until_the_right_copy_is_back() {
+    let url = Pg::shared().fresh_database();
+    let (c, data) = Cluster::start(&url, 2, "iso", 64 * 1024).await;
+    // Node 1's operator copied the wrong build: same name, same size, other bytes.
+    let mut wrong = data.clone();
+    wrong[1000] ^= 0xff;
+    std::fs::write(c.nodes[1].files_dir().join("iso"), &wrong).unwrap();
+    let link = c.nodes[0].issue("o", "iso", 50).await;
+    for _ in 0..3 {
+        let (st, h, b) = within(30, "get on the wrong copy", get(&c.url_on(&link, 1), &[])).await.unwrap();
+        assert_eq!(st, 503, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(problem(&b)["code"], "unavailable");
+        assert!(h.get("retry-after").is_some());
+    }
+    let (st, _, b) = within(30, "get on the right copy", get(&c.url_on(&link, 0), &[])).await.unwrap();
+    assert_eq!((st, b.len()), (200, data.len()));
+    assert_eq!(b, data);
+    // Nothing was spent for the refusals: one copy served, by node 0.
+    assert_eq!(c.nodes[1].settled(&link).await.bytes_spent, data.len() as u64);
+    // The operator puts the right bytes in place: served again, no restart.
+    std::fs::write(c.nodes[1].files_dir().join("iso"), &data).unwrap();
+    let (st, _, b) = within(30, "get after the fix", get(&c.url_on(&link, 1), &[])).await.unwrap();
+    assert_eq!((st, b == data), (200, true));
+    c.stop().await;
+}

@@ -6,7 +6,7 @@
 //! hear through `NOTIFY` and their version poll.
 
 use super::kv::{self, Lock};
-use super::{classify, group, PgStore};
+use super::{chain, classify, PgStore};
 use crate::activity::Entry;
 use crate::model::{Access, Customer, FileRecord, Order, OrderGate, OrderStatus, Product, SupportRequest};
 use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
@@ -39,7 +39,7 @@ impl PgStore {
 
     async fn append_in(&self, tx: &Tx<'_>, records: &[&Entry]) -> Result<(), StoreError> {
         if !records.is_empty() {
-            group::append(tx, records, &self.node, self.clock.now_micros()).await?;
+            chain::append(tx, records, &self.node, self.clock.now_micros()).await?;
         }
         Ok(())
     }

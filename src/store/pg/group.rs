@@ -1,31 +1,22 @@
 //! Group commit on PostgreSQL: each node keeps one writer task; what waits when it is free
-//! becomes one READ COMMITTED transaction, and only after `COMMIT` does any request of the group
-//! hear back — so no byte leaves for a reservation the database does not hold.
+//! becomes one READ COMMITTED transaction ([`super::group_tx`]), and only after `COMMIT` does
+//! any request of the group hear back — so no byte leaves for a reservation the database does not
+//! hold.
 //!
-//! One transaction, in this order (locks are always taken links first, chain head last, so two
-//! nodes' groups — or a group and an admin command — cannot deadlock):
-//! 1. `SELECT … FROM links WHERE link_id = ANY($ids) ORDER BY link_id FOR UPDATE`: the group's
-//!    links locked in id order. The order of `UPDATE … FROM unnest(…)` itself is the plan's, so
-//!    the sorted lock comes first;
-//! 2. admission decided on the locked values, request by request in arrival order (a group may
-//!    hold more requests for one link than fit: exactly the ones that fit are admitted), then one
-//!    conditional `UPDATE links … FROM unnest($ids, $deltas) WHERE spent + delta <= budget`
-//!    applies every link's net change (its row count is checked: a miss is a bug, and the whole
-//!    transaction rolls back);
-//! 3. the chain head `FOR UPDATE`, the group's records sealed after it (`at` never goes back,
-//!    whatever the nodes' clocks say), one `INSERT … SELECT unnest(…)`, the head moved;
-//! 4. `COMMIT`, then the replies.
+//! Locks are always taken links first (in id order), chain head last, so two nodes' groups — or
+//! a group and an admin command — cannot deadlock. Up to [`IN_FLIGHT`] groups of one node commit
+//! at once; a settlement is only ever sent after its reservation committed, so no group can
+//! overtake what it depends on.
 //!
 //! If the transaction fails, every request waiting in it gets the error (a `503`: nothing was
 //! served); settlements, which nobody waits for, are kept and tried again with the next group,
 //! so a short outage loses no `download.finished` record and no refund.
 
-use super::{classify, format_at};
-use crate::activity::{Entry, Record};
+use super::group_tx;
+use crate::activity::Entry;
 use crate::clock::Clock;
 use crate::model::LinkRecord;
 use crate::store::StoreError;
-use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most jobs one transaction takes.
@@ -168,7 +159,7 @@ impl Writer {
 
     async fn commit_and_answer(&self, group: Vec<Job>) -> Vec<Job> {
         let began = std::time::Instant::now();
-        match self.commit(&group).await {
+        match group_tx::commit(&self.pool, &group, &self.node, &self.clock).await {
             Ok(admissions) => {
                 use std::sync::atomic::Ordering::Relaxed;
                 self.stats.commits.fetch_add(1, Relaxed);
@@ -184,181 +175,6 @@ impl Writer {
             }
         }
     }
-
-    /// One transaction for the whole group; returns each reservation's admission, in order.
-    async fn commit(&self, group: &[Job]) -> Result<Vec<Admission>, StoreError> {
-        let mut client = self.pool.get().await.map_err(|e| StoreError::DatabaseDown(e.to_string()))?;
-        let tx = client.transaction().await.map_err(classify)?;
-
-        // 1. Lock the group's existing links in id order.
-        let mut ids: Vec<[u8; 16]> = group
-            .iter()
-            .filter_map(|j| match j {
-                Job::Reserve { link, .. } | Job::Settle { link, .. } => Some(*link),
-                _ => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut links: HashMap<[u8; 16], (i64, i64, i64)> = HashMap::new(); // spent, budget, delta
-        if !ids.is_empty() {
-            let arr: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
-            let rows = tx
-                .query(
-                    &prepared(
-                        &tx,
-                        "SELECT link_id, spent, budget FROM links WHERE link_id = ANY($1) ORDER BY link_id FOR UPDATE",
-                    )
-                    .await?,
-                    &[&arr],
-                )
-                .await
-                .map_err(classify)?;
-            for r in rows {
-                let id: &[u8] = r.get(0);
-                let id: [u8; 16] = id.try_into().map_err(|_| StoreError::Corrupt("link id length".into()))?;
-                links.insert(id, (r.get(1), r.get(2), 0));
-            }
-        }
-
-        // 2. Admission in arrival order, then one conditional update of the net changes.
-        let mut admissions = Vec::new();
-        let mut entries: Vec<&Entry> = Vec::new();
-        let mut new_links: Vec<(&LinkRecord, u64)> = Vec::new();
-        for j in group {
-            match j {
-                Job::Reserve { link, bytes, started, .. } => {
-                    let bytes = i64::try_from(*bytes).unwrap_or(i64::MAX);
-                    let a = match links.get_mut(link) {
-                        Some((spent, budget, delta)) if spent.saturating_add(bytes) <= *budget => {
-                            *spent += bytes;
-                            *delta += bytes;
-                            entries.push(started);
-                            Admission::Granted { spent: *spent as u64 }
-                        }
-                        _ => Admission::Exhausted,
-                    };
-                    admissions.push(a);
-                }
-                Job::Settle { link, refund, finished } => {
-                    if let Some((spent, _, delta)) = links.get_mut(link) {
-                        let r = i64::try_from(*refund).unwrap_or(i64::MAX).min(*spent);
-                        *spent -= r;
-                        *delta -= r;
-                    }
-                    entries.push(finished);
-                }
-                Job::Issue { rec, issued, .. } => {
-                    new_links.push((rec, rec.budget()));
-                    entries.push(issued);
-                }
-                Job::Append { records, .. } => entries.extend(records.iter()),
-                Job::Flush { .. } => {}
-            }
-        }
-        let changed: Vec<(&[u8], i64)> = links.iter().filter(|(_, v)| v.2 != 0).map(|(k, v)| (&k[..], v.2)).collect();
-        if !changed.is_empty() {
-            let (cids, deltas): (Vec<&[u8]>, Vec<i64>) = changed.iter().copied().unzip();
-            let n = tx
-                .execute(
-                    &prepared(&tx, "UPDATE links l SET spent = l.spent + u.delta FROM unnest($1::bytea[], $2::int8[]) AS u(id, delta) \
-                     WHERE l.link_id = u.id AND (l.spent + u.delta <= l.budget OR u.delta < 0)").await?,
-                    &[&cids, &deltas],
-                )
-                .await
-                .map_err(classify)?;
-            if n != changed.len() as u64 {
-                return Err(StoreError::Bug(format!("{n} of {} locked links updated", changed.len())));
-            }
-        }
-        if !new_links.is_empty() {
-            let mut ids = Vec::new();
-            let mut orders = Vec::new();
-            let mut recs = Vec::new();
-            let mut budgets = Vec::new();
-            for (rec, budget) in &new_links {
-                ids.push(hex::decode(&rec.link_id).map_err(|_| StoreError::Bug("link id is not hex".into()))?);
-                orders.push(rec.order_id.as_str());
-                recs.push(serde_json::to_string(rec)?);
-                budgets.push(i64::try_from(*budget).unwrap_or(i64::MAX));
-            }
-            tx.execute(
-                &prepared(
-                    &tx,
-                    "INSERT INTO links (link_id, order_id, record, budget) \
-                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[])",
-                )
-                .await?,
-                &[&ids, &orders, &recs, &budgets],
-            )
-            .await
-            .map_err(classify)?;
-        }
-
-        // 3. The records, chained after the head.
-        if !entries.is_empty() {
-            append(&tx, &entries, &self.node, self.clock.now_micros()).await?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(admissions)
-    }
-}
-
-/// A statement prepared once per connection (the pool keeps its cache): one round trip per
-/// statement instead of two.
-async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
-    tx.prepare_cached(sql).await.map_err(classify)
-}
-
-/// Appends `entries` to the one chain inside `tx`: takes the head `FOR UPDATE` (last of every
-/// lock the transaction takes), seals each record after it, inserts them, moves the head.
-pub async fn append(
-    tx: &deadpool_postgres::Transaction<'_>,
-    entries: &[&Entry],
-    node: &str,
-    now_us: u64,
-) -> Result<u64, StoreError> {
-    let head = tx
-        .query_one(&prepared(tx, "SELECT seq, hash, at_us FROM chain_head WHERE id = 1 FOR UPDATE").await?, &[])
-        .await
-        .map_err(classify)?;
-    let (mut seq, mut hash, head_at): (i64, String, i64) = (head.get(0), head.get(1), head.get(2));
-    let at_us = (now_us as i64).max(head_at);
-    let at = format_at(at_us as u64);
-    let n = entries.len();
-    let (mut seqs, mut kinds, mut tenants, mut orders, mut jsons) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for e in entries {
-        seq += 1;
-        let mut e = (*e).clone();
-        e.node = Some(node.to_owned());
-        let (json, h) = Record::seal_json(&e, seq as u64, &at, &hash);
-        hash = h;
-        seqs.push(seq);
-        kinds.push(e.kind.name());
-        tenants.push(e.tenant_id);
-        orders.push(e.order_id);
-        jsons.push(String::from_utf8(json).map_err(|e| StoreError::Bug(e.to_string()))?);
-    }
-    tx.execute(
-        &prepared(tx, "INSERT INTO activity (seq, at_us, kind, tenant_id, order_id, node, json) \
-         SELECT s, $2, k, t, o, $3, j FROM unnest($1::int8[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, k, t, o, j)").await?,
-        &[&seqs, &at_us, &node, &kinds, &tenants, &orders, &jsons],
-    )
-    .await
-    .map_err(classify)?;
-    tx.execute(
-        &prepared(tx, "UPDATE chain_head SET seq = $1, hash = $2, at_us = $3 WHERE id = 1").await?,
-        &[&seq, &hash, &at_us],
-    )
-    .await
-    .map_err(classify)?;
-    Ok(seq as u64)
 }
 
 fn answer(group: Vec<Job>, admissions: Vec<Admission>) {

@@ -11,9 +11,11 @@
 //! What a node keeps in memory is a cache it can lose: link records (immutable once issued) and
 //! gates, the latter kept current by the feed; spent bytes are never decided from memory.
 
+mod chain;
 mod commands;
 pub mod gates;
 pub mod group;
+mod group_tx;
 pub mod import;
 mod kv;
 mod reads;
