@@ -32,31 +32,71 @@ pub enum Caller {
 /// The admin API's calls (API.md §4), with their path parameters decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admin {
-    PutProduct { product_id: String },
-    PutFile { product_id: String, file_id: String },
-    RetireFile { product_id: String, file_id: String },
-    AddKeys { product_id: String },
+    PutProduct {
+        product_id: String,
+    },
+    PutFile {
+        product_id: String,
+        file_id: String,
+    },
+    RetireFile {
+        product_id: String,
+        file_id: String,
+    },
+    AddKeys {
+        product_id: String,
+    },
     ListProducts,
-    GetProduct { product_id: String },
+    GetProduct {
+        product_id: String,
+    },
     CreateCustomer,
     FindCustomer,
-    GetCustomer { tenant_id: String },
-    Buy { tenant_id: String },
-    Software { tenant_id: String },
-    GetOrder { order_id: String },
-    PatchOrder { order_id: String },
-    Downloads { order_id: String },
-    Keys { order_id: String },
-    Cancellation { order_id: String },
-    Cancel { order_id: String },
-    Suspend { order_id: String },
-    Reactivate { order_id: String },
-    GetLink { link_id: String },
+    GetCustomer {
+        tenant_id: String,
+    },
+    Buy {
+        tenant_id: String,
+    },
+    Software {
+        tenant_id: String,
+    },
+    GetOrder {
+        order_id: String,
+    },
+    PatchOrder {
+        order_id: String,
+    },
+    Downloads {
+        order_id: String,
+    },
+    Keys {
+        order_id: String,
+    },
+    Cancellation {
+        order_id: String,
+    },
+    Cancel {
+        order_id: String,
+    },
+    Suspend {
+        order_id: String,
+    },
+    Reactivate {
+        order_id: String,
+    },
+    GetLink {
+        link_id: String,
+    },
     CreateSupportRequest,
-    GetSupportRequest { request_id: String },
+    GetSupportRequest {
+        request_id: String,
+    },
     Activity,
     VerifyActivity,
     Revocation,
+    /// `GET /api/me` (API.md §5.4): who the caller is.
+    Me,
 }
 
 use Role::*;
@@ -83,7 +123,8 @@ impl Admin {
             | Admin::FindCustomer
             | Admin::GetCustomer { .. }
             | Admin::GetOrder { .. }
-            | Admin::Software { .. } => Caller::AnyPrincipal,
+            | Admin::Software { .. }
+            | Admin::Me => Caller::AnyPrincipal,
             Admin::CreateCustomer | Admin::Buy { .. } => Caller::Roles(SELLERS),
             Admin::Downloads { .. } | Admin::Keys { .. } | Admin::Cancel { .. } => Caller::Roles(AGENT),
             Admin::GetLink { .. } => Caller::Roles(LINK_READERS),
@@ -124,6 +165,7 @@ impl Admin {
             Admin::Activity => "activity",
             Admin::VerifyActivity => "verify_activity",
             Admin::Revocation => "revocation",
+            Admin::Me => "me",
         }
     }
 }
@@ -253,6 +295,7 @@ fn admin_route<'a>(method: &Method, path: &str) -> Endpoint<'a> {
         ["orders", o, "suspend"] => pick(&[(M::POST, Admin::Suspend { order_id: o.to_string() })], "POST"),
         ["orders", o, "reactivate"] => pick(&[(M::POST, Admin::Reactivate { order_id: o.to_string() })], "POST"),
         ["links", l] => pick(&[(M::GET, Admin::GetLink { link_id: l.to_string() })], "GET"),
+        ["me"] => pick(&[(M::GET, Admin::Me)], "GET"),
         ["activity"] => pick(&[(M::GET, Admin::Activity)], "GET"),
         ["activity", "verify"] => pick(&[(M::GET, Admin::VerifyActivity)], "GET"),
         ["revocations"] => pick(&[(M::POST, Admin::Revocation)], "POST"),

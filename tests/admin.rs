@@ -574,3 +574,21 @@ async fn support_requests_report_missing_fields_and_are_logged() {
     assert_eq!(c["tenant_id"], US_TENANT);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn me_says_who_the_caller_is_and_needs_a_token() {
+    let s = Server::start_admin().await;
+    for role in ["admin_agent", "global_admin", "helpdesk_agent", "sales_agent", "account_admin"] {
+        let (st, v) = s.api("GET", "/api/me", role, None).await;
+        assert_eq!(st, 200, "{role}: {v}");
+        assert_eq!(v["role"], role);
+        assert_eq!(v["name"], format!("{role}-user"));
+        assert!(v["tenant_id"].is_null(), "a partner belongs to no tenant: {v}");
+        assert!(!v.to_string().contains(&token_for(role)), "the token is never echoed");
+    }
+    let (st, v) = s.api("GET", "/api/me", "", None).await;
+    assert_eq!(st, 401, "{v}");
+    let (st, _) = s.api("POST", "/api/me", "admin_agent", None).await;
+    assert_eq!(st, 405);
+    s.stop().await;
+}

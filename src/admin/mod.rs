@@ -117,6 +117,11 @@ where
         Admin::Activity => return activity::query(&ctx, headers).await,
         Admin::VerifyActivity => activity::verify(&ctx).await?,
         Admin::Revocation => return Err(ApiError::Internal("revocation reached the bearer path".into())),
+        // Partner roles belong to no tenant; `customer_admin` (a tenant's own) is §5.4's next step.
+        Admin::Me => (
+            StatusCode::OK,
+            serde_json::json!({"name": ctx.who.name, "role": ctx.who.role.as_str(), "tenant_id": Value::Null}),
+        ),
     };
     Ok(json(status, &value))
 }
