@@ -48,6 +48,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::KeyAccessed,
+        Kind::LinkIssued,
+        Kind::DownloadStarted,
+        Kind::DownloadFinished,
+        Kind::DownloadRefused,
+        Kind::OrderCreated,
+        Kind::OrderCancelled,
+        Kind::OrderSuspended,
+        Kind::OrderReactivated,
+        Kind::OrderRevoked,
+        Kind::SupportRequestCreated,
+    ];
+
     /// The contract name, as serialized (`download.started`).
     pub fn name(self) -> &'static str {
         match self {

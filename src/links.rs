@@ -168,6 +168,46 @@ pub struct LinkStatus {
     pub state: &'static str,
 }
 
+/// An order's links, newest first, at most `limit`: found through the order's `link.issued`
+/// records (the activity index by order and kind, on either backend), each with its live state.
+pub async fn links_of_order(
+    state: &AppState,
+    order_id: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<LinkStatus>, StoreError> {
+    let mut q = crate::activity::Query {
+        kind: Some(Kind::LinkIssued),
+        order_id: Some(order_id.to_owned()),
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut ids: std::collections::VecDeque<String> = Default::default();
+    // Bounded work: at most 20 pages of the index, the newest `limit` ids kept.
+    for _ in 0..20 {
+        let (records, next) = state.store.query_activity(&q).await?;
+        for r in records {
+            if let Some(id) = r.link_id.clone() {
+                ids.push_back(id);
+                if ids.len() > limit {
+                    ids.pop_front();
+                }
+            }
+        }
+        match next {
+            Some(n) => q.after_seq = n,
+            None => break,
+        }
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids.iter().rev() {
+        if let Some(s) = link_status(state, id, now).await? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 /// Reports a link by its hex id; `None` if unknown.
 pub async fn link_status(
     state: &AppState,

@@ -15,6 +15,23 @@ pub enum Lang {
 }
 
 impl Lang {
+    pub const ALL: [Lang; 4] = [Lang::En, Lang::ZhHant, Lang::ZhHans, Lang::Ko];
+
+    /// The language of one tag (`zh-TW`, `ko-KR`, `zh-Hant`…), if it is one of ours.
+    pub fn from_tag(tag: &str) -> Option<Lang> {
+        lang_of(tag).filter(|_| tag != "*")
+    }
+
+    /// The language's name in itself, for the language switcher.
+    pub fn native_name(self) -> &'static str {
+        match self {
+            Lang::En => "English",
+            Lang::ZhHant => "繁體中文",
+            Lang::ZhHans => "简体中文",
+            Lang::Ko => "한국어",
+        }
+    }
+
     pub fn tag(self) -> &'static str {
         match self {
             Lang::En => "en",

@@ -27,6 +27,8 @@ pub enum Caller {
     Roles(&'static [Role]),
     /// The order system: a body signed with a push secret, no bearer token.
     SignedPush,
+    /// A person signed in to the dashboard (a session cookie; the sign-in page for anyone).
+    Session,
 }
 
 /// The admin API's calls (API.md §4), with their path parameters decoded.
@@ -97,6 +99,10 @@ pub enum Admin {
     Revocation,
     /// `GET /api/me` (API.md §5.4): who the caller is.
     Me,
+    /// `GET /api/orders/{order_id}/links` (an addition): the order's links, newest first.
+    OrderLinks {
+        order_id: String,
+    },
 }
 
 use Role::*;
@@ -127,7 +133,7 @@ impl Admin {
             | Admin::Me => Caller::AnyPrincipal,
             Admin::CreateCustomer | Admin::Buy { .. } => Caller::Roles(SELLERS),
             Admin::Downloads { .. } | Admin::Keys { .. } | Admin::Cancel { .. } => Caller::Roles(AGENT),
-            Admin::GetLink { .. } => Caller::Roles(LINK_READERS),
+            Admin::GetLink { .. } | Admin::OrderLinks { .. } => Caller::Roles(LINK_READERS),
             Admin::Cancellation { .. }
             | Admin::Suspend { .. }
             | Admin::Reactivate { .. }
@@ -166,6 +172,7 @@ impl Admin {
             Admin::VerifyActivity => "verify_activity",
             Admin::Revocation => "revocation",
             Admin::Me => "me",
+            Admin::OrderLinks { .. } => "order_links",
         }
     }
 }
@@ -182,6 +189,9 @@ pub enum Endpoint<'a> {
         token: &'a str,
     },
     Admin(Admin),
+    /// The dashboard (API.md §5.4): `/` and `/ui/…` on the admin listener; its pages check
+    /// their session and CSRF token themselves ([`crate::ui`]).
+    Ui,
     MethodNotAllowed {
         allow: &'static str,
     },
@@ -194,6 +204,7 @@ impl Endpoint<'_> {
             Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => Some(Caller::Anyone),
             Endpoint::Download { .. } => Some(Caller::LinkHolder),
             Endpoint::Admin(a) => Some(a.caller()),
+            Endpoint::Ui => Some(Caller::Session),
             Endpoint::MethodNotAllowed { .. } | Endpoint::NotFound => None,
         }
     }
@@ -206,6 +217,7 @@ impl Endpoint<'_> {
             Endpoint::Metrics => "metrics",
             Endpoint::Download { .. } => "download",
             Endpoint::Admin(a) => a.name(),
+            Endpoint::Ui => "ui",
             Endpoint::MethodNotAllowed { .. } => "method_not_allowed",
             Endpoint::NotFound => "not_found",
         }
@@ -232,6 +244,7 @@ pub fn route<'a>(listener: Listener, method: &Method, path: &'a str) -> Endpoint
             None => Endpoint::NotFound,
         },
         Listener::Admin if path == "/metrics" => Endpoint::Metrics,
+        Listener::Admin if path == "/" || path == "/ui" || path.starts_with("/ui/") => Endpoint::Ui,
         Listener::Admin => admin_route(method, path),
     }
 }
@@ -294,6 +307,7 @@ fn admin_route<'a>(method: &Method, path: &str) -> Endpoint<'a> {
         ["orders", o, "cancel"] => pick(&[(M::POST, Admin::Cancel { order_id: o.to_string() })], "POST"),
         ["orders", o, "suspend"] => pick(&[(M::POST, Admin::Suspend { order_id: o.to_string() })], "POST"),
         ["orders", o, "reactivate"] => pick(&[(M::POST, Admin::Reactivate { order_id: o.to_string() })], "POST"),
+        ["orders", o, "links"] => pick(&[(M::GET, Admin::OrderLinks { order_id: o.to_string() })], "GET"),
         ["links", l] => pick(&[(M::GET, Admin::GetLink { link_id: l.to_string() })], "GET"),
         ["me"] => pick(&[(M::GET, Admin::Me)], "GET"),
         ["activity"] => pick(&[(M::GET, Admin::Activity)], "GET"),

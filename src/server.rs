@@ -359,6 +359,9 @@ async fn handle(
             Endpoint::Admin(call) => {
                 crate::admin::handle(state, call, &parts.method, headers, parts.uri.query(), body, peer).await
             }
+            Endpoint::Ui => {
+                crate::ui::handle(state, &parts.method, parts.uri.path(), parts.uri.query(), headers, body, peer).await
+            }
             Endpoint::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
             Endpoint::NotFound => Err(ApiError::NotFound),
         };

@@ -42,6 +42,8 @@ pub struct AppState {
     pub refusals: crate::refusals::Coalescer,
     /// TLS for the listeners, when `[server.tls]` is set; reloaded on SIGHUP.
     pub tls: Option<crate::tls::Tls>,
+    /// Dashboard sessions on this node (see [`crate::ui::session`]).
+    pub sessions: crate::ui::session::Sessions,
     draining: AtomicBool,
     /// Seconds added to the wall clock (tests move time forward; always 0 in production).
     clock: crate::clock::Clock,
@@ -114,6 +116,7 @@ impl AppState {
             refusals: Default::default(),
             tls,
             push_secrets,
+            sessions: Default::default(),
             draining: AtomicBool::new(false),
             clock,
         }))

@@ -6,7 +6,7 @@ use crate::activity::{time_bound, to_csv, Kind, Query};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::verify::{verify_mirror, verify_store, Report};
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 fn parse_query(ctx: &Ctx<'_>) -> Result<Query, ApiError> {
@@ -53,22 +53,25 @@ fn parse_query(ctx: &Ctx<'_>) -> Result<Query, ApiError> {
     }
 }
 
-/// Answers JSON, or CSV when `Accept` asks for `text/csv`.
-pub async fn query(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+/// `GET /api/activity` as JSON.
+pub async fn query(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
     let q = parse_query(ctx)?;
     let started = std::time::Instant::now();
     let (records, next) = ctx.state.store.query_activity(&q).await?;
     tracing::debug!(records = records.len(), micros = started.elapsed().as_micros() as u64, "activity query");
-    let wants_csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
-    if wants_csv {
-        let mut r = Response::new(Body::from_bytes(to_csv(&records)));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-        if let Some(n) = next {
-            r.headers_mut().insert("keydrop-next-after-seq", HeaderValue::from(n));
-        }
-        return Ok(r);
+    Ok((StatusCode::OK, json!({ "records": records, "next_after_seq": next })))
+}
+
+/// `GET /api/activity` with `Accept: text/csv`; the cursor goes in `Keydrop-Next-After-Seq`.
+pub async fn csv(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let q = parse_query(ctx)?;
+    let (records, next) = ctx.state.store.query_activity(&q).await?;
+    let mut r = Response::new(Body::from_bytes(to_csv(&records)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Some(n) = next {
+        r.headers_mut().insert("keydrop-next-after-seq", HeaderValue::from(n));
     }
-    Ok(super::json(StatusCode::OK, &json!({ "records": records, "next_after_seq": next })))
+    Ok(r)
 }
 
 fn report_json(r: &Report) -> serde_json::Value {

@@ -55,6 +55,8 @@ impl Role {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// The one tenant a `customer_admin` belongs to (API.md §5.4); `None` for partner roles.
+    pub tenant_id: Option<String>,
 }
 
 /// Finds the principal a request's bearer token belongs to.
@@ -66,6 +68,14 @@ pub fn authenticate(headers: &HeaderMap, principals: &[PrincipalConfig]) -> Resu
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 512)
         .ok_or(ApiError::Unauthenticated)?;
+    principal_for_token(token, principals)
+}
+
+/// Finds the principal a token belongs to (the bearer header's, or one typed at sign-in).
+pub fn principal_for_token(token: &str, principals: &[PrincipalConfig]) -> Result<Principal, ApiError> {
+    if token.is_empty() || token.len() > 512 {
+        return Err(ApiError::Unauthenticated);
+    }
     let presented = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut found = None;
     for p in principals {
@@ -82,7 +92,7 @@ pub fn authenticate(headers: &HeaderMap, principals: &[PrincipalConfig]) -> Resu
         tracing::error!(principal = %p.name, "principal has an unknown role");
         ApiError::Forbidden
     })?;
-    Ok(Principal { name: p.name.clone(), role })
+    Ok(Principal { name: p.name.clone(), role, tenant_id: None })
 }
 
 #[cfg(test)]

@@ -78,52 +78,84 @@ where
     }
     let who = auth::authenticate(headers, &state.config.principals)?;
     tracing::Span::current().record("principal", who.name.as_str());
-    match call.caller() {
-        Caller::Roles(roles) if !roles.contains(&who.role) => return Err(ApiError::Forbidden),
-        _ => {}
-    }
     let obj: Map<String, Value> = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        if !allowed(&call, &who) {
+            return Err(ApiError::Forbidden);
+        }
         input::read_object(body, state.config.server.admin_max_body_bytes, body_deadline(state)).await?
     } else {
         Map::new()
     };
     let ctx = Ctx { state, who, peer, user_agent, query: query.map(str::to_owned) };
-    let (status, value) = match call {
-        Admin::PutProduct { product_id } => catalog::put_product(&ctx, &product_id, &obj).await?,
-        Admin::PutFile { product_id, file_id } => catalog::put_file(&ctx, &product_id, &file_id, &obj).await?,
-        Admin::RetireFile { product_id, file_id } => catalog::retire_file(&ctx, &product_id, &file_id).await?,
-        Admin::AddKeys { product_id } => catalog::add_keys(&ctx, &product_id, &obj).await?,
-        Admin::ListProducts => catalog::list(&ctx).await?,
-        Admin::GetProduct { product_id } => catalog::get(&ctx, &product_id).await?,
-        Admin::CreateCustomer => customers::create(&ctx, &obj).await?,
-        Admin::FindCustomer => customers::find(&ctx).await?,
-        Admin::GetCustomer { tenant_id } => customers::get(&ctx, &tenant_id).await?,
-        Admin::Software { tenant_id } => customers::software(&ctx, &tenant_id).await?,
-        Admin::Buy { tenant_id } => orders::buy(&ctx, &tenant_id, &obj).await?,
-        Admin::GetOrder { order_id } => orders::get(&ctx, &order_id).await?,
-        Admin::PatchOrder { order_id } => orders::patch(&ctx, &order_id, &obj).await?,
-        Admin::Downloads { order_id } => orders::downloads(&ctx, &order_id, &obj).await?,
-        Admin::Keys { order_id } => orders::keys(&ctx, &order_id).await?,
-        Admin::Cancellation { order_id } => orders::cancellation(&ctx, &order_id).await?,
-        Admin::Cancel { order_id } => orders::cancel(&ctx, &order_id, &obj).await?,
-        Admin::Suspend { order_id } => orders::suspend(&ctx, &order_id).await?,
-        Admin::Reactivate { order_id } => orders::reactivate(&ctx, &order_id).await?,
+    let wants_csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
+    if call == Admin::Activity && wants_csv {
+        return activity_csv(&ctx).await;
+    }
+    let (status, value) = self::call(&ctx, call, &obj).await?;
+    Ok(json(status, &value))
+}
+
+/// `GET /api/activity` as CSV for an authenticated caller (the dashboard's download).
+pub async fn activity_csv(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    if !allowed(&Admin::Activity, &ctx.who) {
+        return Err(ApiError::Forbidden);
+    }
+    activity::csv(ctx).await
+}
+
+/// Whether the caller's role may make this call at all (the endpoint's [`Caller`]).
+pub fn allowed(call: &Admin, who: &Principal) -> bool {
+    match call.caller() {
+        Caller::Roles(roles) => roles.contains(&who.role),
+        Caller::AnyPrincipal => true,
+        Caller::Anyone | Caller::LinkHolder | Caller::SignedPush | Caller::Session => false,
+    }
+}
+
+/// One admin call by an authenticated caller, with its JSON body already read: the role check,
+/// then the handler. The API and the dashboard both come through here, so a page can never do
+/// what the API would refuse.
+pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Result<Reply, ApiError> {
+    if !allowed(&call, &ctx.who) {
+        return Err(ApiError::Forbidden);
+    }
+    let state = ctx.state;
+    let obj = obj;
+    Ok(match call {
+        Admin::PutProduct { product_id } => catalog::put_product(ctx, &product_id, obj).await?,
+        Admin::PutFile { product_id, file_id } => catalog::put_file(ctx, &product_id, &file_id, obj).await?,
+        Admin::RetireFile { product_id, file_id } => catalog::retire_file(ctx, &product_id, &file_id).await?,
+        Admin::AddKeys { product_id } => catalog::add_keys(ctx, &product_id, obj).await?,
+        Admin::ListProducts => catalog::list(ctx).await?,
+        Admin::GetProduct { product_id } => catalog::get(ctx, &product_id).await?,
+        Admin::CreateCustomer => customers::create(ctx, obj).await?,
+        Admin::FindCustomer => customers::find(ctx).await?,
+        Admin::GetCustomer { tenant_id } => customers::get(ctx, &tenant_id).await?,
+        Admin::Software { tenant_id } => customers::software(ctx, &tenant_id).await?,
+        Admin::Buy { tenant_id } => orders::buy(ctx, &tenant_id, obj).await?,
+        Admin::GetOrder { order_id } => orders::get(ctx, &order_id).await?,
+        Admin::PatchOrder { order_id } => orders::patch(ctx, &order_id, obj).await?,
+        Admin::Downloads { order_id } => orders::downloads(ctx, &order_id, obj).await?,
+        Admin::Keys { order_id } => orders::keys(ctx, &order_id).await?,
+        Admin::Cancellation { order_id } => orders::cancellation(ctx, &order_id).await?,
+        Admin::Cancel { order_id } => orders::cancel(ctx, &order_id, obj).await?,
+        Admin::Suspend { order_id } => orders::suspend(ctx, &order_id).await?,
+        Admin::Reactivate { order_id } => orders::reactivate(ctx, &order_id).await?,
         Admin::GetLink { link_id } => match crate::links::link_status(state, &link_id, state.now()).await? {
             Some(s) => (StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
             None => return Err(ApiError::Missing { what: "link" }),
         },
-        Admin::CreateSupportRequest => support::create(&ctx, &obj).await?,
-        Admin::GetSupportRequest { request_id } => support::get(&ctx, &request_id).await?,
-        Admin::Activity => return activity::query(&ctx, headers).await,
-        Admin::VerifyActivity => activity::verify(&ctx).await?,
+        Admin::OrderLinks { order_id } => orders::links(ctx, &order_id).await?,
+        Admin::CreateSupportRequest => support::create(ctx, obj).await?,
+        Admin::GetSupportRequest { request_id } => support::get(ctx, &request_id).await?,
+        Admin::Activity => activity::query(ctx).await?,
+        Admin::VerifyActivity => activity::verify(ctx).await?,
         Admin::Revocation => return Err(ApiError::Internal("revocation reached the bearer path".into())),
-        // Partner roles belong to no tenant; `customer_admin` (a tenant's own) is §5.4's next step.
         Admin::Me => (
             StatusCode::OK,
-            serde_json::json!({"name": ctx.who.name, "role": ctx.who.role.as_str(), "tenant_id": Value::Null}),
+            serde_json::json!({"name": ctx.who.name, "role": ctx.who.role.as_str(), "tenant_id": ctx.who.tenant_id}),
         ),
-    };
-    Ok(json(status, &value))
+    })
 }
 
 fn body_deadline(state: &AppState) -> std::time::Duration {

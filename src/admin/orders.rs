@@ -130,6 +130,13 @@ pub async fn get(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
     Ok((StatusCode::OK, order_json(ctx, &load(ctx, order_id).await?)))
 }
 
+/// `GET /api/orders/{order_id}/links`: the order's links (up to 200, newest first) and their state.
+pub async fn links(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
+    let o = load(ctx, order_id).await?;
+    let links = crate::links::links_of_order(ctx.state, &o.order_id, ctx.state.now(), 200).await?;
+    Ok((StatusCode::OK, serde_json::json!({ "links": links })))
+}
+
 /// Decrypts the keys of an order's items (optionally of one product), writing `key.accessed`
 /// for each, durably, before they are returned.
 async fn open_keys(ctx: &Ctx<'_>, o: &Order, product: Option<&str>) -> Result<Vec<(String, String, String)>, ApiError> {
