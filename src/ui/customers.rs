@@ -212,9 +212,9 @@ pub async fn buy(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
     }
     match v.api(Admin::Buy { tenant_id: tenant.to_owned() }, json!({ "items": items })).await {
         Ok(o) => Ok(Out::Redirect(format!("/ui/orders/{}?done=bought", enc(s(&o, "order_id"))))),
-        Err(e @ (ApiError::UnavailableInMarket { .. } | ApiError::Conflict { .. } | ApiError::InvalidRequest { .. })) => {
-            buy_form(v, tenant, Some(&e)).await
-        }
+        Err(
+            e @ (ApiError::UnavailableInMarket { .. } | ApiError::Conflict { .. } | ApiError::InvalidRequest { .. }),
+        ) => buy_form(v, tenant, Some(&e)).await,
         Err(e) => Err(e),
     }
 }

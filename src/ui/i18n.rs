@@ -51,11 +51,7 @@ impl Tr {
 
     /// The string for `key`; English when this language lacks it, `⟦key⟧` when both do.
     pub fn t(self, key: &str) -> String {
-        catalog(self.0)
-            .get(key)
-            .or_else(|| catalog(Lang::En).get(key))
-            .cloned()
-            .unwrap_or_else(|| format!("⟦{key}⟧"))
+        catalog(self.0).get(key).or_else(|| catalog(Lang::En).get(key)).cloned().unwrap_or_else(|| format!("⟦{key}⟧"))
     }
 
     /// Whether the catalogs have `key` (optional strings, such as one per refusal code).

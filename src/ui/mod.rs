@@ -174,7 +174,10 @@ where
         query: query.map(str::to_owned),
         form,
         peer,
-        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
         headers,
         secure,
     };
@@ -193,7 +196,8 @@ where
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::SEE_OTHER;
             let to = if to.starts_with('/') && !to.starts_with("//") { to } else { "/ui/".to_owned() };
-            r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/ui/")));
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/ui/")));
             r
         }
         Out::Raw(r) => r,
@@ -232,7 +236,11 @@ async fn route(v: &View<'_>, segs: &[&str]) -> Out {
         _ => {}
     }
     let Some(s) = &v.session else {
-        return if get { Out::Redirect("/ui/login".into()) } else { layout::refusal(v, StatusCode::FORBIDDEN, "session") };
+        return if get {
+            Out::Redirect("/ui/login".into())
+        } else {
+            layout::refusal(v, StatusCode::FORBIDDEN, "session")
+        };
     };
     if post && !v.field("csrf").is_some_and(|c| session::same_secret(&c, &s.csrf)) {
         tracing::warn!(principal = %s.who.name, "form without a valid CSRF token refused");

@@ -110,7 +110,13 @@ fn product_section(v: &View<'_>, order_id: &str, status: &str, p: &Value, open: 
     }
 }
 
-fn get_keys_form(v: &View<'_>, order_id: &str, pid: &str, picked: &dyn Fn(&str) -> Option<String>, label: &str) -> Markup {
+fn get_keys_form(
+    v: &View<'_>,
+    order_id: &str,
+    pid: &str,
+    picked: &dyn Fn(&str) -> Option<String>,
+    label: &str,
+) -> Markup {
     html! {
         form.getkeys method="post" action={ "/ui/orders/" (enc(order_id)) "/downloads" } {
             (csrf(v))

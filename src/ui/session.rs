@@ -97,7 +97,8 @@ impl Sessions {
     fn sweep(&self, now: DateTime<Utc>) {
         self.map.retain(|_, s| s.expires_at > now);
         if self.map.len() >= MAX_SESSIONS {
-            let mut starts: Vec<([u8; 32], DateTime<Utc>)> = self.map.iter().map(|e| (*e.key(), e.started_at)).collect();
+            let mut starts: Vec<([u8; 32], DateTime<Utc>)> =
+                self.map.iter().map(|e| (*e.key(), e.started_at)).collect();
             starts.sort_by_key(|(_, t)| *t);
             for (k, _) in starts.iter().take(self.map.len() + 1 - MAX_SESSIONS) {
                 self.map.remove(k);

@@ -1,0 +1,230 @@
+//! The dashboard over plain HTTP: what the browser is sent (cookies, headers, forms, words).
+
+use super::*;
+
+const PAGES_TAGS: [(&str, &str); 4] = [
+    ("en", "Get keys and downloads"),
+    ("zh-Hant", "取得金鑰和下載項目"),
+    ("zh-Hans", "获取密钥和下载"),
+    ("ko", "키 및 다운로드 받기"),
+];
+
+#[tokio::test]
+async fn signing_in_sets_a_strict_http_only_cookie_and_logout_ends_it_on_the_server() {
+    let s = Server::start_admin().await;
+    let mut anon = Ui::new(&s);
+    let a = anon.get("/ui/customers").await;
+    assert_eq!((a.status, a.headers["location"].to_str().unwrap()), (303, "/ui/login"), "pages need a session");
+    let a = anon.get("/").await;
+    assert_eq!(a.status, 303, "/ is the dashboard");
+
+    // A wrong token: the form again, 401, and no session cookie.
+    let page = anon.get("/ui/login").await;
+    let guard = form_value(&page.body, "login_csrf").unwrap();
+    let a = anon.send("POST", "/ui/login", Some(&[("login_csrf", &guard), ("token", "not-a-token")]), &[]).await;
+    assert_eq!(a.status, 401);
+    assert!(a.body.contains("That token is not valid."), "{}", a.body);
+    assert!(!anon.cookies.iter().any(|(k, _)| k == "kd_session"));
+    // The sign-in form without its double-submit cookie is refused even with a right token.
+    let mut bare = Ui::new(&s);
+    let a = bare
+        .send("POST", "/ui/login", Some(&[("login_csrf", &guard), ("token", &token_for("admin_agent"))]), &[])
+        .await;
+    assert_eq!(a.status, 403);
+
+    // The right token.
+    let page = anon.get("/ui/login").await;
+    let guard = form_value(&page.body, "login_csrf").unwrap();
+    let token = token_for("admin_agent");
+    let a = anon.send("POST", "/ui/login", Some(&[("login_csrf", &guard), ("token", &token)]), &[]).await;
+    assert_eq!(a.status, 303);
+    let set: Vec<&str> = a.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let session = set.iter().find(|c| c.starts_with("kd_session=")).expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", "Path=/"] {
+        assert!(session.contains(attr), "{attr} in {session}");
+    }
+    assert!(!session.contains("Secure"), "no Secure over plain HTTP");
+    assert!(!set.iter().any(|c| c.contains(&token)), "the token is never put in a cookie");
+    let a = anon.get("/ui/customers").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("admin_agent-user"), "the page says who is signed in");
+    let csrf = form_value(&a.body, "csrf").unwrap();
+
+    // Logout ends the session on the server: replaying the old cookie goes back to sign-in.
+    let old = anon.cookies.clone();
+    let a = anon.send("POST", "/ui/logout", Some(&[("csrf", &csrf)]), &[]).await;
+    assert_eq!((a.status, a.headers["location"].to_str().unwrap()), (303, "/ui/login"));
+    let mut replay = Ui { base: anon.base.clone(), cookies: old, csrf };
+    let a = replay.get("/ui/customers").await;
+    assert_eq!(a.status, 303, "a logged-out cookie is dead");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_page_sends_a_strict_csp_and_forms_without_the_csrf_token_are_refused() {
+    let s = Server::start_admin().await;
+    seed(&s).await;
+    let order = buy(&s).await;
+    let mut ui = Ui::sign_in(&s, "admin_agent").await;
+    for path in [
+        "/ui/login".to_owned(),
+        "/ui/customers".into(),
+        format!("/ui/customers/{TENANT}"),
+        format!("/ui/orders/{order}"),
+    ] {
+        let a = ui.get(&path).await;
+        assert_eq!(a.status, 200, "{path}");
+        let csp = a.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("default-src 'none'") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        assert_eq!(a.headers["x-frame-options"], "DENY");
+        assert!(
+            !a.body.contains("<script>") && !a.body.contains(" style=") && !a.body.contains(" onclick"),
+            "{path}: inline script or style"
+        );
+    }
+    let a = ui.get("/ui/app.js").await;
+    assert_eq!((a.status, a.headers["content-type"].to_str().unwrap()), (200, "text/javascript; charset=utf-8"));
+
+    let fields = [
+        ("tenant_id", "0b9e2c1a-7f3d-4e5b-8a6c-1d2e3f4a5b6c"),
+        ("domain", "fabrikam.com"),
+        ("name", "Fabrikam"),
+        ("country", "DE"),
+    ];
+    let a = ui.send("POST", "/ui/customers", Some(&fields), &[]).await;
+    assert_eq!(a.status, 403, "no CSRF token");
+    assert!(a.body.contains("was not sent from this dashboard"), "{}", a.body);
+    let mut forged = fields.to_vec();
+    forged.push(("csrf", "guessed-token-guessed-token-guessed-token-0000"));
+    let a = ui.send("POST", "/ui/customers", Some(&forged), &[]).await;
+    assert_eq!(a.status, 403, "a wrong CSRF token");
+    let (st, _) = s.api("GET", "/api/customers?domain=fabrikam.com", "admin_agent", None).await;
+    assert_eq!(st, 404, "nothing was created by the refused posts");
+    // With the token, the same form creates the customer.
+    let a = ui.post("/ui/customers", &fields).await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let (st, c) = s.api("GET", "/api/customers?domain=fabrikam.com", "admin_agent", None).await;
+    assert_eq!((st, c["country"].as_str()), (200, Some("DE")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_page_renders_in_all_four_languages_and_the_choice_is_remembered() {
+    let s = Server::start_admin().await;
+    seed(&s).await;
+    let order = buy(&s).await;
+    let mut agent = Ui::sign_in(&s, "admin_agent").await;
+    let mut global = Ui::sign_in(&s, "global_admin").await;
+    for (tag, get_keys) in PAGES_TAGS {
+        let agent_pages = [
+            "/ui/customers".to_owned(),
+            format!("/ui/customers/{TENANT}"),
+            format!("/ui/customers/{TENANT}/buy"),
+            format!("/ui/orders/{order}"),
+            format!("/ui/orders/{order}/cancel"),
+            "/ui/support?customer=contoso.com".into(),
+        ];
+        for path in &agent_pages {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let a = agent.get(&format!("{path}{sep}lang={tag}")).await;
+            assert_eq!(a.status, 200, "{tag} {path}: {}", a.body);
+            assert!(a.body.contains(&format!("<html lang=\"{tag}\"")), "{tag} {path}");
+            assert!(!a.body.contains('⟦'), "{tag} {path}: a string is missing: {}", a.body);
+        }
+        let a = agent.get(&format!("/ui/orders/{order}")).await;
+        assert!(a.body.contains(get_keys), "{tag} remembered without ?lang=, with the seeds' term");
+        let a = agent
+            .post(&format!("/ui/orders/{order}/downloads"), &[("product_id", "winsrv"), ("language", "en-US")])
+            .await;
+        assert_eq!(a.status, 200, "{tag}: {}", a.body);
+        assert!(!a.body.contains('⟦') && a.body.contains(KEY), "{tag}: the key is shown");
+        for path in ["/ui/activity", "/ui/catalog"] {
+            let a = global.get(&format!("{path}?lang={tag}")).await;
+            assert_eq!(a.status, 200, "{tag} {path}");
+            assert!(a.body.contains(&format!("<html lang=\"{tag}\"")) && !a.body.contains('⟦'), "{tag} {path}");
+        }
+    }
+    let a = agent.get(&format!("/ui/orders/{order}?lang=zh-Hant")).await;
+    assert!(a.body.contains("取得金鑰和下載項目"));
+    let a = agent.post(&format!("/ui/orders/{order}/downloads"), &[("product_id", "winsrv")]).await;
+    assert!(a.body.contains("複製連結"), "zh-Hant Copy link");
+    // Accept-Language picks the language when nothing was chosen.
+    let mut fresh = Ui::sign_in(&s, "admin_agent").await;
+    fresh.cookies.retain(|(k, _)| k != "kd_lang");
+    let a = fresh.send("GET", "/ui/customers", None, &[("accept-language", "ko-KR,ko;q=0.9")]).await;
+    assert!(a.body.contains("<html lang=\"ko\"") && a.body.contains("고객"), "{}", a.body);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_helpdesk_agent_is_not_offered_keys_and_a_forged_post_is_refused() {
+    let s = Server::start_admin().await;
+    seed(&s).await;
+    let order = buy(&s).await;
+    let mut desk = Ui::sign_in(&s, "helpdesk_agent").await;
+    let a = desk.get(&format!("/ui/orders/{order}?product=winsrv")).await;
+    assert_eq!(a.status, 200);
+    assert!(!a.body.contains("Get keys and downloads") && !a.body.contains("/downloads\""), "not offered: {}", a.body);
+    assert!(!a.body.contains("/cancel\""), "cancel not offered either");
+    assert!(a.body.contains("Links issued earlier"), "a helpdesk agent may read link states");
+    let a = desk.get(&format!("/ui/customers/{TENANT}")).await;
+    assert!(!a.body.contains("Get keys and downloads"), "not offered on Software either");
+    // The forged post, with a valid CSRF token: refused by the same role table as the API.
+    let a = desk.post(&format!("/ui/orders/{order}/downloads"), &[("product_id", "winsrv")]).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(!a.body.contains(KEY));
+    let a = desk.post(&format!("/ui/orders/{order}/cancel"), &[("acknowledged", "true")]).await;
+    assert_eq!(a.status, 403);
+    let (_, recs) = s.api("GET", &format!("/api/activity?order_id={order}"), "global_admin", None).await;
+    let kinds: Vec<&str> = recs["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["order.created"], "no key accessed, no link issued, nothing cancelled");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn customers_are_found_by_domain_or_guid_and_refusals_show_as_the_api_gives() {
+    let s = Server::start_admin().await;
+    seed(&s).await;
+    let mut ui = Ui::sign_in(&s, "admin_agent").await;
+    for q in [DOMAIN, &TENANT.to_uppercase()] {
+        let a = ui
+            .get(&format!("/ui/customers?q={}", form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()))
+            .await;
+        assert_eq!(
+            (a.status, a.headers["location"].to_str().unwrap()),
+            (303, format!("/ui/customers/{TENANT}").as_str()),
+            "{q}"
+        );
+    }
+    let a = ui.get("/ui/customers?q=nobody.example").await;
+    assert_eq!(a.status, 404);
+    assert!(a.body.contains("No customer has this domain"));
+    let a =
+        ui.post("/ui/customers", &[("tenant_id", "nope"), ("domain", "x.com"), ("name", "X"), ("country", "ZZ")]).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("Tenant ID (GUID)") && a.body.contains("must be a GUID"), "{}", a.body);
+
+    // A market refusal and an empty key pool, as the API gives them, in the page's language.
+    let (st, _) = s
+        .api("PUT", "/api/products/azres", "global_admin", Some(json!({"name": "Azure reservation", "kind": "perpetual",
+            "unit_price_cents": 100, "currency": "USD", "cancel_policy": "standard", "unavailable_markets": ["US"], "key_required": false})))
+        .await;
+    assert_eq!(st, 201);
+    let a = ui.post(&format!("/ui/customers/{TENANT}/buy?lang=zh-Hant"), &[("qty.azres", "1")]).await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("此產品無法在客戶所在的國家/地區購買"), "{}", a.body);
+    let a = ui.post(&format!("/ui/customers/{TENANT}/buy?lang=en"), &[("qty.winsrv", "1")]).await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let order = a.headers["location"].to_str().unwrap().to_owned();
+    let a = ui.get(&order).await;
+    assert!(a.body.contains("$1,200.00") && a.body.contains("excluding tax"), "{}", a.body);
+    buy(&s).await;
+    buy(&s).await;
+    let a = ui.post(&format!("/ui/customers/{TENANT}/buy"), &[("qty.winsrv", "1")]).await;
+    assert_eq!(a.status, 409, "the pool of three is empty");
+    assert!(a.body.contains("no activation keys left"), "{}", a.body);
+    s.stop().await;
+}
