@@ -120,7 +120,6 @@ pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Resul
         return Err(ApiError::Forbidden);
     }
     let state = ctx.state;
-    let obj = obj;
     Ok(match call {
         Admin::PutProduct { product_id } => catalog::put_product(ctx, &product_id, obj).await?,
         Admin::PutFile { product_id, file_id } => catalog::put_file(ctx, &product_id, &file_id, obj).await?,

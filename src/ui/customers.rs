@@ -107,7 +107,7 @@ pub async fn software(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
         dl.facts {
             dt { (tr.t("customers.domain")) } dd { (s(&c, "domain")) }
             dt { (tr.t("customers.tenant_id")) } dd { code { (tenant_id) } }
-            dt { (tr.t("customers.country")) } dd { (s(&c, "country")) }
+            dt { (tr.t("customers.country_name")) } dd { (s(&c, "country")) }
         }
         h2 { (tr.t("software.title")) }
         @if v.may(&Admin::Buy { tenant_id: tenant_id.clone() }) {

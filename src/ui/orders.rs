@@ -87,10 +87,12 @@ fn product_section(v: &View<'_>, order_id: &str, status: &str, p: &Value, open: 
                 input type="hidden" name="product" value=(pid);
                 @for k in FILTERS {
                     @let values: BTreeSet<&str> = files.iter().map(|f| s(f, k)).collect();
-                    label for={ (pid) "-" (k) } { (tr.t(&format!("file.{k}"))) }
-                    select id={ (pid) "-" (k) } name=(k) {
-                        option value="" { (tr.t("file.any")) }
-                        @for val in values { option value=(val) selected[picked(k).as_deref() == Some(val)] { (val) } }
+                    div {
+                        label for={ (pid) "-" (k) } { (tr.t(&format!("file.{k}"))) }
+                        select id={ (pid) "-" (k) } name=(k) {
+                            option value="" { (tr.t("file.any")) }
+                            @for val in values { option value=(val) selected[picked(k).as_deref() == Some(val)] { (val) } }
+                        }
                     }
                 }
                 button type="submit" { (tr.t("file.submit")) }
