@@ -191,6 +191,9 @@ pub struct Principal {
     pub name: String,
     pub role: String,
     pub token_sha256: String,
+    /// The tenant a `customer_admin` belongs to (API.md §5.4); partner roles have none.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -360,6 +363,23 @@ impl Config {
                     "principal {:?}: token_sha256 must be 64 hex characters",
                     p.name
                 )));
+            }
+            let customer = p.role == "customer_admin";
+            match &p.tenant_id {
+                Some(t) if customer && crate::orders::is_guid(&t.to_ascii_lowercase()) => {}
+                None if !customer => {}
+                _ if customer => {
+                    return Err(ConfigError::Invalid(format!(
+                        "principal {:?}: a customer_admin needs tenant_id, the GUID of its tenant",
+                        p.name
+                    )))
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "principal {:?}: only a customer_admin belongs to a tenant_id",
+                        p.name
+                    )))
+                }
             }
         }
         Ok(())

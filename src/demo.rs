@@ -104,11 +104,17 @@ pub async fn run_demo(
     // One bootstrap token per role the demo needs (a token belongs to exactly one principal).
     let (admin_token, admin_sha) = new_admin_token();
     let (global_token, global_sha) = new_admin_token();
-    cfg.principals.push(Principal { name: "demo-admin".into(), role: "admin_agent".into(), token_sha256: admin_sha });
+    cfg.principals.push(Principal {
+        name: "demo-admin".into(),
+        role: "admin_agent".into(),
+        token_sha256: admin_sha,
+        tenant_id: None,
+    });
     cfg.principals.push(Principal {
         name: "demo-global".into(),
         role: "global_admin".into(),
         token_sha256: global_sha,
+        tenant_id: None,
     });
     let admin_url = format!("http://{}", admin.local_addr()?);
 

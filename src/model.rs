@@ -115,6 +115,18 @@ pub struct Contact {
     pub phone: String,
 }
 
+/// A customer's own API token (API.md §5.4), issued by a partner and kept only as the SHA-256
+/// of the token: the token itself is shown once, at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerToken {
+    pub token_id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// The partner principal that issued it.
+    pub created_by: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupportRequest {
     pub request_id: String,

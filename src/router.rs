@@ -103,6 +103,19 @@ pub enum Admin {
     OrderLinks {
         order_id: String,
     },
+    /// `POST /api/customers/{tenant_id}/tokens` (API.md §5.4): a customer token, shown once.
+    CreateCustomerToken {
+        tenant_id: String,
+    },
+    /// `GET /api/customers/{tenant_id}/tokens` (an addition): the tenant's live tokens.
+    ListCustomerTokens {
+        tenant_id: String,
+    },
+    /// `DELETE /api/customers/{tenant_id}/tokens/{token_id}` (API.md §5.4).
+    EndCustomerToken {
+        tenant_id: String,
+        token_id: String,
+    },
 }
 
 use Role::*;
@@ -134,6 +147,9 @@ impl Admin {
             Admin::CreateCustomer | Admin::Buy { .. } => Caller::Roles(SELLERS),
             Admin::Downloads { .. } | Admin::Keys { .. } | Admin::Cancel { .. } => Caller::Roles(AGENT),
             Admin::GetLink { .. } | Admin::OrderLinks { .. } => Caller::Roles(LINK_READERS),
+            Admin::CreateCustomerToken { .. } | Admin::ListCustomerTokens { .. } | Admin::EndCustomerToken { .. } => {
+                Caller::Roles(AGENT_OR_GLOBAL)
+            }
             Admin::Cancellation { .. }
             | Admin::Suspend { .. }
             | Admin::Reactivate { .. }
@@ -141,6 +157,24 @@ impl Admin {
             | Admin::CreateSupportRequest
             | Admin::GetSupportRequest { .. } => Caller::Roles(AGENT_OR_GLOBAL),
         }
+    }
+
+    /// What a `customer_admin` may call (API.md §5.4) — its own customer, Software, keys and
+    /// downloads, its own activity, who it is; and, added, its own orders, their links and the
+    /// products it bought — always inside its tenant (checked by the admin layer). Nothing else.
+    pub fn customer_may(&self) -> bool {
+        matches!(
+            self,
+            Admin::GetCustomer { .. }
+                | Admin::Software { .. }
+                | Admin::Downloads { .. }
+                | Admin::Keys { .. }
+                | Admin::Activity
+                | Admin::Me
+                | Admin::GetOrder { .. }
+                | Admin::OrderLinks { .. }
+                | Admin::GetProduct { .. }
+        )
     }
 
     /// A short name for logs and metrics.
@@ -173,6 +207,9 @@ impl Admin {
             Admin::Revocation => "revocation",
             Admin::Me => "me",
             Admin::OrderLinks { .. } => "order_links",
+            Admin::CreateCustomerToken { .. } => "create_customer_token",
+            Admin::ListCustomerTokens { .. } => "list_customer_tokens",
+            Admin::EndCustomerToken { .. } => "end_customer_token",
         }
     }
 }
@@ -293,6 +330,17 @@ fn admin_route<'a>(method: &Method, path: &str) -> Endpoint<'a> {
         ["customers"] => pick(&[(M::POST, Admin::CreateCustomer), (M::GET, Admin::FindCustomer)], "GET, POST"),
         ["customers", t] => pick(&[(M::GET, Admin::GetCustomer { tenant_id: t.to_string() })], "GET"),
         ["customers", t, "orders"] => pick(&[(M::POST, Admin::Buy { tenant_id: t.to_string() })], "POST"),
+        ["customers", t, "tokens"] => pick(
+            &[
+                (M::POST, Admin::CreateCustomerToken { tenant_id: t.to_string() }),
+                (M::GET, Admin::ListCustomerTokens { tenant_id: t.to_string() }),
+            ],
+            "GET, POST",
+        ),
+        ["customers", t, "tokens", k] => pick(
+            &[(M::DELETE, Admin::EndCustomerToken { tenant_id: t.to_string(), token_id: k.to_string() })],
+            "DELETE",
+        ),
         ["customers", t, "software"] => pick(&[(M::GET, Admin::Software { tenant_id: t.to_string() })], "GET"),
         ["orders", o] => {
             let id = o.to_string();

@@ -592,3 +592,151 @@ async fn me_says_who_the_caller_is_and_needs_a_token() {
     assert_eq!(st, 405);
     s.stop().await;
 }
+
+/// What a customer token may reach (API.md §5.4): its own tenant; another tenant's anything is
+/// `404` as if it did not exist; partner calls are `403`; ending the token ends it at once.
+#[tokio::test]
+async fn customer_tokens_reach_their_own_tenant_only_and_end_at_once() {
+    const OTHER: &str = "99999999-8888-4777-8666-555555555555";
+    let s = Server::start_admin().await;
+    setup(&s, US_TENANT, "contoso.com", "US").await;
+    let (st, _) = s
+        .api(
+            "POST",
+            "/api/customers",
+            "sales_agent",
+            Some(json!({"tenant_id": OTHER, "domain": "fabrikam.com", "name": "Fabrikam", "country": "US"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let one = json!({"items": [{"product_id": "winsrv", "quantity": 1}]});
+    let (_, mine) = buy(&s, US_TENANT, one.clone()).await;
+    let (_, theirs) = buy(&s, OTHER, one).await;
+    let (mine, theirs) = (mine["order_id"].as_str().unwrap(), theirs["order_id"].as_str().unwrap());
+
+    let tokens = format!("/api/customers/{US_TENANT}/tokens");
+    for role in ["helpdesk_agent", "sales_agent", "account_admin"] {
+        let (st, _) = s.api("POST", &tokens, role, Some(json!({"name": "x"}))).await;
+        assert_eq!(st, 403, "{role} may not issue customer tokens");
+    }
+    let (st, _) = s.api("POST", &tokens, "admin_agent", Some(json!({}))).await;
+    assert_eq!(st, 400, "a name is required");
+    let (st, _) = s
+        .api(
+            "POST",
+            "/api/customers/00000000-0000-4000-8000-000000000000/tokens",
+            "admin_agent",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, t) = s.api("POST", &tokens, "admin_agent", Some(json!({"name": "Jane at Contoso"}))).await;
+    assert_eq!(st, 201, "{t}");
+    let token = t["token"].as_str().unwrap().to_owned();
+    let token_id = t["token_id"].as_str().unwrap().to_owned();
+    let as_customer = |m: &'static str, p: String, b: Option<Value>| {
+        let token = token.clone();
+        let s = &s;
+        async move { s.api_as(m, &p, &token, b.map(|b| b.to_string().into_bytes())).await }
+    };
+
+    let (st, me) = as_customer("GET", "/api/me".into(), None).await;
+    assert_eq!(
+        (st, me["role"].as_str(), me["tenant_id"].as_str()),
+        (200, Some("customer_admin"), Some(US_TENANT)),
+        "{me}"
+    );
+    assert!(me["name"].as_str().unwrap().contains("Jane at Contoso"));
+    // Its own tenant.
+    assert_eq!(as_customer("GET", format!("/api/customers/{US_TENANT}"), None).await.0, 200);
+    let (st, sw) = as_customer("GET", format!("/api/customers/{US_TENANT}/software"), None).await;
+    assert_eq!((st, sw["items"].as_array().unwrap().len()), (200, 1));
+    let (st, dl) =
+        as_customer("POST", format!("/api/orders/{mine}/downloads"), Some(json!({"product_id": "winsrv"}))).await;
+    assert_eq!(st, 201, "{dl}");
+    assert!(dl["key"].as_str().unwrap().starts_with("AAAAA-"));
+    assert_eq!(as_customer("GET", format!("/api/orders/{mine}/keys"), None).await.0, 200);
+    // Another tenant's anything: 404, the same answer as for something that does not exist.
+    for p in [
+        format!("/api/customers/{OTHER}"),
+        format!("/api/customers/{OTHER}/software"),
+        format!("/api/orders/{theirs}"),
+        format!("/api/orders/{theirs}/keys"),
+        "/api/orders/ord_does_not_exist/keys".into(),
+    ] {
+        let (st, v) = as_customer("GET", p.clone(), None).await;
+        assert_eq!((st, v["code"].as_str()), (404, Some("not_found")), "{p}: {v}");
+    }
+    let (st, _) =
+        as_customer("POST", format!("/api/orders/{theirs}/downloads"), Some(json!({"product_id": "winsrv"}))).await;
+    assert_eq!(st, 404);
+    // Partner calls, even inside its own tenant: 403.
+    let (st, _) = as_customer(
+        "POST",
+        format!("/api/customers/{US_TENANT}/orders"),
+        Some(json!({"items": [{"product_id": "winsrv", "quantity": 1}]})),
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, _) = as_customer("POST", format!("/api/orders/{mine}/cancel"), Some(json!({"acknowledged": true}))).await;
+    assert_eq!(st, 403);
+    assert_eq!(as_customer("GET", "/api/customers?domain=fabrikam.com".into(), None).await.0, 403);
+    assert_eq!(as_customer("POST", tokens.clone(), Some(json!({"name": "more"}))).await.0, 403);
+    // Its activity is its own, whatever it asks for.
+    let (st, recs) = as_customer("GET", format!("/api/activity?tenant_id={OTHER}"), None).await;
+    assert_eq!(st, 200, "{recs}");
+    let recs = recs["records"].as_array().unwrap();
+    assert!(!recs.is_empty() && recs.iter().all(|r| r["tenant_id"] == US_TENANT), "{recs:?}");
+    assert!(recs
+        .iter()
+        .any(|r| r["kind"] == "key.accessed" && r["actor"].as_str().unwrap().contains("Jane at Contoso")));
+
+    // Listed for the partner without the token; kept only as its SHA-256.
+    let (st, list) = s.api("GET", &tokens, "admin_agent", None).await;
+    assert_eq!((st, list["tokens"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(list["tokens"][0]["created_by"], "admin_agent-user");
+    assert!(!list.to_string().contains(&token) && list["tokens"][0].get("token").is_none());
+    if backend_under_test() == keydrop::config::Backend::Redb {
+        s.state.store.flush().await.unwrap();
+        for entry in std::fs::read_dir(s.dir.path().join("data")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                    "{} holds the token",
+                    path.display()
+                );
+            }
+        }
+    }
+    // Ended: the next call with it is 401.
+    let (st, v) = s.api("DELETE", &format!("{tokens}/{token_id}"), "admin_agent", None).await;
+    assert_eq!((st, v["ended"].as_bool()), (200, Some(true)));
+    assert_eq!(as_customer("GET", "/api/me".into(), None).await.0, 401);
+    assert_eq!(s.api("DELETE", &format!("{tokens}/{token_id}"), "admin_agent", None).await.0, 404);
+    s.stop().await;
+}
+
+/// A `customer_admin` can also be configured, with its tenant; without one the config is refused.
+#[tokio::test]
+async fn a_configured_customer_admin_belongs_to_its_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = admin_config(dir.path());
+    cfg.principals.push(keydrop::config::Principal {
+        name: "contoso-it".into(),
+        role: "customer_admin".into(),
+        token_sha256: sha256_hex(b"contoso-secret"),
+        tenant_id: Some(US_TENANT.to_uppercase()),
+    });
+    let mut bad = cfg.clone();
+    bad.principals.last_mut().unwrap().tenant_id = None;
+    assert!(bad.validate().is_err(), "a customer_admin without a tenant is refused");
+    let s = Server::start_with(dir, cfg).await;
+    setup(&s, US_TENANT, "contoso.com", "US").await;
+    let (st, me) = s.api_as("GET", "/api/me", "contoso-secret", None).await;
+    assert_eq!((st, me["tenant_id"].as_str(), me["name"].as_str()), (200, Some(US_TENANT), Some("contoso-it")));
+    assert_eq!(s.api_as("GET", &format!("/api/customers/{US_TENANT}/software"), "contoso-secret", None).await.0, 200);
+    assert_eq!(s.api_as("GET", "/api/products", "contoso-secret", None).await.0, 403);
+    s.stop().await;
+}

@@ -18,10 +18,12 @@ pub enum Role {
     AccountAdmin,
     ReferralAdmin,
     MarketingContentAdmin,
+    /// A customer's own administrator (API.md §5.4): one tenant, a few calls, nothing else.
+    CustomerAdmin,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::AdminAgent,
         Role::GlobalAdmin,
         Role::BillingAdmin,
@@ -30,6 +32,7 @@ impl Role {
         Role::AccountAdmin,
         Role::ReferralAdmin,
         Role::MarketingContentAdmin,
+        Role::CustomerAdmin,
     ];
 
     pub fn parse(s: &str) -> Option<Role> {
@@ -46,6 +49,7 @@ impl Role {
             Role::AccountAdmin => "account_admin",
             Role::ReferralAdmin => "referral_admin",
             Role::MarketingContentAdmin => "marketing_content_admin",
+            Role::CustomerAdmin => "customer_admin",
         }
     }
 }
@@ -59,16 +63,38 @@ pub struct Principal {
     pub tenant_id: Option<String>,
 }
 
-/// Finds the principal a request's bearer token belongs to.
-pub fn authenticate(headers: &HeaderMap, principals: &[PrincipalConfig]) -> Result<Principal, ApiError> {
-    let token = headers
+/// The bearer token of a request.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 512)
-        .ok_or(ApiError::Unauthenticated)?;
-    principal_for_token(token, principals)
+        .ok_or(ApiError::Unauthenticated)
+}
+
+/// Finds the configured principal a request's bearer token belongs to.
+pub fn authenticate(headers: &HeaderMap, principals: &[PrincipalConfig]) -> Result<Principal, ApiError> {
+    principal_for_token(bearer(headers)?, principals)
+}
+
+/// Finds whoever a token belongs to: a configured principal, else a partner-issued customer
+/// token, looked up by its SHA-256 (one keyed read: bounded work for any token sent).
+pub async fn resolve(state: &crate::state::AppState, token: &str) -> Result<Principal, ApiError> {
+    match principal_for_token(token, &state.config.principals) {
+        Ok(p) => Ok(p),
+        Err(ApiError::Unauthenticated) if !token.is_empty() && token.len() <= 512 => {
+            let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+            let t = state.store.customer_token(&sha).await?.ok_or(ApiError::Unauthenticated)?;
+            Ok(Principal {
+                name: format!("{} ({})", t.name, t.token_id),
+                role: Role::CustomerAdmin,
+                tenant_id: Some(t.tenant_id),
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Finds the principal a token belongs to (the bearer header's, or one typed at sign-in).
@@ -92,7 +118,12 @@ pub fn principal_for_token(token: &str, principals: &[PrincipalConfig]) -> Resul
         tracing::error!(principal = %p.name, "principal has an unknown role");
         ApiError::Forbidden
     })?;
-    Ok(Principal { name: p.name.clone(), role, tenant_id: None })
+    let tenant_id =
+        if role == Role::CustomerAdmin { p.tenant_id.as_ref().map(|t| t.to_ascii_lowercase()) } else { None };
+    if role == Role::CustomerAdmin && tenant_id.is_none() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Principal { name: p.name.clone(), role, tenant_id })
 }
 
 #[cfg(test)]
@@ -104,6 +135,7 @@ mod tests {
             name: name.into(),
             role: role.into(),
             token_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes())),
+            tenant_id: None,
         }
     }
 

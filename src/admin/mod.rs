@@ -10,6 +10,7 @@ pub mod input;
 mod orders;
 mod revocations;
 mod support;
+mod tokens;
 
 use crate::activity::{Entry, Kind};
 use crate::body::Body;
@@ -76,7 +77,7 @@ where
         let (status, value) = revocations::push(state, sig, &raw, peer, user_agent).await?;
         return Ok(json(status, &value));
     }
-    let who = auth::authenticate(headers, &state.config.principals)?;
+    let who = auth::resolve(state, auth::bearer(headers)?).await?;
     tracing::Span::current().record("principal", who.name.as_str());
     let obj: Map<String, Value> = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         if !allowed(&call, &who) {
@@ -95,16 +96,64 @@ where
     Ok(json(status, &value))
 }
 
+/// A tenant's own principal reaches only its tenant: another tenant's customer or order is
+/// `404`, exactly as one that does not exist (API.md §5.4).
+async fn in_tenant(ctx: &Ctx<'_>, call: &Admin, own: &str) -> Result<(), ApiError> {
+    match call {
+        Admin::GetCustomer { tenant_id } | Admin::Software { tenant_id } => {
+            if !tenant_id.eq_ignore_ascii_case(own) {
+                return Err(ApiError::Missing { what: "customer" });
+            }
+        }
+        Admin::Downloads { order_id }
+        | Admin::Keys { order_id }
+        | Admin::GetOrder { order_id }
+        | Admin::OrderLinks { order_id } => {
+            let theirs = ctx.state.store.order(order_id).await?.is_some_and(|o| o.tenant_id == own);
+            if !theirs {
+                return Err(ApiError::Missing { what: "order" });
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A query string with `tenant_id` forced to `own` (a customer's activity is its own only).
+fn only_tenant(query: Option<&str>, own: &str) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k != "tenant_id" {
+            q.append_pair(&k, &v);
+        }
+    }
+    q.append_pair("tenant_id", own);
+    q.finish()
+}
+
 /// `GET /api/activity` as CSV for an authenticated caller (the dashboard's download).
 pub async fn activity_csv(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     if !allowed(&Admin::Activity, &ctx.who) {
         return Err(ApiError::Forbidden);
+    }
+    if let Some(own) = &ctx.who.tenant_id {
+        let scoped = Ctx {
+            state: ctx.state,
+            who: ctx.who.clone(),
+            peer: ctx.peer,
+            user_agent: ctx.user_agent.clone(),
+            query: Some(only_tenant(ctx.query.as_deref(), own)),
+        };
+        return activity::csv(&scoped).await;
     }
     activity::csv(ctx).await
 }
 
 /// Whether the caller's role may make this call at all (the endpoint's [`Caller`]).
 pub fn allowed(call: &Admin, who: &Principal) -> bool {
+    if who.role == auth::Role::CustomerAdmin {
+        return who.tenant_id.is_some() && call.customer_may();
+    }
     match call.caller() {
         Caller::Roles(roles) => roles.contains(&who.role),
         Caller::AnyPrincipal => true,
@@ -119,6 +168,25 @@ pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Resul
     if !allowed(&call, &ctx.who) {
         return Err(ApiError::Forbidden);
     }
+    let scoped;
+    let ctx = match &ctx.who.tenant_id {
+        Some(own) => {
+            in_tenant(ctx, &call, own).await?;
+            scoped = Ctx {
+                state: ctx.state,
+                who: ctx.who.clone(),
+                peer: ctx.peer,
+                user_agent: ctx.user_agent.clone(),
+                query: if call == Admin::Activity {
+                    Some(only_tenant(ctx.query.as_deref(), own))
+                } else {
+                    ctx.query.clone()
+                },
+            };
+            &scoped
+        }
+        None => ctx,
+    };
     let state = ctx.state;
     Ok(match call {
         Admin::PutProduct { product_id } => catalog::put_product(ctx, &product_id, obj).await?,
@@ -145,6 +213,9 @@ pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Resul
             None => return Err(ApiError::Missing { what: "link" }),
         },
         Admin::OrderLinks { order_id } => orders::links(ctx, &order_id).await?,
+        Admin::CreateCustomerToken { tenant_id } => tokens::create(ctx, &tenant_id, obj).await?,
+        Admin::ListCustomerTokens { tenant_id } => tokens::list(ctx, &tenant_id).await?,
+        Admin::EndCustomerToken { tenant_id, token_id } => tokens::end(ctx, &tenant_id, &token_id).await?,
         Admin::CreateSupportRequest => support::create(ctx, obj).await?,
         Admin::GetSupportRequest { request_id } => support::get(ctx, &request_id).await?,
         Admin::Activity => activity::query(ctx).await?,

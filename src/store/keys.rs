@@ -16,6 +16,10 @@ pub const KEY_POOL: &str = "key_pool";
 /// [`order_key`] → sealed key.
 pub const ORDER_KEYS: &str = "order_keys";
 pub const SUPPORT: &str = "support_requests";
+/// SHA-256 of a customer token (hex) → CustomerToken.
+pub const CUSTOMER_TOKENS: &str = "customer_tokens";
+/// [`tenant_token`] → the token's SHA-256 (hex, JSON): a tenant's tokens, for listing and ending.
+pub const TENANT_TOKENS: &str = "tenant_tokens";
 /// [`file_key`] → FileRecord.
 pub const FILES: &str = "files";
 pub const META: &str = "meta";
@@ -46,6 +50,11 @@ pub fn order_key(order_id: &str, item_id: &str) -> String {
 }
 
 /// Where a tenant's order index starts: `tenant_id \0`.
+/// A tenant's token in [`TENANT_TOKENS`]: `tenant_id \0 token_id`.
+pub fn tenant_token(tenant_id: &str, token_id: &str) -> String {
+    format!("{tenant_id}\0{token_id}")
+}
+
 pub fn tenant_prefix(tenant_id: &str) -> String {
     format!("{tenant_id}\0")
 }

@@ -24,7 +24,7 @@ pub mod stats;
 
 use crate::activity::{Entry, Query, Record};
 pub use crate::model::{Access, FileRecord, LinkRecord, OrderGate};
-use crate::model::{Customer, Order, Product, SupportRequest};
+use crate::model::{Customer, CustomerToken, Order, Product, SupportRequest};
 use crate::token::LinkId;
 use commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 pub use embedded::{disk::DiskSwitch, journal, scan_activity_offline, Embedded, JOURNAL_FILE, RECORDS_FILE};
@@ -337,6 +337,32 @@ impl Store {
 
     pub async fn create_support_request(&self, r: SupportRequest, record: Entry) -> Result<(), StoreError> {
         on!(self, s => s.create_support_request(r, record).await)
+    }
+
+    /// Stores a partner-issued customer token under its SHA-256 (API.md §5.4).
+    pub async fn create_customer_token(&self, sha256: String, t: CustomerToken) -> Result<(), StoreError> {
+        on!(self, s => s.create_customer_token(sha256, t).await)
+    }
+
+    /// The customer token whose SHA-256 (hex) this is.
+    pub async fn customer_token(&self, sha256: &str) -> Result<Option<CustomerToken>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.customer_token(sha256),
+            Store::Postgres(s) => s.customer_token(sha256).await,
+        }
+    }
+
+    /// A tenant's live tokens.
+    pub async fn customer_tokens(&self, tenant_id: &str) -> Result<Vec<CustomerToken>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.customer_tokens(tenant_id),
+            Store::Postgres(s) => s.customer_tokens(tenant_id).await,
+        }
+    }
+
+    /// Ends a tenant's token at once; `false` when the tenant has no such token.
+    pub async fn end_customer_token(&self, tenant_id: &str, token_id: &str) -> Result<bool, StoreError> {
+        on!(self, s => s.end_customer_token(tenant_id, token_id).await)
     }
 
     pub async fn support_request(&self, request_id: &str) -> Result<Option<SupportRequest>, StoreError> {

@@ -57,7 +57,7 @@ pub async fn show(v: &View<'_>) -> Result<Out, ApiError> {
                 option value="" { (tr.t("file.any")) }
                 @for k in Kind::ALL { option value=(k.name()) selected[kind.as_deref() == Some(k.name())] { (k.name()) } }
             }
-            @for k in ["tenant_id", "order_id"] {
+            @for k in ["tenant_id", "order_id"].into_iter().filter(|k| *k != "tenant_id" || v.who().tenant_id.is_none()) {
                 label for={ "f-" (k) } { (tr.t(&format!("activity.{k}"))) }
                 input id={ "f-" (k) } name=(k) type="text" maxlength="64" value=[v.param(k)];
             }

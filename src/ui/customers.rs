@@ -100,8 +100,9 @@ pub async fn software(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
     }
     let done = v.param("done");
     let tenant_id = s(&c, "tenant_id").to_owned();
+    let tokens = super::tokens::section(v, &tenant_id).await?;
     let body = html! {
-        @if let Some(d) = done.filter(|d| ["created", "bought", "cancelled"].contains(&d.as_str())) {
+        @if let Some(d) = done.filter(|d| ["created", "bought", "cancelled", "token_ended"].contains(&d.as_str())) {
             (notice("ok", &tr.t(&format!("done.{d}"))))
         }
         dl.facts {
@@ -160,6 +161,7 @@ pub async fn software(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
                 }
             }
         }
+        (tokens)
     };
     Ok(Out::Page(StatusCode::OK, page(v, s(&c, "name"), body)))
 }

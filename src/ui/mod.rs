@@ -9,7 +9,10 @@
 //! Layout: [`session`] (cookies, CSRF), [`i18n`] (strings and formats), [`layout`] (the page
 //! shell, error pages), [`signin`], [`customers`] (find, create, Software, buy), [`orders`] (a
 //! product expanded, get keys and downloads, subscriptions), [`cancel`] (the cancel dialog,
-//! support requests), [`activity`] (the log, the catalog).
+//! support requests), [`tokens`] (customer tokens), [`activity`] (the log, the catalog).
+//!
+//! A `customer_admin` (configured, or signed in with a partner-issued token) gets the same pages
+//! narrowed to its tenant by the admin layer: its Software, keys and downloads, its activity.
 
 mod activity;
 mod cancel;
@@ -19,6 +22,7 @@ mod layout;
 mod orders;
 pub mod session;
 mod signin;
+mod tokens;
 
 use crate::admin::{self, auth::Principal, Ctx};
 use crate::body::Body;
@@ -157,7 +161,15 @@ where
         .or_else(|| session::cookie(headers, session::LANG_COOKIE).and_then(Lang::from_tag))
         .unwrap_or_else(|| negotiate_lang(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())));
     let now = state.now();
-    let sess = session::cookie(headers, session::COOKIE).and_then(|c| state.sessions.get(c, now));
+    let cookie = session::cookie(headers, session::COOKIE);
+    let mut sess = cookie.and_then(|c| state.sessions.get(c, now));
+    if let (Some(c), Some(sha)) = (cookie, sess.as_ref().and_then(|s| s.credential.clone())) {
+        // A customer token ended by its partner ends the sessions signed in with it.
+        if state.store.customer_token(&sha).await?.is_none() {
+            state.sessions.end(c);
+            sess = None;
+        }
+    }
     let form = if *method == Method::POST {
         let deadline = std::time::Duration::from_secs(state.config.server.body_read_timeout_secs);
         let raw = admin::input::read_bytes(body, state.config.server.admin_max_body_bytes, deadline, "a form").await?;
@@ -232,7 +244,7 @@ async fn route(v: &View<'_>, segs: &[&str]) -> Out {
     let post = v.method == Method::POST;
     match segs {
         ["ui", "login"] if get => return signin::form(v, None),
-        ["ui", "login"] if post => return signin::login(v),
+        ["ui", "login"] if post => return signin::login(v).await,
         _ => {}
     }
     let Some(s) = &v.session else {
@@ -254,6 +266,8 @@ async fn route(v: &View<'_>, segs: &[&str]) -> Out {
         ["ui", "customers", t] if get => customers::software(v, t).await,
         ["ui", "customers", t, "buy"] if get => customers::buy_form(v, t, None).await,
         ["ui", "customers", t, "buy"] if post => customers::buy(v, t).await,
+        ["ui", "customers", t, "tokens"] if post => tokens::create(v, t).await,
+        ["ui", "customers", t, "tokens", k, "end"] if post => tokens::end(v, t, k).await,
         ["ui", "orders", o] if get => orders::show(v, o).await,
         ["ui", "orders", o, "downloads"] if post => orders::downloads(v, o).await,
         ["ui", "orders", o, "subscription"] if post => orders::subscription(v, o).await,

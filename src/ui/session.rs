@@ -34,6 +34,9 @@ const MAX_SESSIONS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub who: Principal,
+    /// For a session signed in with a partner-issued customer token: the token's SHA-256, so
+    /// that ending the token ends the session too (checked on every page).
+    pub credential: Option<String>,
     pub csrf: String,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -59,10 +62,10 @@ pub fn random_token() -> String {
 
 impl Sessions {
     /// Starts a session; returns the cookie value (shown to the browser only) and the session.
-    pub fn start(&self, who: Principal, now: DateTime<Utc>) -> (String, Session) {
+    pub fn start(&self, who: Principal, credential: Option<String>, now: DateTime<Utc>) -> (String, Session) {
         self.sweep(now);
         let cookie = random_token();
-        let s = Session { who, csrf: random_token(), started_at: now, expires_at: now + LIFETIME };
+        let s = Session { who, credential, csrf: random_token(), started_at: now, expires_at: now + LIFETIME };
         self.map.insert(key(&cookie), s.clone());
         (cookie, s)
     }
@@ -149,10 +152,10 @@ mod tests {
     fn a_session_lives_twelve_hours_and_ends_at_logout() {
         let s = Sessions::default();
         let t0 = Utc::now();
-        let (cookie, started) = s.start(who(), t0);
+        let (cookie, started) = s.start(who(), None, t0);
         assert_eq!(s.get(&cookie, t0 + Duration::hours(11)).map(|x| x.csrf), Some(started.csrf));
         assert!(s.get(&cookie, t0 + Duration::hours(12)).is_none(), "expired at 12 h");
-        let (cookie, _) = s.start(who(), t0);
+        let (cookie, _) = s.start(who(), None, t0);
         s.end(&cookie);
         assert!(s.get(&cookie, t0).is_none(), "logout ends it on the server");
         assert!(s.get("not-a-session", t0).is_none());

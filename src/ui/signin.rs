@@ -5,7 +5,8 @@
 use super::layout::{notice, page};
 use super::session::{self, random_token, same_secret, set_cookie};
 use super::{Out, View};
-use crate::admin::auth::principal_for_token;
+use crate::admin::auth::{principal_for_token, resolve};
+use crate::error::ApiError;
 use http::{header, HeaderValue, Response, StatusCode};
 use maud::html;
 
@@ -34,7 +35,7 @@ pub fn form(v: &View<'_>, problem: Option<&str>) -> Out {
 }
 
 /// `POST /ui/login`: the token → a session cookie, then the principal's home page.
-pub fn login(v: &View<'_>) -> Out {
+pub async fn login(v: &View<'_>) -> Out {
     let guard_ok = match (session::cookie(v.headers, session::LOGIN_COOKIE), v.field("login_csrf")) {
         (Some(c), Some(f)) => same_secret(c, &f),
         _ => false,
@@ -44,8 +45,9 @@ pub fn login(v: &View<'_>) -> Out {
         return super::layout::refusal(v, StatusCode::FORBIDDEN, "csrf");
     }
     let token = v.field("token").unwrap_or_default();
-    let who = match principal_for_token(&token, &v.state.config.principals) {
+    let who = match resolve(v.state, &token).await {
         Ok(p) => p,
+        Err(e @ ApiError::Unavailable { .. }) => return super::layout::error(v, &e),
         Err(_) => {
             tracing::warn!(peer = %v.peer, "dashboard sign-in with an unknown token");
             return form(v, Some("signin.wrong"));
@@ -56,7 +58,11 @@ pub fn login(v: &View<'_>) -> Out {
         Some(t) => format!("/ui/customers/{}", super::enc(t)),
         None => "/ui/customers".to_owned(),
     };
-    let (cookie, _) = v.state.sessions.start(who, v.state.now());
+    // A customer token (not a configured principal) is re-checked on every page.
+    let credential = principal_for_token(&token, &v.state.config.principals)
+        .is_err()
+        .then(|| hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes())));
+    let (cookie, _) = v.state.sessions.start(who, credential, v.state.now());
     let mut r = redirect(&home);
     let max_age = session::LIFETIME.num_seconds();
     for c in [

@@ -388,6 +388,7 @@ pub fn admin_config(root: &Path) -> Config {
             name: format!("{role}-user"),
             role: role.into(),
             token_sha256: sha256_hex(token_for(role).as_bytes()),
+            tenant_id: None,
         });
     }
     cfg
@@ -419,13 +420,25 @@ impl Server {
         role: &str,
         body: Option<Vec<u8>>,
     ) -> (u16, serde_json::Value) {
+        let token = if role.is_empty() { String::new() } else { token_for(role) };
+        self.api_as(method, path, &token, body).await
+    }
+
+    /// An admin call with any bearer token (or none when empty): raw body in, JSON out.
+    pub async fn api_as(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
         let url = format!("http://{}{path}", self.admin);
         within(30, "admin call", async {
             let c: Client<HttpConnector, http_body_util::Full<Bytes>> =
                 Client::builder(TokioExecutor::new()).build_http();
             let mut b = http::Request::builder().method(method).uri(&url).header("content-type", "application/json");
-            if !role.is_empty() {
-                b = b.header("authorization", format!("Bearer {}", token_for(role)));
+            if !token.is_empty() {
+                b = b.header("authorization", format!("Bearer {token}"));
             }
             let req = b.body(http_body_util::Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
             let resp = c.request(req).await.unwrap();

@@ -12,12 +12,13 @@
 use super::tx::{Tx, ORDER_LINKS};
 use super::{Access, Embedded, FileRecord, OrderGate, StoreError};
 use crate::activity::Entry;
-use crate::model::{Customer, Order, Product, SupportRequest};
+use crate::model::{Customer, CustomerToken, Order, Product, SupportRequest};
 use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 
 const GATES: &str = "order_gates";
 use crate::store::keys::{
-    self, CUSTOMERS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT, TENANT_ORDERS,
+    self, CUSTOMERS, CUSTOMER_TOKENS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT,
+    TENANT_ORDERS, TENANT_TOKENS,
 };
 
 fn order_links(tx: &mut Tx<'_, '_>, order_id: &str) -> Result<usize, StoreError> {
@@ -312,5 +313,43 @@ impl Embedded {
 
     pub fn support_request(&self, request_id: &str) -> Result<Option<SupportRequest>, StoreError> {
         self.get_json(SUPPORT, request_id)
+    }
+
+    // ---- customer tokens ----
+
+    pub async fn create_customer_token(&self, sha256: String, t: CustomerToken) -> Result<(), StoreError> {
+        self.writer()
+            .txn(move |tx| {
+                tx.put_json(TENANT_TOKENS, &keys::tenant_token(&t.tenant_id, &t.token_id), &sha256)?;
+                tx.put_json(CUSTOMER_TOKENS, &sha256, &t)?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub fn customer_token(&self, sha256: &str) -> Result<Option<CustomerToken>, StoreError> {
+        self.get_json(CUSTOMER_TOKENS, sha256)
+    }
+
+    pub fn customer_tokens(&self, tenant_id: &str) -> Result<Vec<CustomerToken>, StoreError> {
+        let mut out = Vec::new();
+        for (_, sha) in self.scan_prefix(TENANT_TOKENS, &keys::tenant_prefix(tenant_id), 10_000)? {
+            let sha: String = serde_json::from_slice(&sha)?;
+            out.extend(self.customer_token(&sha)?);
+        }
+        Ok(out)
+    }
+
+    /// Ends a tenant's token; `false` if it has no such token.
+    pub async fn end_customer_token(&self, tenant_id: &str, token_id: &str) -> Result<bool, StoreError> {
+        let key = keys::tenant_token(tenant_id, token_id);
+        self.writer()
+            .txn(move |tx| {
+                let Some(sha) = tx.get_json::<String>(TENANT_TOKENS, &key)? else { return Ok(false) };
+                tx.remove(TENANT_TOKENS, &key)?;
+                tx.remove(CUSTOMER_TOKENS, &sha)?;
+                Ok(true)
+            })
+            .await
     }
 }

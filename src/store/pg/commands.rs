@@ -8,12 +8,15 @@
 use super::kv::{self, Lock};
 use super::{chain, classify, PgStore};
 use crate::activity::Entry;
-use crate::model::{Access, Customer, FileRecord, Order, OrderGate, OrderStatus, Product, SupportRequest};
+use crate::model::{
+    Access, Customer, CustomerToken, FileRecord, Order, OrderGate, OrderStatus, Product, SupportRequest,
+};
 use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 use crate::store::StoreError;
 
 use crate::store::keys::{
-    self, file_key, CUSTOMERS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT, TENANT_ORDERS,
+    self, file_key, CUSTOMERS, CUSTOMER_TOKENS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT,
+    TENANT_ORDERS, TENANT_TOKENS,
 };
 
 fn gate_of(o: &Order, access: Access) -> OrderGate {
@@ -341,5 +344,45 @@ impl PgStore {
 
     pub async fn support_request(&self, request_id: &str) -> Result<Option<SupportRequest>, StoreError> {
         kv::get_json(&**self.client().await?, SUPPORT, request_id, Lock::None).await
+    }
+
+    // ---- customer tokens ----
+
+    pub async fn create_customer_token(&self, sha256: String, t: CustomerToken) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(classify)?;
+        kv::put_json(&*tx, TENANT_TOKENS, &keys::tenant_token(&t.tenant_id, &t.token_id), &sha256).await?;
+        kv::put_json(&*tx, CUSTOMER_TOKENS, &sha256, &t).await?;
+        self.finish(tx, Vec::new()).await
+    }
+
+    pub async fn customer_token(&self, sha256: &str) -> Result<Option<CustomerToken>, StoreError> {
+        kv::get_json(&**self.client().await?, CUSTOMER_TOKENS, sha256, Lock::None).await
+    }
+
+    pub async fn customer_tokens(&self, tenant_id: &str) -> Result<Vec<CustomerToken>, StoreError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for (_, sha) in
+            kv::scan_prefix(&**c, TENANT_TOKENS, &keys::tenant_prefix(tenant_id), 10_000, Lock::None).await?
+        {
+            let sha: String = serde_json::from_slice(&sha).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.extend(kv::get_json::<CustomerToken>(&**c, CUSTOMER_TOKENS, &sha, Lock::None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Ends a tenant's token; `false` if it has no such token.
+    pub async fn end_customer_token(&self, tenant_id: &str, token_id: &str) -> Result<bool, StoreError> {
+        let key = keys::tenant_token(tenant_id, token_id);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(classify)?;
+        let Some(sha) = kv::get_json::<String>(&*tx, TENANT_TOKENS, &key, Lock::Update).await? else {
+            return Ok(false);
+        };
+        kv::remove(&*tx, TENANT_TOKENS, &key).await?;
+        kv::remove(&*tx, CUSTOMER_TOKENS, &sha).await?;
+        self.finish(tx, Vec::new()).await?;
+        Ok(true)
     }
 }

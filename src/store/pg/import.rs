@@ -22,7 +22,7 @@ pub struct Moved {
 /// The key/value tables the database keeps as `kv` rows. `order_gates` has its own table; the
 /// embedded backend's `order_links` index is `links.order_id` here; of `meta`, only the key
 /// pools' counters mean anything outside redb.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 11] = [
     "files",
     "products",
     "customers",
@@ -32,6 +32,8 @@ const TABLES: [&str; 9] = [
     "key_pool",
     "order_keys",
     "support_requests",
+    "customer_tokens",
+    "tenant_tokens",
 ];
 
 const BATCH: usize = 1000;
