@@ -100,10 +100,8 @@ where
 /// `404`, exactly as one that does not exist (API.md §5.4).
 async fn in_tenant(ctx: &Ctx<'_>, call: &Admin, own: &str) -> Result<(), ApiError> {
     match call {
-        Admin::GetCustomer { tenant_id } | Admin::Software { tenant_id } => {
-            if !tenant_id.eq_ignore_ascii_case(own) {
-                return Err(ApiError::Missing { what: "customer" });
-            }
+        Admin::GetCustomer { tenant_id } | Admin::Software { tenant_id } if !tenant_id.eq_ignore_ascii_case(own) => {
+            return Err(ApiError::Missing { what: "customer" });
         }
         Admin::Downloads { order_id }
         | Admin::Keys { order_id }

@@ -101,6 +101,7 @@ pub async fn software(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
     let done = v.param("done");
     let tenant_id = s(&c, "tenant_id").to_owned();
     let tokens = super::tokens::section(v, &tenant_id).await?;
+    let show_window = v.may(&Admin::Cancellation { order_id: String::new() });
     let body = html! {
         @if let Some(d) = done.filter(|d| ["created", "bought", "cancelled", "token_ended"].contains(&d.as_str())) {
             (notice("ok", &tr.t(&format!("done.{d}"))))
@@ -123,7 +124,7 @@ pub async fn software(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
                         th scope="col" { (tr.t("software.product")) }
                         th scope="col" { (tr.t("software.status")) }
                         th scope="col" { (tr.t("software.purchased")) }
-                        th scope="col" { (tr.t("software.cancel_days_left")) }
+                        @if show_window { th scope="col" { (tr.t("software.cancel_days_left")) } }
                         th scope="col" { (tr.t("software.key")) }
                         th scope="col" { span.sr { (tr.t("software.actions")) } }
                     } }
@@ -138,13 +139,13 @@ pub async fn software(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
                                 }
                                 td { (status_badge(v, status)) }
                                 td { (tr.date_str(s(it, "purchased_at"))) }
-                                td {
+                                @if show_window { td {
                                     @match windows.get(order) {
                                         Some(w) if w["cancellable"] == true => { (tr.days(w["days_left"].as_i64().unwrap_or(0))) }
                                         Some(w) if status != "cancelled" => { small { (explain(v, w["code"].as_str().unwrap_or("not_cancellable"))) } }
                                         _ => { (dash()) }
                                     }
-                                }
+                                } }
                                 td { @if it["key_available"] == true { (tr.t("software.key_yes")) } @else { (dash()) } }
                                 td {
                                     @if status == "active" && v.may(&Admin::Downloads { order_id: order.to_owned() }) {

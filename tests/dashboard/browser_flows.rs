@@ -196,3 +196,86 @@ async fn traditional_chinese_shows_the_seeds_terms_pages_fit_360_px_and_the_csp_
     b.close().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_customer_token_sees_its_own_software_and_downloads_and_another_tenants_order_is_not_found() {
+    const OTHER: &str = "99999999-8888-4777-8666-555555555555";
+    let s = Server::start_admin().await;
+    let en = seed(&s).await;
+    let mine = buy(&s).await;
+    let (st, _) = s
+        .api(
+            "POST",
+            "/api/customers",
+            "admin_agent",
+            Some(json!({"tenant_id": OTHER, "domain": "fabrikam.com", "name": "Fabrikam", "country": "US"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (st, o) = s
+        .api(
+            "POST",
+            &format!("/api/customers/{OTHER}/orders"),
+            "admin_agent",
+            Some(json!({"items": [{"product_id": "winsrv", "quantity": 1}]})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let theirs = o["order_id"].as_str().unwrap().to_owned();
+    let base = format!("http://{}", s.admin);
+    let b = Browser::start().await;
+
+    // The partner creates the customer's token on the customer's page.
+    sign_in(&b, &base, "admin_agent").await;
+    b.goto(&format!("{base}/ui/customers/{TENANT}")).await;
+    b.fill("#token-name", "Jane at Contoso").await;
+    b.click("#tokens form:last-of-type button").await;
+    let token = b.find("#new-token").await.prop("value").await.unwrap().unwrap();
+    assert!(token.starts_with("kdc_"), "{token}");
+    b.screenshot("13-customer-token-created").await;
+    b.click("header .who button").await;
+    wait_path(&b, "/ui/login").await;
+
+    // The customer signs in with it and lands on its own Software.
+    b.fill("#token", &token).await;
+    b.click("form.card button[type=submit]").await;
+    wait_path(&b, &format!("/ui/customers/{TENANT}")).await;
+    let text = b.text().await;
+    assert!(text.contains("Windows Server 2025 Standard") && text.contains("My software"), "{text}");
+    assert_eq!(b.count("a.button[href$='/buy']").await, 0, "a customer buys nothing here");
+    assert_eq!(b.count("#tokens").await, 0, "nor manages tokens");
+    b.screenshot("14-customer-self-service").await;
+    b.click(&format!("tr[data-order='{mine}'] a.button")).await;
+    wait_path(&b, &format!("/ui/orders/{mine}")).await;
+    b.click("form.getkeys button").await;
+    assert_eq!(b.find("#key").await.prop("value").await.unwrap().as_deref(), Some(KEY));
+    let urls: Vec<String> = {
+        let mut v = Vec::new();
+        for e in b.client.find_all(fantoccini::Locator::Css("li.download input.url")).await.unwrap() {
+            v.push(e.prop("value").await.unwrap().unwrap());
+        }
+        v
+    };
+    assert_eq!(urls.len(), 2, "both files of the product");
+    let (st, _, body) = get(&urls[0], &[]).await.unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(sha256_hex(&body), sha256_hex(&en), "the English ISO, first by name");
+    assert_eq!(b.count("a.button.danger").await, 0, "no Cancel for a customer");
+
+    // Another tenant's order: not found, in the browser as over the API.
+    b.goto(&format!("{base}/ui/orders/{theirs}")).await;
+    assert!(b.text().await.contains("Nothing was found here."), "{}", b.text().await);
+    b.goto(&format!("{base}/ui/customers/{OTHER}")).await;
+    assert!(b.text().await.contains("Nothing was found here."));
+    let (st, v) = s.api_as("GET", &format!("/api/orders/{theirs}"), &token, None).await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("not_found")));
+
+    // The partner ends the token: the customer's session ends at its next page.
+    let (_, list) = s.api("GET", &format!("/api/customers/{TENANT}/tokens"), "admin_agent", None).await;
+    let id = list["tokens"][0]["token_id"].as_str().unwrap();
+    assert_eq!(s.api("DELETE", &format!("/api/customers/{TENANT}/tokens/{id}"), "admin_agent", None).await.0, 200);
+    b.goto(&format!("{base}/ui/customers/{TENANT}")).await;
+    wait_path(&b, "/ui/login").await;
+    b.close().await;
+    s.stop().await;
+}

@@ -141,6 +141,9 @@ async fn every_page_renders_in_all_four_languages_and_the_choice_is_remembered()
             .await;
         assert_eq!(a.status, 200, "{tag}: {}", a.body);
         assert!(!a.body.contains('⟦') && a.body.contains(KEY), "{tag}: the key is shown");
+        let a = agent.post(&format!("/ui/customers/{TENANT}/tokens"), &[("name", "Jane")]).await;
+        assert_eq!(a.status, 201, "{tag}: {}", a.body);
+        assert!(!a.body.contains('⟦') && a.body.contains("kdc_"), "{tag}: the token page");
         for path in ["/ui/activity", "/ui/catalog"] {
             let a = global.get(&format!("{path}?lang={tag}")).await;
             assert_eq!(a.status, 200, "{tag} {path}");
