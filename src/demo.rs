@@ -172,6 +172,7 @@ pub async fn run_demo(
     );
     println!("  admin token       : {admin_token}   (principal demo-admin, role admin_agent)");
     println!("  catalog token     : {global_token}   (principal demo-global, role global_admin)");
+    println!("  dashboard         : {admin_url}/   (sign in with the admin token)");
     println!();
     println!("Try:");
     println!("  curl -OJ '{url}'");

@@ -32,7 +32,7 @@ pub struct Ctx<'a> {
     pub query: Option<String>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// An activity entry with this call's actor, IP and user agent.
     pub fn entry(&self, kind: Kind) -> Entry {
         let mut e = Entry::new(kind);
@@ -40,6 +40,17 @@ impl Ctx<'_> {
         e.ip = Some(self.peer.ip().to_string());
         e.user_agent = self.user_agent.clone();
         e
+    }
+
+    /// The same caller with another query string.
+    pub fn with_query(&self, query: String) -> Ctx<'a> {
+        Ctx {
+            state: self.state,
+            who: self.who.clone(),
+            peer: self.peer,
+            user_agent: self.user_agent.clone(),
+            query: Some(query),
+        }
     }
 
     /// A query-string parameter, percent-decoded.
@@ -135,14 +146,7 @@ pub async fn activity_csv(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::Forbidden);
     }
     if let Some(own) = &ctx.who.tenant_id {
-        let scoped = Ctx {
-            state: ctx.state,
-            who: ctx.who.clone(),
-            peer: ctx.peer,
-            user_agent: ctx.user_agent.clone(),
-            query: Some(only_tenant(ctx.query.as_deref(), own)),
-        };
-        return activity::csv(&scoped).await;
+        return activity::csv(&ctx.with_query(only_tenant(ctx.query.as_deref(), own))).await;
     }
     activity::csv(ctx).await
 }
@@ -170,18 +174,12 @@ pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Resul
     let ctx = match &ctx.who.tenant_id {
         Some(own) => {
             in_tenant(ctx, &call, own).await?;
-            scoped = Ctx {
-                state: ctx.state,
-                who: ctx.who.clone(),
-                peer: ctx.peer,
-                user_agent: ctx.user_agent.clone(),
-                query: if call == Admin::Activity {
-                    Some(only_tenant(ctx.query.as_deref(), own))
-                } else {
-                    ctx.query.clone()
-                },
-            };
-            &scoped
+            if call == Admin::Activity {
+                scoped = ctx.with_query(only_tenant(ctx.query.as_deref(), own));
+                &scoped
+            } else {
+                ctx
+            }
         }
         None => ctx,
     };

@@ -3,17 +3,13 @@
 //! SHA-256 state, key pool counts). Both read through the API's own calls.
 
 use super::layout::{dash, page};
-use super::{enc, Out, View};
+use super::{enc, str_of as s, Out, View};
 use crate::activity::Kind;
 use crate::error::ApiError;
 use crate::router::Admin;
 use http::{header, HeaderValue, StatusCode};
 use maud::html;
 use serde_json::Value;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
 
 const FILTERS: [&str; 5] = ["from", "to", "kind", "tenant_id", "order_id"];
 const PAGE: usize = 50;

@@ -3,16 +3,12 @@
 //! seeds' fields, customer and order filled in) where a request is the only way.
 
 use super::layout::{csrf, explain, notice, page};
-use super::{enc, Out, View};
+use super::{enc, str_of as s, Out, View};
 use crate::error::ApiError;
 use crate::router::Admin;
 use http::StatusCode;
 use maud::html;
 use serde_json::{json, Value};
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
 
 /// `GET /ui/orders/{order}/cancel`: what cancelling would do now.
 pub async fn dialog(v: &View<'_>, order_id: &str, problem: Option<&ApiError>) -> Result<Out, ApiError> {
@@ -148,7 +144,7 @@ pub async fn support(v: &View<'_>) -> Result<Out, ApiError> {
         Ok(r) => {
             let html = html! {
                 (notice("ok", &tr.tf("support.created", &[("id", s(&r, "request_id"))])))
-                p { (tr.t("support.status")) ": " (tr.t(&format!("status.{}", s(&r, "status")))) }
+                p { code #request-id { (s(&r, "request_id")) } " · " (tr.t("support.status")) ": " (tr.t(&format!("status.{}", s(&r, "status")))) }
             };
             Ok(Out::Page(StatusCode::CREATED, page(v, &tr.t("support.title"), html)))
         }

@@ -2,17 +2,13 @@
 //! purchase, cancelled ones without a key, days left to cancel), and buying software for it.
 
 use super::layout::{csrf, dash, explain, notice, page, status_badge};
-use super::{enc, Out, View};
+use super::{enc, str_of as s, Out, View};
 use crate::error::ApiError;
 use crate::router::Admin;
 use http::StatusCode;
 use maud::{html, Markup};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
 
 /// `GET /ui/customers[?q=]`: the search, its result, and the create form.
 pub async fn find(v: &View<'_>) -> Result<Out, ApiError> {

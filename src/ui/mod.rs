@@ -127,6 +127,11 @@ impl View<'_> {
     }
 }
 
+/// A string field of an API answer, empty when absent.
+pub fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("")
+}
+
 /// Percent-encodes one path segment or query value.
 pub fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -3,17 +3,13 @@
 //! with their live state, and the subscription controls (suspend, reactivate, auto-renew).
 
 use super::layout::{csrf, dash, notice, page, status_badge};
-use super::{enc, Out, View};
+use super::{enc, str_of as s, Out, View};
 use crate::error::ApiError;
 use crate::router::Admin;
 use http::StatusCode;
 use maud::{html, Markup};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
 
 const FILTERS: [&str; 3] = ["version", "language", "file_type"];
 

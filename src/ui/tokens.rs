@@ -2,16 +2,12 @@
 //! tokens, a form to create one (its token shown once, with a copy button), and End.
 
 use super::layout::{csrf, notice, page};
-use super::{enc, Out, View};
+use super::{enc, str_of as s, Out, View};
 use crate::error::ApiError;
 use crate::router::Admin;
 use http::StatusCode;
 use maud::{html, Markup};
 use serde_json::{json, Value};
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
 
 /// The tokens section of a customer's page; empty for roles that may not see it.
 pub async fn section(v: &View<'_>, tenant: &str) -> Result<Markup, ApiError> {

@@ -231,3 +231,112 @@ async fn customers_are_found_by_domain_or_guid_and_refusals_show_as_the_api_give
     assert!(a.body.contains("no activation keys left"), "{}", a.body);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn subscriptions_support_requests_and_the_activity_log_work_through_their_forms() {
+    let s = Server::start_admin().await;
+    seed(&s).await;
+    let (st, o) = s
+        .api(
+            "POST",
+            &format!("/api/customers/{TENANT}/orders"),
+            "admin_agent",
+            Some(json!({"items": [{"product_id": "m365", "quantity": 10}]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{o}");
+    let sub = o["order_id"].as_str().unwrap().to_owned();
+    let mut ui = Ui::sign_in(&s, "admin_agent").await;
+    let page = ui.get(&format!("/ui/orders/{sub}")).await;
+    assert!(
+        page.body.contains("data-confirm=\"Suspend this subscription?"),
+        "the suspend dialog names the date: {}",
+        page.body
+    );
+
+    // Suspend, reactivate, auto-renew: each through its form, each as the API sees it.
+    let path = format!("/ui/orders/{sub}/subscription");
+    let a = ui.post(&path, &[("action", "suspend")]).await;
+    assert_eq!(
+        (a.status, a.headers["location"].to_str().unwrap()),
+        (303, format!("/ui/orders/{sub}?done=suspended").as_str())
+    );
+    assert_eq!(s.api("GET", &format!("/api/orders/{sub}"), "admin_agent", None).await.1["status"], "suspended");
+    let page = ui.get(&format!("/ui/orders/{sub}?done=suspended")).await;
+    assert!(
+        page.body.contains("Subscription suspended.") && page.body.contains("the data is deleted on"),
+        "{}",
+        page.body
+    );
+    let a = ui.post(&path, &[("action", "reactivate")]).await;
+    assert_eq!(a.status, 303);
+    assert_eq!(s.api("GET", &format!("/api/orders/{sub}"), "admin_agent", None).await.1["status"], "active");
+    let before =
+        s.api("GET", &format!("/api/orders/{sub}"), "admin_agent", None).await.1["auto_renew"].as_bool().unwrap();
+    let flip = if before { "auto_renew_off" } else { "auto_renew_on" };
+    assert_eq!(ui.post(&path, &[("action", flip)]).await.status, 303);
+    assert_eq!(s.api("GET", &format!("/api/orders/{sub}"), "admin_agent", None).await.1["auto_renew"], !before);
+    assert_eq!(ui.post(&path, &[("action", "explode")]).await.status, 400);
+
+    // A support request from the form (the cancel dialog links here, customer and order filled in).
+    let form = ui.get(&format!("/ui/support?customer={DOMAIN}&order_id={sub}")).await;
+    assert!(form.body.contains(&format!("value=\"{sub}\"")) && form.body.contains("value=\"contoso.com\""));
+    let fields = [
+        ("customer", DOMAIN),
+        ("order_id", sub.as_str()),
+        ("reason", "Bought twice by mistake"),
+        ("amount", "432.00"),
+        ("contact_name", "Jane Doe"),
+        ("contact_email", "jane@contoso.com"),
+        ("contact_phone", "+1 425 555 0100"),
+    ];
+    let a = ui.post("/ui/support", &fields).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body.split("id=\"request-id\">").nth(1).and_then(|r| r.split('<').next()).unwrap().to_owned();
+    let (st, r) = s.api("GET", &format!("/api/support-requests/{id}"), "admin_agent", None).await;
+    assert_eq!((st, r["amount_cents"].as_u64()), (200, Some(43_200)), "{r}");
+    let mut bad = fields.to_vec();
+    bad[3] = ("amount", "lots");
+    assert_eq!(ui.post("/ui/support", &bad).await.status, 400);
+
+    // A policy refusal in the cancel dialog, explained, with the support form filled in.
+    let (st, _) = s
+        .api(
+            "PUT",
+            "/api/products/esu",
+            "global_admin",
+            Some(json!({"name": "Windows 7 ESU", "kind": "perpetual",
+            "unit_price_cents": 5_000, "currency": "USD", "cancel_policy": "support_request", "key_required": false})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (_, esu) = s
+        .api(
+            "POST",
+            &format!("/api/customers/{TENANT}/orders"),
+            "admin_agent",
+            Some(json!({"items": [{"product_id": "esu", "quantity": 1}]})),
+        )
+        .await;
+    let esu = esu["order_id"].as_str().unwrap();
+    let a = ui.get(&format!("/ui/orders/{esu}/cancel")).await;
+    assert!(a.body.contains("can only be cancelled through a support request"), "{}", a.body);
+    assert!(a.body.contains(&format!("/ui/support?customer={TENANT}&amp;order_id={esu}")), "{}", a.body);
+    assert!(!a.body.contains("name=\"acknowledged\""), "no cancel form when it cannot be cancelled");
+
+    // The activity log for an auditor: filters, paging, CSV.
+    let mut audit = Ui::sign_in(&s, "global_admin").await;
+    let a = audit.get(&format!("/ui/activity?order_id={sub}&kind=order.suspended")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.matches("<code>order.suspended</code>").count(), 1, "{}", a.body);
+    assert!(a.body.contains("admin_agent-user") && a.body.contains("127.0.0.1"), "who and from where");
+    let a = audit.get(&format!("/ui/activity.csv?order_id={sub}")).await;
+    assert_eq!((a.status, a.headers["content-type"].to_str().unwrap()), (200, "text/csv; charset=utf-8"));
+    assert!(a.body.lines().count() >= 5 && a.body.contains("order.reactivated"), "{}", a.body);
+    assert_eq!(audit.get("/ui/activity?from=yesterday").await.status, 400, "a bad date is a 400 page");
+    // An agent may not read the log: not offered, and refused.
+    assert!(!ui.get("/ui/customers").await.body.contains("href=\"/ui/activity\""));
+    assert_eq!(ui.get("/ui/activity").await.status, 403);
+    assert_eq!(ui.get("/ui/catalog").await.status, 403);
+    s.stop().await;
+}
