@@ -4,11 +4,23 @@
 #   benches/compare-nginx.sh [SECONDS]      (default 10 s per run)
 #   KEYDROP_BIN=path/to/keydrop benches/compare-nginx.sh   (measure a binary built earlier)
 #   KEYDROP_BACKEND=postgres benches/compare-nginx.sh      (keydrop on a local PostgreSQL, fsync on)
+#   COMPARE_MODE=legacy benches/compare-nginx.sh           (the old mode: see below)
+#   PROFILE=perf benches/compare-nginx.sh                  (also `perf record -g` keydrop during
+#                                                           the first 4 KiB round; top entries in
+#                                                           perf-top.txt in the work dir)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
 # durably counted and logged), and runs wrk against each in turn — A B A B, 3 rounds — with a Lua
 # script that walks a list of links. Prints every figure and the keydrop/nginx ratios.
+#
+# The default mode is the operators' (issue "speed as users run it"): every keydrop link is a
+# real 50-use link and there are enough of them that none runs out (LINKS_4K, default 30,000;
+# LINKS_1M, default 3,000), so requests land on tens of thousands of different links; nginx gets
+# as many distinct signed URLs; both run at their default log levels, keydrop's request log and
+# nginx's access log each written to a file; both are driven by the same walker, each wrk thread
+# starting at its own place in the list. COMPARE_MODE=legacy is the earlier setup: 1,000 links of
+# 1,000,000 uses, keydrop at KEYDROP_LOG=warn, nginx's access log off, one nginx URL per size.
 set -euo pipefail
 SECS=${1:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +29,12 @@ NGINX_PORT=18480
 KD_PUBLIC=18481
 KD_ADMIN=18482
 SECRET=bench-secret
+MODE=${COMPARE_MODE:-realistic}
+case "$MODE" in
+  realistic) N4K=${LINKS_4K:-30000}; N1M=${LINKS_1M:-3000} ;;
+  legacy) N4K=1000; N1M=1000 ;;
+  *) echo "COMPARE_MODE must be realistic or legacy" >&2; exit 2 ;;
+esac
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   echo "installing nginx and wrk from Debian's packages…"
@@ -85,7 +103,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $( [ "$MODE" = legacy ] && echo "access_log off;" || echo "access_log $WORK/nginx/access.log;" )
   sendfile on;
   tcp_nopush on;
   keepalive_requests 1000000;
@@ -129,8 +147,7 @@ public_base_url = "http://127.0.0.1:$KD_PUBLIC"
 data_dir = "data"
 files_dir = "files"
 $STORAGE_EXTRA
-[links]
-max_uses = 1000000
+$( [ "$MODE" = legacy ] && printf '[links]\nmax_uses = 1000000' )
 [[principals]]
 name = "bench"
 role = "global_admin"
@@ -140,7 +157,12 @@ name = "bench-agent"
 role = "admin_agent"
 token_sha256 = "$AGENT_SHA"
 TOML
-KEYDROP_LOG=warn "$KD" serve --config "$WORK/keydrop.toml" &
+if [ "$MODE" = legacy ]; then
+  KEYDROP_LOG=warn "$KD" serve --config "$WORK/keydrop.toml" &
+else
+  # The default level: one request line per request, written to a file as nginx writes its own.
+  "$KD" serve --config "$WORK/keydrop.toml" >"$WORK/keydrop.log" 2>&1 &
+fi
 KD_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KD_PUBLIC/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -157,15 +179,27 @@ KD_1G=$(curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application
   -d '{"product_id":"bench","file_type":"1g"}' | grep -o '"url":"[^"]*"' | sed 's/"url":"\([^"]*\)"/\1/')
 NG_1G="http://127.0.0.1:$NGINX_PORT$(nginx_link f1g.bin)"
 
-echo "issuing links (1,000 per size)…"
+echo "issuing links ($MODE: $N4K of 4 KiB, $N1M of 1 MiB, as many nginx URLs)…"
 for kind in 4k 1m; do
+  n=$N4K; [ "$kind" = 1m ] && n=$N1M
   : >"$WORK/kd-$kind.txt"
-  : >"$WORK/ng-$kind.txt"
-  seq 1 1000 | xargs -P 8 -I{} curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application/json' \
+  seq 1 "$n" | xargs -P 8 -I{} curl -sf -H "Authorization: Bearer $AGENT" -H 'content-type: application/json' \
     -X POST "$A/orders/$ORDER/downloads" -d "{\"product_id\":\"bench\",\"file_type\":\"$kind\"}" |
     grep -o '"url":"[^"]*"' | sed 's/"url":"http:\/\/[^/]*\([^"]*\)"/\1/' >>"$WORK/kd-$kind.txt"
-  link=$(nginx_link "f$kind.bin")
-  for _ in $(seq 1 1000); do echo "$link" >>"$WORK/ng-$kind.txt"; done
+  if [ "$MODE" = legacy ]; then
+    link=$(nginx_link "f$kind.bin")
+    for _ in $(seq 1 "$n"); do echo "$link" >>"$WORK/ng-$kind.txt"; done
+  else
+    # Distinct signed URLs: the same file under n different expiry times.
+    python3 - "$n" "$expires" "/s/f$kind.bin" "$SECRET" >"$WORK/ng-$kind.txt" <<'PY'
+import base64, hashlib, sys
+n, base, uri, secret = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+for i in range(n):
+    e = base + i
+    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{e}{uri} {secret}".encode()).digest()).decode().rstrip("=")
+    print(f"{uri}?md5={md5}&expires={e}")
+PY
+  fi
 done
 
 # Both sides must really serve the files before anything is timed.
@@ -180,8 +214,15 @@ done
 cat >"$WORK/walk.lua" <<'LUA'
 local paths = {}
 local i = 0
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
 function init(args)
   for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  -- Each thread starts at its own place, so the threads do not walk the same links in step.
+  i = math.floor((id or 0) * #paths / 2)
 end
 function request()
   i = (i % #paths) + 1
@@ -189,9 +230,21 @@ function request()
 end
 LUA
 
-# wrk's Lua state is per thread; each thread walks the whole list from its own start.
+# wrk's Lua state is per thread; each thread walks the whole list from its own start. A round
+# restarts the walk; in the realistic mode a keydrop link gets about
+# (requests over all rounds) / (links) uses — a non-2xx count means links ran out.
 run() { # name url listfile
+  local perf_pid=""
+  if [ "${PROFILE:-}" = perf ] && [ "$1" = keydrop-4k ] && [ ! -f "$WORK/perf.data" ]; then
+    perf record -e cpu-clock -F 499 -g -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    perf report -i "$WORK/perf.data" --no-children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$WORK/perf-top.txt" || true
+    perf report -i "$WORK/perf.data" --children --stdio --sort symbol -g none 2>/dev/null | grep -E '^ +[0-9]' | head -60 >"$WORK/perf-children.txt" || true
+  fi
   local rps tps p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.out")
   tps=$(awk '/Transfer\/sec/ {print $2}' "$WORK/$1.out")

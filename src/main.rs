@@ -122,7 +122,10 @@ async fn shutdown_signal() {
 
 fn init_tracing(format: keydrop::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYDROP_LOG").unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: a log file or a pipe gets plain lines (a third fewer bytes,
+    // no escape codes for whoever greps it).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         keydrop::config::LogFormat::Json => fmt.json().init(),
         keydrop::config::LogFormat::Text => fmt.init(),
