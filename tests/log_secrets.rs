@@ -1,9 +1,12 @@
 //! Secrets never reach the logs: with every tracing event captured at TRACE level, a full
-//! session (keys uploaded, bought, disclosed, links issued and downloaded, a bad token tried)
-//! leaves no activation key, admin token or link token in any log line or activity record.
+//! session (keys uploaded, bought, disclosed, links issued and downloaded, a bad token tried,
+//! dashboard sessions of a partner and of a customer token) leaves no activation key, admin or
+//! customer token, link token, session cookie or CSRF token in any log line or activity record.
 //! Its own test binary, because it installs a global subscriber.
 
 mod common;
+#[path = "common/ui.rs"]
+mod ui;
 
 use common::*;
 use serde_json::json;
@@ -74,6 +77,19 @@ async fn no_key_or_token_appears_in_any_log_line() {
     bad.replace_range(0..1, if bad.starts_with('A') { "B" } else { "A" });
     assert_eq!(get(&format!("http://{}/d/{bad}", s.public), &[]).await.unwrap().0, 404);
     s.api("GET", "/api/products", "", None).await; // unauthenticated attempt
+                                                   // The dashboard: a partner's session, a customer token, the customer's own session.
+    let mut partner = ui::Ui::sign_in(&s, "admin_agent").await;
+    assert_eq!(partner.get(&format!("/ui/orders/{oid}")).await.status, 200);
+    let (st, t) =
+        s.api("POST", &format!("/api/customers/{tenant}/tokens"), "admin_agent", Some(json!({"name": "Jane"}))).await;
+    assert_eq!(st, 201);
+    let customer_token = t["token"].as_str().unwrap().to_owned();
+    let mut customer = ui::Ui::sign_in_with(&s, &customer_token).await;
+    let a = customer.post(&format!("/ui/orders/{oid}/downloads"), &[("product_id", "p")]).await;
+    assert!(a.body.contains(secret_key), "the customer got its key");
+    let sessions =
+        [partner.cookie("kd_session").unwrap().to_owned(), customer.cookie("kd_session").unwrap().to_owned()];
+    let csrfs = [partner.csrf.clone(), customer.csrf.clone()];
     let records = serde_json::to_string(&s.records().await).unwrap();
     s.stop().await;
 
@@ -85,6 +101,11 @@ async fn no_key_or_token_appears_in_any_log_line() {
         ("tampered token", bad),
         ("admin token", token_for("admin_agent")),
         ("admin token", token_for("global_admin")),
+        ("customer token", customer_token.clone()),
+        ("session cookie", sessions[0].clone()),
+        ("session cookie", sessions[1].clone()),
+        ("CSRF token", csrfs[0].clone()),
+        ("CSRF token", csrfs[1].clone()),
     ] {
         assert!(!logs.contains(&secret), "{what} appears in the logs");
         assert!(!records.contains(&secret), "{what} appears in the activity log");
