@@ -13,6 +13,11 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Equality of two secrets in time independent of where they differ (lengths are not secret).
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Reads a secret file, or creates it with `len` random bytes and mode 0600 if it is missing.
 /// Creation uses `create_new`, so two processes racing cannot both write different secrets.
 pub fn load_or_create(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {

@@ -107,8 +107,7 @@ pub fn principal_for_token(token: &str, principals: &[PrincipalConfig]) -> Resul
     for p in principals {
         let Ok(expected) = hex::decode(&p.token_sha256) else { continue };
         // Constant-time comparison of the digests; keep scanning to not reveal the position.
-        let equal = expected.len() == presented.as_ref().len()
-            && expected.iter().zip(presented.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        let equal = crate::secrets::same_secret(&expected, presented.as_ref());
         if equal && found.is_none() {
             found = Some(p);
         }

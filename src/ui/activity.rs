@@ -91,14 +91,7 @@ pub async fn show(v: &View<'_>) -> Result<Out, ApiError> {
 pub async fn csv(v: &View<'_>) -> Result<Out, ApiError> {
     let mut q = api_query(v, v.param("after_seq"));
     q = q.replace(&format!("limit={PAGE}"), "limit=1000");
-    let ctx = crate::admin::Ctx {
-        state: v.state,
-        who: v.who().clone(),
-        peer: v.peer,
-        user_agent: v.user_agent.clone(),
-        query: Some(q),
-    };
-    let mut r = crate::admin::activity_csv(&ctx).await?;
+    let mut r = crate::admin::activity_csv(&v.ctx(Some(q))).await?;
     r.headers_mut()
         .insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"activity.csv\""));
     Ok(Out::Raw(r))

@@ -54,6 +54,29 @@ pub enum Out {
     Raw(Response<Body>),
 }
 
+impl Out {
+    /// The response: a page as HTML; a redirect only ever to a path of ours.
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Out::Page(status, markup) => {
+                let mut r = Response::new(Body::from_bytes(markup.into_string()));
+                *r.status_mut() = status;
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                r
+            }
+            Out::Redirect(to) => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::SEE_OTHER;
+                let to = if to.starts_with('/') && !to.starts_with("//") { to } else { "/ui/".to_owned() };
+                let v = HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/ui/"));
+                r.headers_mut().insert(header::LOCATION, v);
+                r
+            }
+            Out::Raw(r) => r,
+        }
+    }
+}
+
 /// One request to the dashboard, with its language and (when signed in) its session.
 pub struct View<'a> {
     pub state: &'a Arc<AppState>,
@@ -81,15 +104,14 @@ impl View<'_> {
         self.session.as_ref().is_some_and(|s| admin::allowed(call, &s.who))
     }
 
+    /// The admin layer's view of this request: the signed-in principal, with `query`.
+    pub fn ctx(&self, query: Option<String>) -> Ctx<'_> {
+        Ctx { state: self.state, who: self.who().clone(), peer: self.peer, user_agent: self.user_agent.clone(), query }
+    }
+
     /// One admin call as the signed-in principal, with `query` as its query string.
     pub async fn api_q(&self, call: Admin, body: Value, query: Option<String>) -> Result<Value, ApiError> {
-        let ctx = Ctx {
-            state: self.state,
-            who: self.who().clone(),
-            peer: self.peer,
-            user_agent: self.user_agent.clone(),
-            query,
-        };
+        let ctx = self.ctx(query);
         let obj: Map<String, Value> = match body {
             Value::Object(m) => m,
             _ => Map::new(),
@@ -201,24 +223,7 @@ where
     if let Some(s) = &view.session {
         tracing::Span::current().record("principal", s.who.name.as_str());
     }
-    let out = route(&view, &segs).await;
-    let mut resp = match out {
-        Out::Page(status, markup) => {
-            let mut r = Response::new(Body::from_bytes(markup.into_string()));
-            *r.status_mut() = status;
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            r
-        }
-        Out::Redirect(to) => {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            let to = if to.starts_with('/') && !to.starts_with("//") { to } else { "/ui/".to_owned() };
-            r.headers_mut()
-                .insert(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/ui/")));
-            r
-        }
-        Out::Raw(r) => r,
-    };
+    let mut resp = route(&view, &segs).await.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

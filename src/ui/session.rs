@@ -110,9 +110,9 @@ impl Sessions {
     }
 }
 
-/// Equality of two secrets in time independent of where they differ.
+/// Equality of two tokens in constant time ([`crate::secrets::same_secret`]).
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::secrets::same_secret(a.as_bytes(), b.as_bytes())
 }
 
 /// A cookie's value from the request's `Cookie` headers (RFC 6265 §5.4).

@@ -7,7 +7,7 @@ use super::session::{self, random_token, same_secret, set_cookie};
 use super::{Out, View};
 use crate::admin::auth::{principal_for_token, resolve};
 use crate::error::ApiError;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use maud::html;
 
 /// The sign-in page, with a fresh double-submit token.
@@ -26,7 +26,7 @@ pub fn form(v: &View<'_>, problem: Option<&str>) -> Out {
         }
     };
     let status = if problem.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    let mut r = html_response(status, page(v, &tr.t("signin.title"), body).into_string());
+    let mut r = Out::Page(status, page(v, &tr.t("signin.title"), body)).into_response();
     let c = set_cookie(session::LOGIN_COOKIE, &guard, 3600, v.secure, true);
     if let Ok(c) = HeaderValue::from_str(&c) {
         r.headers_mut().append(header::SET_COOKIE, c);
@@ -63,7 +63,7 @@ pub async fn login(v: &View<'_>) -> Out {
         .is_err()
         .then(|| hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes())));
     let (cookie, _) = v.state.sessions.start(who, credential, v.state.now());
-    let mut r = redirect(&home);
+    let mut r = Out::Redirect(home).into_response();
     let max_age = session::LIFETIME.num_seconds();
     for c in [
         set_cookie(session::COOKIE, &cookie, max_age, v.secure, true),
@@ -81,23 +81,9 @@ pub fn logout(v: &View<'_>) -> Out {
     if let Some(c) = session::cookie(v.headers, session::COOKIE) {
         v.state.sessions.end(c);
     }
-    let mut r = redirect("/ui/login");
+    let mut r = Out::Redirect("/ui/login".into()).into_response();
     if let Ok(c) = HeaderValue::from_str(&set_cookie(session::COOKIE, "", 0, v.secure, true)) {
         r.headers_mut().append(header::SET_COOKIE, c);
     }
     Out::Raw(r)
-}
-
-fn redirect(to: &str) -> Response<crate::body::Body> {
-    let mut r = Response::new(crate::body::Body::empty());
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/ui/")));
-    r
-}
-
-fn html_response(status: StatusCode, html: String) -> Response<crate::body::Body> {
-    let mut r = Response::new(crate::body::Body::from_bytes(html));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    r
 }
