@@ -7,7 +7,8 @@
 #   COMPARE_MODE=legacy benches/compare-nginx.sh           (the old mode: see below)
 #   PROFILE=perf benches/compare-nginx.sh                  (also `perf record -g` keydrop during
 #                                                           the first 4 KiB round; top entries in
-#                                                           perf-top.txt in the work dir)
+#                                                           perf-top.txt in the work dir;
+#                                                           PROFILE_SIZE=1m profiles the 1 MiB round)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
@@ -233,13 +234,27 @@ LUA
 # wrk's Lua state is per thread; each thread walks the whole list from its own start. A round
 # restarts the walk; in the realistic mode a keydrop link gets about
 # (requests over all rounds) / (links) uses — a non-2xx count means links ran out.
+# keydrop's group-commit totals: batch count, batch size sum, commit count, commit seconds sum.
+writer_totals() {
+  curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | awk '
+    /^keydrop_commit_batch_size_count/ {a=$2} /^keydrop_commit_batch_size_sum/ {b=$2}
+    /^keydrop_commit_duration_seconds_count/ {c=$2} /^keydrop_commit_duration_seconds_sum/ {d=$2}
+    END {print a+0, b+0, c+0, d+0}'
+}
 run() { # name url listfile
   local perf_pid=""
-  if [ "${PROFILE:-}" = perf ] && [ "$1" = keydrop-4k ] && [ ! -f "$WORK/perf.data" ]; then
+  if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
     perf record -e cpu-clock -F 499 -g -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  local before=""
+  case "$1" in keydrop-*) before=$(writer_totals) ;; esac
   wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
+  if [ -n "$before" ]; then
+    curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | grep '^keydrop_commit_duration_seconds_bucket' >"$WORK/$1.commits.$(date +%s%N)" || true
+    # The writer's groups in this run: how many requests shared a commit, and what one took.
+    echo "$before $(writer_totals)" | awk '{g = $5 - $1; if (g > 0) printf "    writer: %d groups, mean %.1f batches per group (a download sends two), mean commit %.3f ms\n", g, ($6 - $2) / g, 1000 * ($8 - $4) / ($7 - $3)}' >"$WORK/$1.writer"
+  fi
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     perf report -i "$WORK/perf.data" --no-children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$WORK/perf-top.txt" || true
@@ -251,6 +266,7 @@ run() { # name url listfile
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$1.out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$1.out")
   printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}"
+  [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   echo "$rps" >>"$WORK/$1.rps"
 }
 

@@ -88,6 +88,9 @@ pub struct ServedFile {
     /// The whole content of a small file (at most [`SMALL_FILE`] bytes), read once, so small
     /// downloads need no read at all.
     pub content: Option<bytes::Bytes>,
+    /// A larger file's whole content as a read-only mapping ([`crate::mapped`]), when
+    /// `storage.map_files` is on: chunks are slices of it, with no read and no copy.
+    pub mapped: Option<bytes::Bytes>,
 }
 
 /// Files up to this size are kept in memory once opened.
@@ -106,7 +109,7 @@ fn check_file(meta: &std::fs::Metadata) -> Result<(), FileError> {
 }
 
 impl ServedFile {
-    fn open(files_dir: &Path, rec: FileRecord) -> Result<ServedFile, FileError> {
+    fn open(files_dir: &Path, rec: FileRecord, map_files: bool) -> Result<ServedFile, FileError> {
         let full = confine(files_dir, &rec.path)?;
         let mut file = File::open(full).map_err(|_| FileError::Missing)?;
         let meta = file.metadata().map_err(|_| FileError::Missing)?;
@@ -121,6 +124,14 @@ impl ServedFile {
         } else {
             None
         };
+        let mapped = match (content.is_none() && map_files).then(|| crate::mapped::map(&file, rec.size)) {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => {
+                tracing::warn!(file_id = %rec.file_id, error = %e, "mapping failed; served by reads");
+                None
+            }
+            None => None,
+        };
         let repr_digest = rec
             .sha256
             .as_deref()
@@ -133,6 +144,7 @@ impl ServedFile {
             content_disposition: representation::content_disposition(&rec.filename),
             repr_digest,
             content,
+            mapped,
             file: Arc::new(file),
             rec,
         })
@@ -162,11 +174,13 @@ pub struct Catalog {
     served: DashMap<String, DashMap<String, Arc<ServedFile>>>,
     /// On a shared database: whether this node's copy of each file is the catalog's.
     digests: crate::digest_check::DigestChecks,
+    /// `storage.map_files`: serve larger files from read-only mappings.
+    map_files: bool,
 }
 
 impl Catalog {
-    pub fn new(store: Arc<Store>, files_dir: PathBuf) -> Catalog {
-        Catalog { store, files_dir, served: DashMap::new(), digests: Default::default() }
+    pub fn new(store: Arc<Store>, files_dir: PathBuf, map_files: bool) -> Catalog {
+        Catalog { store, files_dir, served: DashMap::new(), digests: Default::default(), map_files }
     }
 
     pub fn files_dir(&self) -> &Path {
@@ -270,7 +284,7 @@ impl Catalog {
         // On a shared database the bytes on this node's disk were put there by its operator, not
         // by the attach that hashed them: they must be the catalog's bytes before one is served.
         let check_digest = matches!(&*self.store, Store::Postgres(_)).then(|| rec.sha256.clone()).flatten();
-        let opened = match ServedFile::open(&self.files_dir, rec) {
+        let opened = match ServedFile::open(&self.files_dir, rec, self.map_files) {
             Ok(s) => match check_digest {
                 Some(want) => {
                     let same = match confine(&self.files_dir, &s.rec.path) {

@@ -132,6 +132,10 @@ pub struct StorageConfig {
     /// The key-encryption key for activation keys (32 bytes); default `data_dir/kek.key`,
     /// generated with mode 0600 on first start.
     pub kek_file: Option<PathBuf>,
+    /// Serve catalog files larger than 64 KiB from a read-only memory mapping (default true):
+    /// one copy fewer per byte. Files must then never be shrunk in place while served (replace
+    /// them by renaming a new file over the old one); see `mapped.rs`.
+    pub map_files: bool,
 }
 
 /// The storage backend, chosen once at start.
@@ -225,6 +229,7 @@ impl Default for StorageConfig {
             data_dir: "../data".into(),
             files_dir: "../files".into(),
             kek_file: None,
+            map_files: true,
         }
     }
 }

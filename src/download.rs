@@ -176,7 +176,13 @@ pub async fn handle(
         reservation.finish(0, Outcome::Complete);
         return Ok(resp);
     }
-    let source = crate::stream::Source { file: file.file.clone(), start, len, memory: file.content.clone() };
+    let source = crate::stream::Source {
+        file: file.file.clone(),
+        start,
+        len,
+        memory: file.content.clone(),
+        mapped: file.mapped.clone(),
+    };
     let body = FileStream::new(source, link.gate.clone(), client.conn, client.exclusive_wire, reservation);
     *resp.body_mut() = Body::Stream(Box::pin(body));
     Ok(resp)

@@ -99,7 +99,7 @@ impl AppState {
         let ledger = Arc::new(Ledger::new(store.clone()));
         Ledger::listen(&ledger);
         let metrics = crate::metrics::Metrics::new(&ledger.metrics, &store.stats().metrics);
-        let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone()));
+        let catalog = Arc::new(Catalog::new(store.clone(), config.storage.files_dir.clone(), config.storage.map_files));
         if matches!(*store, Store::Postgres(_)) {
             // This node's copies of the catalog's files, checked once, before anyone asks.
             let c = catalog.clone();

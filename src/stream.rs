@@ -105,12 +105,13 @@ impl Drop for Registration {
 }
 
 /// What a body serves: `len` bytes of `file` from `start`, or of `memory` when a small file's
-/// content is held in memory.
+/// content is held in memory, or of `mapped` when a larger file is mapped ([`crate::mapped`]).
 pub struct Source {
     pub file: Arc<File>,
     pub start: u64,
     pub len: u64,
     pub memory: Option<Bytes>,
+    pub mapped: Option<Bytes>,
 }
 
 /// A chunk being read: already there (the page cache had it), or on the blocking pool.
@@ -154,6 +155,9 @@ pub struct FileStream {
     pending: Option<Read>,
     /// A small file's whole content, when it is in memory: served by slicing, no reads.
     memory: Option<Bytes>,
+    /// A larger file's mapping: chunks are its slices, faulted in on the blocking pool when
+    /// their pages are not in the page cache.
+    mapped: Option<Bytes>,
     /// Current read size (adapts between `MIN_CHUNK` and `CHUNK`).
     chunk: usize,
     /// Whether to read ahead (the client kept up last time).
@@ -177,7 +181,7 @@ impl FileStream {
         exclusive_wire: bool,
         reservation: Reservation,
     ) -> FileStream {
-        let Source { file, start, len, memory } = source;
+        let Source { file, start, len, memory, mapped } = source;
         let in_stream = !exclusive_wire && STREAM.try_with(|s| s.register(gate.clone())).is_ok();
         let _registration = (!in_stream).then(|| conn.register(gate.clone()));
         let written = conn.written.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
@@ -189,6 +193,7 @@ impl FileStream {
             sent: 0,
             pending: None,
             memory,
+            mapped,
             chunk: MIN_CHUNK,
             read_ahead: false,
             yielded_at: None,
@@ -210,6 +215,18 @@ impl FileStream {
         let (file, offset) = (self.file.clone(), self.offset);
         self.offset += n as u64;
         self.unread -= n as u64;
+        if let Some(m) = self.mapped.as_ref() {
+            let span = m.slice(offset as usize..offset as usize + n);
+            self.pending = Some(if crate::mapped::resident(&span) {
+                Read::Ready(span)
+            } else {
+                Read::Blocking(tokio::task::spawn_blocking(move || {
+                    crate::mapped::fault_in(&span);
+                    Ok(span)
+                }))
+            });
+            return;
+        }
         let mut buf = BytesMut::zeroed(n);
         let mut filled = read_cached(&file, &mut buf, offset);
         if filled == n {

@@ -78,10 +78,14 @@ async fn full_download_matches_digest_and_carries_every_contract_header() {
 }
 
 /// Reads of a file the page cache does not hold go to the blocking pool (the in-place read only
-/// takes what is cached); the client gets the same bytes either way, cold or warm.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_evicted_from_the_page_cache_downloads_byte_exact() {
-    let s = Server::start().await;
+/// takes what is cached); the client gets the same bytes either way, cold or warm. With
+/// `map_files` (the default) the bytes come from a read-only mapping, and a span whose pages are
+/// not resident is faulted in on the blocking pool; with it off, from reads.
+async fn evicted_file_downloads_byte_exact(map_files: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.storage.map_files = map_files;
+    let s = Server::start_with(dir, cfg).await;
     let data = s.add_file("cold", "cold.iso", 5 * 1024 * 1024 + 3).await;
     s.open_order("ord-1").await;
     let link = s.issue("ord-1", "cold", 50).await;
@@ -97,6 +101,16 @@ async fn a_file_evicted_from_the_page_cache_downloads_byte_exact() {
         let (st, _, part) = get(&link.url, &[("range", "bytes=4000000-4099999")]).await.unwrap();
         assert_eq!((st, &part[..]), (206, &data[4_000_000..4_100_000]), "round {round}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_evicted_from_the_page_cache_downloads_byte_exact_from_its_mapping() {
+    evicted_file_downloads_byte_exact(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_evicted_from_the_page_cache_downloads_byte_exact_by_reads_with_map_files_off() {
+    evicted_file_downloads_byte_exact(false).await;
 }
 
 #[tokio::test]
