@@ -45,10 +45,18 @@ pub enum Kind {
     OrderRevoked,
     #[serde(rename = "support_request.created")]
     SupportRequestCreated,
+    #[serde(rename = "order.renewed")]
+    OrderRenewed,
+    #[serde(rename = "order.trial_ended")]
+    OrderTrialEnded,
+    #[serde(rename = "order.expired")]
+    OrderExpired,
+    #[serde(rename = "order.cancellation_scheduled")]
+    OrderCancellationScheduled,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 15] = [
         Kind::KeyAccessed,
         Kind::LinkIssued,
         Kind::DownloadStarted,
@@ -60,6 +68,10 @@ impl Kind {
         Kind::OrderReactivated,
         Kind::OrderRevoked,
         Kind::SupportRequestCreated,
+        Kind::OrderRenewed,
+        Kind::OrderTrialEnded,
+        Kind::OrderExpired,
+        Kind::OrderCancellationScheduled,
     ];
 
     /// The contract name, as serialized (`download.started`).
@@ -76,6 +88,10 @@ impl Kind {
             Kind::OrderReactivated => "order.reactivated",
             Kind::OrderRevoked => "order.revoked",
             Kind::SupportRequestCreated => "support_request.created",
+            Kind::OrderRenewed => "order.renewed",
+            Kind::OrderTrialEnded => "order.trial_ended",
+            Kind::OrderExpired => "order.expired",
+            Kind::OrderCancellationScheduled => "order.cancellation_scheduled",
         }
     }
 }

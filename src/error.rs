@@ -52,6 +52,10 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("unavailable in market")]
     UnavailableInMarket { detail: String },
+    /// `409 already_subscribed`: a `one_per_customer` product the customer holds already
+    /// (active or suspended) in `order_id` (API.md §5.5).
+    #[error("already subscribed")]
+    AlreadySubscribed { order_id: String, product_id: String },
     #[error("not found: {what}")]
     Missing { what: &'static str },
     /// A request body that did not arrive whole in time (`[server] body_read_timeout_secs`);
@@ -79,7 +83,7 @@ impl ApiError {
             ApiError::Invalid | ApiError::NotFound | ApiError::Missing { .. } => StatusCode::NOT_FOUND,
             ApiError::Unauthenticated | ApiError::BadSignature => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::AlreadySubscribed { .. } => StatusCode::CONFLICT,
             ApiError::UnavailableInMarket { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Expired { .. } | ApiError::Exhausted | ApiError::Revoked => StatusCode::GONE,
             ApiError::Suspended => StatusCode::FORBIDDEN,
@@ -108,6 +112,7 @@ impl ApiError {
             ApiError::BadSignature => "bad_signature",
             ApiError::Forbidden => "forbidden",
             ApiError::Conflict { code, .. } => code,
+            ApiError::AlreadySubscribed { .. } => "already_subscribed",
             ApiError::UnavailableInMarket { .. } => "unavailable_in_market",
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::RequestTimeout => "request_timeout",
@@ -138,6 +143,13 @@ impl ApiError {
                 v["detail"] = detail.clone().into();
             }
             ApiError::Missing { what } => v["detail"] = format!("no such {what}").into(),
+            ApiError::AlreadySubscribed { order_id, product_id } => {
+                v["order_id"] = order_id.clone().into();
+                v["detail"] = format!(
+                    "the customer already holds {product_id} in order {order_id}; reactivate it if it is suspended"
+                )
+                .into();
+            }
             _ => {}
         }
         v

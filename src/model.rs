@@ -17,10 +17,23 @@ pub enum ProductKind {
 pub enum CancelPolicy {
     /// Cancellable within the window (60 days by default).
     Standard,
+    /// The marketplace rule (API.md §5.5): at once with full credit within 24 hours of the order
+    /// or latest renewal (monthly) or 14 days (annual); later, at the end of the term.
+    Marketplace,
     /// Only through a support request (e.g. Windows 7 ESU).
     SupportRequest,
     /// Never (e.g. SUSE / Red Hat plans).
     None,
+}
+
+/// A subscription's term in calendar units (API.md §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Billing {
+    /// One calendar month from the term's start.
+    Monthly,
+    /// One calendar year from the term's start.
+    Annual,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +49,15 @@ pub struct Product {
     pub unavailable_markets: Vec<String>,
     pub key_required: bool,
     pub updated_at: DateTime<Utc>,
+    /// Calendar terms; without it, `term_days`.
+    #[serde(default)]
+    pub billing: Option<Billing>,
+    /// A free trial every new order of this product starts with.
+    #[serde(default)]
+    pub trial_days: Option<u32>,
+    /// A customer may hold one active or suspended order of this product.
+    #[serde(default)]
+    pub one_per_customer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +96,8 @@ pub struct OrderItem {
     /// Whether an activation key was taken from the pool for this item.
     #[serde(default)]
     pub has_key: bool,
+    #[serde(default)]
+    pub billing: Option<Billing>,
 }
 
 fn standard() -> CancelPolicy {
@@ -100,6 +124,10 @@ pub struct Order {
     pub credit_cents: Option<u64>,
     #[serde(default)]
     pub cancel_reason: Option<String>,
+    /// The subscription's schedule (API.md §5.5), see [`crate::terms`]. Absent in orders stored
+    /// before terms were kept: those start their first paid term at purchase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<crate::terms::Terms>,
 }
 
 impl Order {

@@ -2,9 +2,9 @@
 //! windows and policies, credit, suspension retention. Inputs (and `now`) in, decisions out.
 
 use crate::model::{CancelPolicy, Order, OrderStatus, ProductKind};
+use crate::terms::Mode;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// ISO 3166-1 alpha-2, officially assigned codes, plus `XK` (Kosovo): user-assigned in ISO
 /// terms, but used by Microsoft's partner markets and by the shipped Azure reservations list.
@@ -79,34 +79,32 @@ pub fn order_policy(order: &Order) -> CancelPolicy {
     order.items.iter().map(|i| i.cancel_policy).max().unwrap_or(CancelPolicy::Standard)
 }
 
-/// The status as of `now`: a suspension older than the retention period has expired.
+/// The status as of `now`: what the stored status becomes once every change the clock implies
+/// is applied — a term ended without renewal, a scheduled cancellation, a suspension older than
+/// its retention ([`crate::terms::advance`]).
 pub fn effective_status(order: &Order, now: DateTime<Utc>, retention_days: u32) -> OrderStatus {
-    match (order.status, order.suspended_at) {
-        (OrderStatus::Suspended, Some(at)) if now - at > Duration::days(i64::from(retention_days)) => {
-            OrderStatus::Expired
-        }
-        (s, _) => s,
-    }
+    crate::terms::advance(order, now, retention_days).0.status
 }
 
 /// Credit on cancelling at `now`: 100 % of perpetual items; for subscription items
-/// `floor(total × unused seconds of the term / term seconds)`, per term length.
+/// `floor(total × unused seconds of the current term / term seconds)`. Nothing during a trial
+/// (it cost nothing).
 pub fn credit_cents(order: &Order, now: DateTime<Utc>) -> u64 {
     let mut perpetual = 0u128;
-    let mut by_term: BTreeMap<u32, u128> = BTreeMap::new();
+    let mut subscriptions = 0u128;
     for i in &order.items {
         let total = u128::from(i.unit_price_cents) * u128::from(i.quantity);
-        match (i.kind, i.term_days) {
-            (ProductKind::Subscription, Some(days)) if days > 0 => *by_term.entry(days).or_default() += total,
-            _ => perpetual += total,
+        match i.kind {
+            ProductKind::Subscription => subscriptions += total,
+            ProductKind::Perpetual => perpetual += total,
         }
     }
     let mut credit = perpetual;
-    for (days, total) in by_term {
-        let term = i128::from(days) * 86_400;
-        let used = (now - order.purchased_at).num_seconds() as i128;
-        let unused = (term - used).clamp(0, term) as u128;
-        credit += total * unused / term as u128;
+    if let Some(t) = crate::terms::terms_of(order).filter(|t| !t.in_trial()) {
+        let (start, end) = t.current(order.purchased_at);
+        let term = (end - start).num_seconds().max(1) as i128;
+        let unused = ((end - now).num_seconds() as i128).clamp(0, term) as u128;
+        credit += subscriptions * unused / term as u128;
     }
     credit.min(u128::from(u64::MAX)) as u64
 }
@@ -120,14 +118,21 @@ pub struct CancelPreview {
     pub deadline: DateTime<Utc>,
     pub days_left: i64,
     pub credit_cents: u64,
+    /// How a cancellation now takes effect: at once, or at the end of the term (API.md §5.5).
+    pub mode: Mode,
 }
 
-/// May `order` be cancelled at `now`, until when, for what credit.
+/// May `order` be cancelled at `now`, until when, for what credit, and how.
+///
+/// Under the marketplace policy a cancellation is always possible: within the marketplace window
+/// ([`crate::terms::marketplace_mode`]) at once with the full credit of the term (the window's end
+/// is the deadline); later it is scheduled for the term's end (the deadline), without credit.
 pub fn cancellation(order: &Order, now: DateTime<Utc>, window_days: u32, retention_days: u32) -> CancelPreview {
-    let deadline = order.purchased_at + Duration::days(i64::from(window_days));
-    let left = (deadline - now).num_seconds();
-    let days_left = if left <= 0 { 0 } else { (left + 86_399) / 86_400 };
-    let code = match effective_status(order, now, retention_days) {
+    let (current, _) = crate::terms::advance(order, now, retention_days);
+    let order = &current;
+    let mut mode = Mode::Immediate;
+    let mut deadline = order.purchased_at + Duration::days(i64::from(window_days));
+    let code = match order.status {
         OrderStatus::Cancelled => Some("already_cancelled"),
         OrderStatus::Expired => Some("not_cancellable"),
         _ => match order_policy(order) {
@@ -135,15 +140,35 @@ pub fn cancellation(order: &Order, now: DateTime<Utc>, window_days: u32, retenti
             CancelPolicy::SupportRequest => Some("support_request_required"),
             CancelPolicy::Standard if now >= deadline => Some("window_closed"),
             CancelPolicy::Standard => None,
+            CancelPolicy::Marketplace => {
+                mode = crate::terms::marketplace_mode(order, now);
+                if let Some(t) = crate::terms::terms_of(order) {
+                    let (start, end) = t.current(order.purchased_at);
+                    let window = if t.is_monthly() { Duration::hours(24) } else { Duration::days(14) };
+                    deadline = if mode == Mode::Immediate && !t.in_trial() {
+                        start.max(order.purchased_at) + window
+                    } else {
+                        end
+                    };
+                }
+                None
+            }
         },
     };
-    CancelPreview {
-        cancellable: code.is_none(),
-        code,
-        deadline,
-        days_left,
-        credit_cents: if code.is_none() { credit_cents(order, now) } else { 0 },
-    }
+    let left = (deadline - now).num_seconds();
+    let days_left = if left <= 0 { 0 } else { (left + 86_399) / 86_400 };
+    let credit = match (code, mode, order_policy(order)) {
+        (Some(_), _, _) | (None, Mode::AtRenewal, _) => 0,
+        (None, Mode::Immediate, CancelPolicy::Marketplace) => {
+            if crate::terms::terms_of(order).is_some_and(|t| t.in_trial()) {
+                0
+            } else {
+                order.total_cents
+            }
+        }
+        (None, Mode::Immediate, _) => credit_cents(order, now),
+    };
+    CancelPreview { cancellable: code.is_none(), code, deadline, days_left, credit_cents: credit, mode }
 }
 
 #[cfg(test)]
@@ -181,6 +206,7 @@ mod tests {
                 cancel_policy: policy,
                 term_days: term,
                 has_key: false,
+                billing: None,
             }],
             currency: "USD".into(),
             total_cents: price * u64::from(qty),
@@ -190,6 +216,7 @@ mod tests {
             cancelled_at: None,
             credit_cents: None,
             cancel_reason: None,
+            terms: None,
         }
     }
 

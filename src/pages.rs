@@ -173,6 +173,7 @@ pub fn text(code: &str, lang: Lang) -> (&'static str, &'static str) {
         ("not_a_subscription", _) => ("Not a subscription", "Only subscriptions can be suspended, reactivated or renewed."),
         ("request_timeout", _) => ("Request timeout", "The request body did not arrive in time; the connection is closed. Send the whole body at once."),
         ("file_exists", _) => ("File exists", "This product already has a different file under this file_id. Attach a new build under a new file_id."),
+        ("already_subscribed", _) => ("Already subscribed", "The customer already holds this subscription; a suspended one is reactivated, not bought again."),
         ("retention_expired", _) => ("Retention expired", "The suspension lasted longer than the retention period; the order has expired."),
         _ => ("Error", "The request could not be completed. Please try again later."),
     }

@@ -5,7 +5,7 @@ use super::input::{got, Fields};
 use super::{check_id, Ctx, Reply};
 use crate::catalog::{Attached, FileError, FileSpec};
 use crate::error::ApiError;
-use crate::model::{CancelPolicy, Product, ProductKind};
+use crate::model::{Billing, CancelPolicy, Product, ProductKind};
 use crate::orders::{is_country, market_list};
 use crate::store::FileRecord;
 use http::StatusCode;
@@ -20,6 +20,9 @@ const PRODUCT_FIELDS: &[&str] = &[
     "cancel_policy",
     "unavailable_markets",
     "key_required",
+    "billing",
+    "trial_days",
+    "one_per_customer",
 ];
 
 pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
@@ -30,7 +33,10 @@ pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Val
     let term_days = f.opt_u64("term_days", 1, 3650);
     let price = f.req_u64("unit_price_cents", 0, 1_000_000_000_000);
     let currency = f.req_str("currency", 3);
-    let policy = f.req_enum("cancel_policy", &["standard", "none", "support_request"]);
+    let policy = f.req_enum("cancel_policy", &["standard", "none", "support_request", "marketplace"]);
+    let billing = f.has("billing").then(|| f.req_enum("billing", &["monthly", "annual"])).flatten();
+    let trial_days = f.opt_u64("trial_days", 0, 365);
+    let one_per_customer = f.opt_bool("one_per_customer").unwrap_or(false);
     let markets = f.str_array("unavailable_markets", false, 300, 64).unwrap_or_default();
     let key_required = f.opt_bool("key_required").unwrap_or(false);
     if let Some(c) = &currency {
@@ -38,8 +44,15 @@ pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Val
             f.error("currency", "must be an ISO 4217 code such as USD");
         }
     }
-    if kind == Some("subscription") && term_days.is_none() {
-        f.error("term_days", "is required for subscriptions");
+    if kind == Some("subscription") && term_days.is_none() && billing.is_none() {
+        f.error("term_days", "is required for subscriptions without billing");
+    }
+    if kind == Some("perpetual") {
+        for (name, given) in [("billing", billing.is_some()), ("trial_days", trial_days.is_some())] {
+            if given {
+                f.error(name, "applies to subscriptions only");
+            }
+        }
     }
     for (i, m) in markets.iter().enumerate() {
         if !(is_country(m) || market_list(m).is_some()) {
@@ -60,11 +73,19 @@ pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Val
         cancel_policy: match policy {
             Some("none") => CancelPolicy::None,
             Some("support_request") => CancelPolicy::SupportRequest,
+            Some("marketplace") => CancelPolicy::Marketplace,
             _ => CancelPolicy::Standard,
         },
         unavailable_markets: markets,
         key_required,
         updated_at: ctx.state.now(),
+        billing: match billing {
+            Some("monthly") => Some(Billing::Monthly),
+            Some("annual") => Some(Billing::Annual),
+            _ => None,
+        },
+        trial_days: trial_days.filter(|d| *d > 0).map(|d| d as u32),
+        one_per_customer,
     };
     let created = ctx.state.store.put_product(product.clone()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

@@ -13,6 +13,7 @@ use crate::model::{Customer, Order, OrderItem, OrderStatus, ProductKind};
 use crate::orders::{cancellation as preview, effective_status, tax_included, unavailable_in};
 use crate::store::commands::{Changed, OrderChange};
 use crate::store::Access;
+use crate::terms::{advance, Terms};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -20,10 +21,11 @@ async fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
     ctx.state.store.order(order_id).await?.ok_or(ApiError::Missing { what: "order" })
 }
 
-fn order_json(ctx: &Ctx<'_>, o: &Order) -> Value {
-    let status = effective_status(o, ctx.state.now(), ctx.state.config.orders.suspension_retention_days);
-    json!({
-        "order_id": o.order_id, "tenant_id": o.tenant_id, "status": status, "purchased_at": o.purchased_at,
+fn order_json(ctx: &Ctx<'_>, stored: &Order) -> Value {
+    let retention = ctx.state.config.orders.suspension_retention_days;
+    let (o, _) = advance(stored, ctx.state.now(), retention);
+    let mut v = json!({
+        "order_id": o.order_id, "tenant_id": o.tenant_id, "status": o.status, "purchased_at": o.purchased_at,
         "items": o.items.iter().map(|i| json!({
             "item_id": i.item_id, "product_id": i.product_id, "kind": i.kind, "quantity": i.quantity,
             "unit_price_cents": i.unit_price_cents,
@@ -31,7 +33,18 @@ fn order_json(ctx: &Ctx<'_>, o: &Order) -> Value {
         "currency": o.currency, "total_cents": o.total_cents, "tax_included": o.tax_included,
         "auto_renew": o.auto_renew, "suspended_at": o.suspended_at, "cancelled_at": o.cancelled_at,
         "credit_cents": o.credit_cents,
-    })
+    });
+    if let Some(t) = crate::terms::terms_of(&o) {
+        let (start, end) = t.current(o.purchased_at);
+        v["term_start"] = json!(start);
+        v["term_end"] = json!(end);
+        v["trial_ends_at"] = json!(t.trial_ends_at);
+        v["cancel_at"] = json!(t.cancel_at);
+        if o.status == OrderStatus::Suspended {
+            v["data_deleted_at"] = json!(crate::terms::data_deleted_at(&o, retention));
+        }
+    }
+    v
 }
 
 /// Refuses access to an order's keys and links unless it is active (and not revoked by a push).
@@ -77,6 +90,13 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     if lines.windows(2).any(|w| w[0].0.kind != w[1].0.kind) {
         f.error("items", "an order holds either perpetual or subscription products, not both");
     }
+    // One schedule per order: its subscriptions renew, expire and are cancelled together.
+    if lines.windows(2).any(|w| {
+        (w[0].0.billing, w[0].0.term_days, w[0].0.trial_days) != (w[1].0.billing, w[1].0.term_days, w[1].0.trial_days)
+    }) && lines.iter().all(|(p, _)| p.kind == ProductKind::Subscription)
+    {
+        f.error("items", "the subscriptions of one order must share their billing, term_days and trial_days");
+    }
     let total = crate::orders::order_total(lines.iter().map(|(p, q)| (p.unit_price_cents, *q)));
     if total.is_none() {
         f.error("items", format!("the order's total must not exceed {} minor units", crate::orders::MAX_AMOUNT_CENTS));
@@ -87,11 +107,25 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
             detail: format!("{} is not available in {}", p.product_id, customer.country),
         });
     }
+    let retention = ctx.state.config.orders.suspension_retention_days;
+    for (p, _) in lines.iter().filter(|(p, _)| p.one_per_customer) {
+        let held = ctx.state.store.orders_of(&tenant_id).await?.into_iter().find(|o| {
+            o.items.iter().any(|i| i.product_id == p.product_id)
+                && matches!(advance(o, now, retention).0.status, OrderStatus::Active | OrderStatus::Suspended)
+        });
+        if let Some(o) = held {
+            return Err(ApiError::AlreadySubscribed { order_id: o.order_id, product_id: p.product_id.clone() });
+        }
+    }
+    let purchased_at = purchased_at.unwrap_or(now);
+    let first = &lines[0].0;
+    let terms = (first.kind == ProductKind::Subscription)
+        .then(|| Terms::new(purchased_at, customer.created_at, first.billing, first.term_days, first.trial_days));
     let order = Order {
         order_id: new_id("ord_"),
         tenant_id: tenant_id.clone(),
         status: OrderStatus::Active,
-        purchased_at: purchased_at.unwrap_or(now),
+        purchased_at,
         items: lines
             .iter()
             .map(|(p, q)| OrderItem {
@@ -104,6 +138,7 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
                 cancel_policy: p.cancel_policy,
                 term_days: p.term_days,
                 has_key: p.key_required,
+                billing: p.billing,
             })
             .collect(),
         currency: lines[0].0.currency.clone(),
@@ -114,6 +149,7 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
         cancelled_at: None,
         credit_cents: None,
         cancel_reason: None,
+        terms,
     };
     let mut created = ctx.entry(Kind::OrderCreated);
     created.tenant_id = Some(tenant_id.clone());
@@ -258,23 +294,47 @@ pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) ->
     let (window, retention) =
         (ctx.state.config.orders.cancel_window_days, ctx.state.config.orders.suspension_retention_days);
     let mut rec = ctx.entry(Kind::OrderCancelled);
-    let changed = change_order(ctx, order_id, move |mut o, links| {
-        let p = preview(&o, now, window, retention);
+    let changed = change_order(ctx, order_id, move |stored, links| {
+        // Decided on the order as the clock has it; the clock's own changes are its to record.
+        let (current, _) = advance(&stored, now, retention);
+        let mut o = stored;
+        let p = preview(&current, now, window, retention);
         if let Some(code) = p.code {
             return Err(ApiError::conflict(code, "the order cannot be cancelled now"));
+        }
+        rec.tenant_id = Some(o.tenant_id.clone());
+        rec.order_id = Some(o.order_id.clone());
+        rec.bytes = None;
+        if p.mode == crate::terms::Mode::AtRenewal {
+            // Marketplace, past its window: the order works until its term ends (API.md §5.5).
+            let no_terms = || ApiError::Internal("marketplace order without terms".into());
+            let end = crate::terms::terms_of(&current).ok_or_else(no_terms)?.current(o.purchased_at).1;
+            let mut t = crate::terms::terms_of(&o).ok_or_else(no_terms)?;
+            t.cancel_at = Some(end);
+            o.terms = Some(t);
+            o.auto_renew = Some(false);
+            o.cancel_reason = reason;
+            rec.kind = Kind::OrderCancellationScheduled;
+            rec.outcome =
+                Some(format!("scheduled; cancel_at={}", end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+            return Ok(Some(OrderChange { order: o, access: None, record: Some(rec) }));
         }
         o.status = OrderStatus::Cancelled;
         o.cancelled_at = Some(now);
         o.credit_cents = Some(p.credit_cents);
         o.cancel_reason = reason;
-        rec.tenant_id = Some(o.tenant_id.clone());
-        rec.order_id = Some(o.order_id.clone());
-        rec.bytes = None;
         rec.outcome = Some(format!("cancelled; credit_cents={}; revoked_links={links}", p.credit_cents));
         Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), record: Some(rec) }))
     })
     .await?;
     let Changed { order: o, links } = changed;
+    if o.status == OrderStatus::Active {
+        let cancel_at = o.terms.as_ref().and_then(|t| t.cancel_at);
+        return Ok((
+            StatusCode::OK,
+            json!({"order_id": o.order_id, "status": "active", "cancel_at": cancel_at, "credit_cents": 0}),
+        ));
+    }
     Ok((
         StatusCode::OK,
         json!({"order_id": o.order_id, "status": "cancelled", "cancelled_at": o.cancelled_at, "credit_cents": o.credit_cents, "revoked_links": links}),
@@ -354,11 +414,18 @@ pub async fn patch(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> 
         return Err(ApiError::conflict("not_a_subscription", "auto_renew applies to subscriptions only"));
     }
     let auto_renew = got(auto_renew);
+    let (now, retention) = (ctx.state.now(), ctx.state.config.orders.suspension_retention_days);
     let updated = change_order(ctx, order_id, move |mut o, _| {
-        if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Expired) {
+        if matches!(advance(&o, now, retention).0.status, OrderStatus::Cancelled | OrderStatus::Expired) {
             return Err(ApiError::Revoked);
         }
         o.auto_renew = Some(auto_renew);
+        if auto_renew {
+            // Withdraws a scheduled cancellation (API.md §5.5).
+            if let Some(t) = o.terms.as_mut() {
+                t.cancel_at = None;
+            }
+        }
         Ok(Some(OrderChange { order: o, access: None, record: None }))
     })
     .await?

@@ -212,7 +212,10 @@ pub async fn buy(v: &View<'_>, tenant: &str) -> Result<Out, ApiError> {
     match v.api(Admin::Buy { tenant_id: tenant.to_owned() }, json!({ "items": items })).await {
         Ok(o) => Ok(Out::Redirect(format!("/ui/orders/{}?done=bought", enc(s(&o, "order_id"))))),
         Err(
-            e @ (ApiError::UnavailableInMarket { .. } | ApiError::Conflict { .. } | ApiError::InvalidRequest { .. }),
+            e @ (ApiError::UnavailableInMarket { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::AlreadySubscribed { .. }
+            | ApiError::InvalidRequest { .. }),
         ) => buy_form(v, tenant, Some(&e)).await,
         Err(e) => Err(e),
     }
