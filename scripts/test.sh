@@ -22,4 +22,4 @@ fi
 
 cargo test "$@"
 # The behaviour suites again, every test of them on PostgreSQL (API.md §5.3).
-KEYDROP_TEST_BACKEND=postgres cargo test --test download --test admin --test activity "$@"
+KEYDROP_TEST_BACKEND=postgres cargo test --test download --test admin --test activity --test subscriptions "$@"

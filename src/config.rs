@@ -159,6 +159,9 @@ pub struct LinksConfig {
 pub struct OrdersConfig {
     pub cancel_window_days: u32,
     pub suspension_retention_days: u32,
+    /// How often the lifecycle clock applies due term changes (API.md §5.5); 30 s keeps every
+    /// change within a minute of its time.
+    pub lifecycle_tick_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -260,7 +263,7 @@ impl Default for LinksConfig {
 
 impl Default for OrdersConfig {
     fn default() -> Self {
-        OrdersConfig { cancel_window_days: 60, suspension_retention_days: 90 }
+        OrdersConfig { cancel_window_days: 60, suspension_retention_days: 90, lifecycle_tick_secs: 30 }
     }
 }
 

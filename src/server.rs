@@ -82,6 +82,7 @@ pub async fn run(
     ));
     drop(alive_tx);
     let flusher = tokio::spawn(flush_refusals(state.clone()));
+    let lifecycle = tokio::spawn(crate::lifecycle::run(state.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining downloads");
@@ -96,6 +97,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
     }
     flusher.abort();
+    lifecycle.abort();
     state.store.append_later(state.refusals.drain());
     state.store.close().await;
     tracing::info!("store flushed; stopped");

@@ -381,3 +381,62 @@ async fn a_node_whose_copy_of_a_file_differs_refuses_it_until_the_right_copy_is_
     assert_eq!((st, b == data), (200, true));
     c.stop().await;
 }
+
+/// Three nodes' lifecycle clocks tick together over one database: a term's end is applied once
+/// (one `order.expired` record in the shared chain) and the order's links are refused on every
+/// node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_lifecycle_clocks_apply_a_term_end_once() {
+    use serde_json::json;
+    let url = Pg::shared().fresh_database();
+    let (c, _) = Cluster::start(&url, 3, "f", 1000).await;
+    let n0 = &c.nodes[0];
+    let tenant = "41111111-2222-4333-8444-555555555555";
+    let body = json!({"tenant_id": tenant, "domain": "wingtip.com", "name": "Wingtip", "country": "US"});
+    assert_eq!(n0.api("POST", "/api/customers", "admin_agent", Some(body)).await.0, 201);
+    let product = json!({"name": "Sub", "kind": "subscription", "billing": "monthly", "unit_price_cents": 100,
+        "currency": "USD", "cancel_policy": "standard"});
+    assert_eq!(n0.api("PUT", "/api/products/sub", "global_admin", Some(product)).await.0, 201);
+    for n in &c.nodes {
+        std::fs::write(n.files_dir().join("sub.zip"), b"payload").unwrap();
+    }
+    let file = json!({"path": "sub.zip", "filename": "sub.zip"});
+    assert_eq!(n0.api("PUT", "/api/products/sub/files/zip", "global_admin", Some(file)).await.0, 201);
+    let order = json!({"items": [{"product_id": "sub", "quantity": 1}]});
+    let (_, o) = n0.api("POST", &format!("/api/customers/{tenant}/orders"), "admin_agent", Some(order)).await;
+    let oid = o["order_id"].as_str().unwrap().to_owned();
+    n0.api("PATCH", &format!("/api/orders/{oid}"), "admin_agent", Some(json!({"auto_renew": false}))).await;
+    let term_end: chrono::DateTime<chrono::Utc> =
+        chrono::DateTime::parse_from_rfc3339(o["term_end"].as_str().unwrap()).unwrap().into();
+    let secs = (term_end - chrono::Utc::now()).num_seconds() - 30;
+    for n in &c.nodes {
+        n.state.advance_clock(secs);
+    }
+    let (_, dl) = n0
+        .api("POST", &format!("/api/orders/{oid}/downloads"), "admin_agent", Some(json!({"product_id": "sub"})))
+        .await;
+    let link_url = dl["links"][0]["url"].as_str().unwrap().to_owned();
+    let on_2 = link_url.replace(&n0.public.to_string(), &c.nodes[2].public.to_string());
+    assert_eq!(get(&on_2, &[]).await.unwrap().0, 200);
+    for n in &c.nodes {
+        n.state.advance_clock(31);
+    }
+    let expired = || async {
+        n0.records()
+            .await
+            .into_iter()
+            .filter(|r| r.kind.name() == "order.expired" && r.order_id.as_deref() == Some(oid.as_str()))
+            .count()
+    };
+    within(15, "expired", async {
+        while expired().await == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await; // three more ticks on each node
+    assert_eq!(expired().await, 1);
+    let (st, _, b) = get(&on_2, &[]).await.unwrap();
+    assert_eq!((st, problem(&b)["code"].as_str()), (410, Some("revoked")));
+    c.stop().await;
+}

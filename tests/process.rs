@@ -32,19 +32,8 @@ fn write_config(root: &Path, port: u16) -> PathBuf {
 }
 
 async fn spawn(root: &Path) -> Proc {
-    let port = free_port();
-    let config = write_config(root, port);
-    let child = spawn_serve(&config, "warn");
-    within(20, "binary ready", async {
-        loop {
-            if let Ok((200, _, _)) = get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    Proc { child, port, config }
+    write_config(root, free_port());
+    spawn_with(root).await
 }
 
 fn url_on(link: &IssuedLink, port: u16) -> String {
@@ -336,4 +325,80 @@ async fn json_log_format_writes_one_json_object_per_line() {
     assert_eq!(line["span"]["link_id"].as_str(), Some(link.link_id.as_str()), "{line}");
     let token = link.url.split("/d/").nth(1).unwrap().split('/').next().unwrap();
     assert!(!stderr.contains(token), "the link token never reaches the log");
+}
+
+/// A subscription whose term ends while the binary runs, `kill -9` just after: whichever process
+/// applied the expiry, it is applied once — one `order.expired` record, the link revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_a_term_end_applies_the_expiry_once() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = admin_config(dir.path());
+    let s = Server::start_with(dir, cfg).await;
+    let tenant = "31111111-2222-4333-8444-555555555555";
+    let body = json!({"tenant_id": tenant, "domain": "tailspin.com", "name": "Tailspin", "country": "US"});
+    assert_eq!(s.api("POST", "/api/customers", "admin_agent", Some(body)).await.0, 201);
+    let product = json!({"name": "Sub", "kind": "subscription", "term_days": 30, "unit_price_cents": 100,
+        "currency": "USD", "cancel_policy": "standard"});
+    assert_eq!(s.api("PUT", "/api/products/sub", "global_admin", Some(product)).await.0, 201);
+    std::fs::write(s.files_dir().join("sub.zip"), b"payload").unwrap();
+    let file = json!({"path": "sub.zip", "filename": "sub.zip"});
+    assert_eq!(s.api("PUT", "/api/products/sub/files/zip", "global_admin", Some(file)).await.0, 201);
+    // Bought 30 days ago less 5 seconds: the term ends 5 seconds from now.
+    let term_end = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let purchased = (term_end - chrono::Duration::days(30)).to_rfc3339();
+    let order = json!({"items": [{"product_id": "sub", "quantity": 1}], "purchased_at": purchased});
+    let (st, o) = s.api("POST", &format!("/api/customers/{tenant}/orders"), "admin_agent", Some(order)).await;
+    assert_eq!(st, 201, "{o}");
+    let oid = o["order_id"].as_str().unwrap().to_owned();
+    s.api("PATCH", &format!("/api/orders/{oid}"), "admin_agent", Some(json!({"auto_renew": false}))).await;
+    let (_, dl) =
+        s.api("POST", &format!("/api/orders/{oid}/downloads"), "admin_agent", Some(json!({"product_id": "sub"}))).await;
+    let link_id = dl["links"][0]["link_id"].as_str().unwrap().to_owned();
+    let root = s.stop().await;
+
+    let mut config = std::fs::read_to_string(write_config(root.path(), free_port())).unwrap();
+    config.push_str("[orders]\nlifecycle_tick_secs = 1\n");
+    std::fs::write(root.path().join("keydrop.toml"), &config).unwrap();
+    let mut p = spawn_with(root.path()).await;
+    let wait = (term_end - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(1500);
+    tokio::time::sleep(wait).await;
+    p.child.kill().unwrap(); // SIGKILL, right after the term end
+    p.child.wait().unwrap();
+    let mut p = spawn_with(root.path()).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await; // three ticks
+    sigterm_and_wait(&mut p);
+
+    let state = keydrop::AppState::open(test_config(root.path())).await.unwrap();
+    let expired: Vec<_> = state
+        .store
+        .records_after(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind.name() == "order.expired" && r.order_id.as_deref() == Some(oid.as_str()))
+        .collect();
+    let st = keydrop::links::link_status(&state, &link_id, chrono::Utc::now()).await.unwrap().unwrap();
+    state.store.close().await;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(serde_json::to_value(&st).unwrap()["state"], "revoked");
+}
+
+/// Starts the binary on the config already written in `root`.
+async fn spawn_with(root: &Path) -> Proc {
+    let config = root.join("keydrop.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let port: u16 =
+        text.split("public_listen = \"127.0.0.1:").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    let child = spawn_serve(&config, "warn");
+    within(20, "binary ready", async {
+        loop {
+            if let Ok((200, _, _)) = get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    Proc { child, port, config }
 }

@@ -179,3 +179,201 @@ async fn a_scheduled_cancellation_shows_the_order_cancelled_once_its_term_has_en
     let (st, _) = s.api("GET", &format!("/api/orders/{oid}/keys"), "admin_agent", None).await;
     assert_eq!(st, 410);
 }
+
+/// The records of `kind` for `order_id`, once at least `n` are there (the clock ticks each second
+/// in tests), then two more ticks later, so a change applied twice would show.
+async fn records_of(s: &Server, order_id: &str, kind: &str, n: usize) -> Vec<keydrop::activity::Record> {
+    let of = |recs: Vec<keydrop::activity::Record>| -> Vec<keydrop::activity::Record> {
+        recs.into_iter().filter(|r| r.kind.name() == kind && r.order_id.as_deref() == Some(order_id)).collect()
+    };
+    within(15, "the lifecycle clock's records", async {
+        while of(s.records().await).len() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    of(s.records().await)
+}
+
+/// An order with one file, ready to download: its order id and a link.
+async fn bought_with_link(s: &Server, product_id: &str) -> (String, String) {
+    std::fs::write(s.files_dir().join(format!("{product_id}.zip")), b"the payload").unwrap();
+    let file = json!({"path": format!("{product_id}.zip"), "filename": format!("{product_id}.zip")});
+    let (st, _) = s.api("PUT", &format!("/api/products/{product_id}/files/zip"), "global_admin", Some(file)).await;
+    assert_eq!(st, 201);
+    let (st, o) = buy(s, product_id).await;
+    assert_eq!(st, 201, "{o}");
+    let oid = o["order_id"].as_str().unwrap().to_owned();
+    let (st, dl) = s
+        .api("POST", &format!("/api/orders/{oid}/downloads"), "admin_agent", Some(json!({"product_id": product_id})))
+        .await;
+    assert_eq!(st, 201, "{dl}");
+    (oid, dl["links"][0]["url"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_monthly_term_without_auto_renew_expires_on_time_its_links_410_and_the_record_is_written_once() {
+    let s = Server::start_admin().await;
+    customer(&s).await;
+    product(&s, "monthly", json!({"billing": "monthly", "cancel_policy": "standard"})).await;
+    let (oid, url) = bought_with_link(&s, "monthly").await;
+    assert_eq!(
+        s.api("PATCH", &format!("/api/orders/{oid}"), "admin_agent", Some(json!({"auto_renew": false}))).await.0,
+        200
+    );
+    assert_eq!(get(&url, &[]).await.unwrap().0, 200);
+    let term_end = time(&order(&s, &oid).await["term_end"]);
+    s.state.advance_clock((term_end - chrono::Utc::now()).num_seconds() + 1);
+    let expired = records_of(&s, &oid, "order.expired", 1).await;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].actor.as_deref(), Some(keydrop::lifecycle::ACTOR));
+    let (st, _, body) = get(&url, &[]).await.unwrap();
+    assert_eq!((st, problem(&body)["code"].as_str()), (410, Some("revoked")));
+    assert_eq!(s.api("GET", &format!("/api/orders/{oid}/keys"), "admin_agent", None).await.0, 410);
+    assert_eq!(order(&s, &oid).await["status"], "expired");
+    let (_, sw) = s.api("GET", &format!("/api/customers/{TENANT}/software"), "admin_agent", None).await;
+    assert_eq!(sw["items"][0]["status"], "expired");
+}
+
+#[tokio::test]
+async fn an_annual_term_with_auto_renew_renews_once_per_term_and_its_links_keep_working() {
+    let s = Server::start_admin().await;
+    customer(&s).await;
+    product(&s, "annual", json!({"billing": "annual", "cancel_policy": "standard"})).await;
+    let (oid, url) = bought_with_link(&s, "annual").await;
+    let first_end = time(&order(&s, &oid).await["term_end"]);
+    s.state.advance_clock((first_end - chrono::Utc::now()).num_seconds() + 60);
+    let renewed = records_of(&s, &oid, "order.renewed", 1).await;
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert!(renewed[0].outcome.as_deref().unwrap_or("").contains("term=2"), "{:?}", renewed[0].outcome);
+    let o = order(&s, &oid).await;
+    assert_eq!((o["status"].as_str(), time(&o["term_start"])), (Some("active"), first_end));
+    assert_eq!(time(&o["term_end"]), first_end.checked_add_months(chrono::Months::new(12)).unwrap());
+    // A link lives two weeks: a new one, issued in the second term, downloads.
+    let (st, dl) = s
+        .api("POST", &format!("/api/orders/{oid}/downloads"), "admin_agent", Some(json!({"product_id": "annual"})))
+        .await;
+    assert_eq!(st, 201, "{dl}");
+    assert_eq!(get(dl["links"][0]["url"].as_str().unwrap(), &[]).await.unwrap().0, 200);
+    let (st, _, body) = get(&url, &[]).await.unwrap();
+    assert_eq!((st, problem(&body)["code"].as_str()), (410, Some("expired")), "the old link by its own two weeks");
+}
+
+#[tokio::test]
+async fn a_trial_ends_on_time_and_a_scheduled_cancellation_revokes_the_links_at_the_term_end() {
+    let s = Server::start_admin().await;
+    customer(&s).await;
+    product(&s, "trial", json!({"billing": "monthly", "trial_days": 14})).await;
+    let (oid, url) = bought_with_link(&s, "trial").await;
+    s.state.advance_clock(14 * 86_400 + 5);
+    assert_eq!(records_of(&s, &oid, "order.trial_ended", 1).await.len(), 1);
+    // Two days into the first paid term: past the marketplace's 24 hours, so scheduled.
+    s.state.advance_clock(2 * 86_400);
+    let (st, c) =
+        s.api("POST", &format!("/api/orders/{oid}/cancel"), "admin_agent", Some(json!({"acknowledged": true}))).await;
+    assert_eq!((st, c["status"].as_str()), (200, Some("active")), "{c}");
+    let cancel_at = time(&c["cancel_at"]);
+    drop(url);
+    // A minute before the cancellation takes effect the order still works (a fresh link: links
+    // live two weeks).
+    s.state.advance_clock((cancel_at - s.state.now()).num_seconds() - 60);
+    let (_, dl) = s
+        .api("POST", &format!("/api/orders/{oid}/downloads"), "admin_agent", Some(json!({"product_id": "trial"})))
+        .await;
+    let url = dl["links"][0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(get(&url, &[]).await.unwrap().0, 200, "works until the term ends");
+    s.state.advance_clock(61);
+    let cancelled = records_of(&s, &oid, "order.cancelled", 1).await;
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    let (st, _, body) = get(&url, &[]).await.unwrap();
+    assert_eq!((st, problem(&body)["code"].as_str()), (410, Some("revoked")));
+    let o = order(&s, &oid).await;
+    assert_eq!((o["status"].as_str(), o["credit_cents"].as_u64()), (Some("cancelled"), Some(0)));
+}
+
+#[tokio::test]
+async fn a_download_in_flight_is_cut_within_a_second_of_the_clock_applying_an_expiry() {
+    let s = Server::start_admin().await;
+    customer(&s).await;
+    product(&s, "big", json!({"billing": "monthly", "cancel_policy": "standard"})).await;
+    let size = 64 * 1024 * 1024;
+    std::fs::write(s.files_dir().join("big.iso"), content(size, 3)).unwrap();
+    let file = json!({"path": "big.iso", "filename": "big.iso"});
+    assert_eq!(s.api("PUT", "/api/products/big/files/iso", "global_admin", Some(file)).await.0, 201);
+    let (_, o) = buy(&s, "big").await;
+    let oid = o["order_id"].as_str().unwrap().to_owned();
+    s.api("PATCH", &format!("/api/orders/{oid}"), "admin_agent", Some(json!({"auto_renew": false}))).await;
+    let term_end = time(&order(&s, &oid).await["term_end"]);
+    // Into the term's last minute, then a fresh link and a slow download.
+    s.state.advance_clock((term_end - s.state.now()).num_seconds() - 3);
+    let (_, dl) =
+        s.api("POST", &format!("/api/orders/{oid}/downloads"), "admin_agent", Some(json!({"product_id": "big"}))).await;
+    let url = dl["links"][0]["url"].as_str().unwrap().to_owned();
+    let resp = within(30, "get", client().request(request("GET", &url, &[]))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let reader = read_slowly(resp);
+    s.state.advance_clock(10);
+    let passed = std::time::Instant::now();
+    let (n, ended, errored) = within(10, "cut off", reader).await.unwrap();
+    assert!(n < size && errored, "cut, not completed: {n} bytes, errored {errored}");
+    let expired = records_of(&s, &oid, "order.expired", 1).await;
+    assert_eq!(expired.len(), 1);
+    // The clock ticks each second here; the cut follows the gate's change within one more.
+    let took = ended.duration_since(passed);
+    assert!(took < std::time::Duration::from_millis(2500), "cut {took:?} after the term ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_racing_buys_of_a_one_per_customer_offer_make_one_order() {
+    let s = std::sync::Arc::new(Server::start_admin().await);
+    customer(&s).await;
+    product(&s, "one", json!({"billing": "monthly", "one_per_customer": true})).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { buy(&s, "one").await })
+        })
+        .collect();
+    let mut made = Vec::new();
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (st, v) = within(60, "buy", t).await.unwrap();
+        match st {
+            201 => made.push(v["order_id"].as_str().unwrap().to_owned()),
+            409 => refused.push(v["order_id"].as_str().unwrap().to_owned()),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(refused.iter().all(|o| *o == made[0]), "every refusal names the one order");
+    let (_, sw) = s.api("GET", &format!("/api/customers/{TENANT}/software"), "admin_agent", None).await;
+    assert_eq!(sw["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_suspended_subscription_reactivates_one_second_before_its_data_deletion_and_not_one_second_after() {
+    let s = Server::start_admin().await;
+    customer(&s).await;
+    product(&s, "annual", json!({"billing": "annual", "cancel_policy": "standard"})).await;
+    let mut deleted = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (_, o) = buy(&s, "annual").await;
+        let oid = o["order_id"].as_str().unwrap().to_owned();
+        let (st, o) = s.api("POST", &format!("/api/orders/{oid}/suspend"), "admin_agent", None).await;
+        assert_eq!(st, 200);
+        // The customer was created today, the first paid term starts today: 90 days.
+        assert_eq!(time(&o["data_deleted_at"]), time(&o["suspended_at"]) + chrono::Duration::days(90));
+        deleted.push(time(&o["data_deleted_at"]));
+        ids.push(oid);
+    }
+    s.state.advance_clock((deleted[0] - s.state.now()).num_seconds() - 1);
+    let (st, o) = s.api("POST", &format!("/api/orders/{}/reactivate", ids[0]), "admin_agent", None).await;
+    assert_eq!((st, o["status"].as_str()), (200, Some("active")), "{o}");
+    s.state.advance_clock(3);
+    let (st, e) = s.api("POST", &format!("/api/orders/{}/reactivate", ids[1]), "admin_agent", None).await;
+    assert_eq!((st, e["code"].as_str()), (409, Some("retention_expired")), "{e}");
+    assert_eq!(order(&s, &ids[1]).await["status"], "expired");
+    assert_eq!(records_of(&s, &ids[1], "order.expired", 1).await.len(), 1, "recorded once");
+}

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::links::{issue_link, IssueError, IssueRequest};
 use crate::model::{Customer, Order, OrderItem, OrderStatus, ProductKind};
 use crate::orders::{cancellation as preview, effective_status, tax_included, unavailable_in};
-use crate::store::commands::{Changed, OrderChange};
+use crate::store::commands::{BuyRefused, Changed, OrderChange};
 use crate::store::Access;
 use crate::terms::{advance, Terms};
 use http::StatusCode;
@@ -156,8 +156,13 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     created.order_id = Some(order.order_id.clone());
     created.product_id = (order.items.len() == 1).then(|| order.items[0].product_id.clone());
     created.outcome = Some("created".into());
-    ctx.state.store.buy(order.clone(), created).await?.map_err(|e| {
-        ApiError::conflict("out_of_keys", format!("no activation keys left for {}; nothing was bought", e.product_id))
+    let exclusive = lines.iter().filter(|(p, _)| p.one_per_customer).map(|(p, _)| p.product_id.clone()).collect();
+    ctx.state.store.buy(order.clone(), created, exclusive).await?.map_err(|e| match e {
+        BuyRefused::OutOfKeys(e) => ApiError::conflict(
+            "out_of_keys",
+            format!("no activation keys left for {}; nothing was bought", e.product_id),
+        ),
+        BuyRefused::AlreadySubscribed { product_id, order_id } => ApiError::AlreadySubscribed { order_id, product_id },
     })?;
     Ok((StatusCode::CREATED, order_json(ctx, &order)))
 }
@@ -317,14 +322,14 @@ pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) ->
             rec.kind = Kind::OrderCancellationScheduled;
             rec.outcome =
                 Some(format!("scheduled; cancel_at={}", end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-            return Ok(Some(OrderChange { order: o, access: None, record: Some(rec) }));
+            return Ok(Some(OrderChange { order: o, access: None, records: vec![rec] }));
         }
         o.status = OrderStatus::Cancelled;
         o.cancelled_at = Some(now);
         o.credit_cents = Some(p.credit_cents);
         o.cancel_reason = reason;
         rec.outcome = Some(format!("cancelled; credit_cents={}; revoked_links={links}", p.credit_cents));
-        Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), record: Some(rec) }))
+        Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), records: vec![rec] }))
     })
     .await?;
     let Changed { order: o, links } = changed;
@@ -365,15 +370,15 @@ async fn subscription_change(
         if effective_status(&o, now, retention) == OrderStatus::Expired && o.status == OrderStatus::Suspended {
             // Retention passed: the order expires now, its links are revoked.
             o.status = OrderStatus::Expired;
-            e.kind = Kind::OrderRevoked;
+            e.kind = Kind::OrderExpired;
             e.outcome = Some("retention_expired".into());
-            return Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), record: Some(e) }));
+            return Ok(Some(OrderChange { order: o, access: Some(Access::Revoked), records: vec![e] }));
         }
         let Some((status, access)) = decide(&o, now)? else { return Ok(None) };
         o.status = status;
         o.suspended_at = (status == OrderStatus::Suspended).then_some(now);
         e.outcome = Some(format!("{status:?}").to_lowercase());
-        Ok(Some(OrderChange { order: o, access: Some(access), record: Some(e) }))
+        Ok(Some(OrderChange { order: o, access: Some(access), records: vec![e] }))
     })
     .await?;
     let o = changed.order;
@@ -426,7 +431,7 @@ pub async fn patch(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> 
                 t.cancel_at = None;
             }
         }
-        Ok(Some(OrderChange { order: o, access: None, record: None }))
+        Ok(Some(OrderChange { order: o, access: None, records: Vec::new() }))
     })
     .await?
     .order;

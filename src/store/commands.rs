@@ -18,13 +18,23 @@ pub struct OutOfKeys {
     pub product_id: String,
 }
 
+/// Why a buy wrote nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuyRefused {
+    /// A key pool had fewer keys than the order's items need.
+    OutOfKeys(OutOfKeys),
+    /// The customer holds `product_id` (a `one_per_customer` product) in a live order already.
+    AlreadySubscribed { product_id: String, order_id: String },
+}
+
 /// What a change of an order writes besides the order: its new access (with the gate's change
 /// reaching the ledger on commit) and its activity record.
 #[derive(Debug)]
 pub struct OrderChange {
     pub order: Order,
     pub access: Option<Access>,
-    pub record: Option<Entry>,
+    /// Written in this order (the lifecycle clock may apply several changes at once).
+    pub records: Vec<Entry>,
 }
 
 /// What [`super::Store::change_order`] reports.

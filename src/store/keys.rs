@@ -20,9 +20,28 @@ pub const SUPPORT: &str = "support_requests";
 pub const CUSTOMER_TOKENS: &str = "customer_tokens";
 /// [`tenant_token`] → the token's SHA-256 (hex, JSON): a tenant's tokens, for listing and ending.
 pub const TENANT_TOKENS: &str = "tenant_tokens";
+/// order_id → nothing: the subscription orders still active or suspended, which the
+/// lifecycle clock looks at (API.md §5.5). Kept by every write of an order ([`is_live`]).
+pub const LIVE_SUBSCRIPTIONS: &str = "live_subscriptions";
+/// The `meta` key that says [`LIVE_SUBSCRIPTIONS`] holds every live order stored before it.
+pub const LIVE_INDEXED: &str = "live_subscriptions_indexed";
 /// [`file_key`] → FileRecord.
 pub const FILES: &str = "files";
 pub const META: &str = "meta";
+
+/// Whether `order` belongs in [`LIVE_SUBSCRIPTIONS`]: a subscription not cancelled or expired.
+pub fn is_live(order: &Order) -> bool {
+    order.is_subscription()
+        && matches!(order.status, crate::model::OrderStatus::Active | crate::model::OrderStatus::Suspended)
+}
+
+/// Which of `products` the live order `held` holds, if any (the `one_per_customer` check).
+pub fn holds(held: &Order, products: &[String]) -> Option<String> {
+    if !is_live(held) {
+        return None;
+    }
+    held.items.iter().find(|i| products.contains(&i.product_id)).map(|i| i.product_id.clone())
+}
 
 /// A file's key: `product_id \0 file_id`.
 pub fn file_key(product_id: &str, file_id: &str) -> String {

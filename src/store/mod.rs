@@ -26,7 +26,7 @@ use crate::activity::{Entry, Query, Record};
 pub use crate::model::{Access, FileRecord, LinkRecord, OrderGate};
 use crate::model::{Customer, CustomerToken, Order, Product, SupportRequest};
 use crate::token::LinkId;
-use commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
+use commands::{Attach, BuyRefused, Changed, CustomerExists, OrderChange, Revoked};
 pub use embedded::{disk::DiskSwitch, journal, scan_activity_offline, Embedded, JOURNAL_FILE, RECORDS_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +293,19 @@ impl Store {
         }
     }
 
+    /// The subscription orders still active or suspended (what the lifecycle clock looks at).
+    pub async fn live_subscriptions(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.live_subscriptions(),
+            Store::Postgres(s) => s.live_subscriptions().await,
+        }
+    }
+
+    /// Adds the live subscriptions stored before the live set existed (once per database).
+    pub async fn index_live_subscriptions(&self) -> Result<usize, StoreError> {
+        on!(self, s => s.index_live_subscriptions().await)
+    }
+
     pub async fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         match self {
             Store::Embedded(s) => s.order(order_id),
@@ -309,9 +322,17 @@ impl Store {
     }
 
     /// Buys: one key per key-requiring item from the pools (all or nothing), the order, its
-    /// open gate and `record`.
-    pub async fn buy(&self, order: Order, record: Entry) -> Result<Result<(), OutOfKeys>, StoreError> {
-        on!(self, s => s.buy(order, record).await)
+    /// Buys: one key per key-requiring item from the pools (all or nothing), the order, its
+    /// open gate and `record`. A product of `one_per_customer` that the customer holds in a live
+    /// order already refuses the buy, checked in the same transaction (on PostgreSQL with the
+    /// customer's row locked), so two buys racing cannot both pass.
+    pub async fn buy(
+        &self,
+        order: Order,
+        record: Entry,
+        one_per_customer: Vec<String>,
+    ) -> Result<Result<(), BuyRefused>, StoreError> {
+        on!(self, s => s.buy(order, record, one_per_customer).await)
     }
 
     /// Changes an order by a rule (see [`Embedded::change_order`]).

@@ -29,7 +29,11 @@ pub async fn dialog(v: &View<'_>, order_id: &str, problem: Option<&ApiError>) ->
                     dt { (tr.t("cancel.days_left")) } dd #days-left { (tr.days(w["days_left"].as_i64().unwrap_or(0))) }
                     dt { (tr.t("cancel.credit")) } dd #credit { (tr.money(w["credit_cents"].as_i64().unwrap_or(0), currency)) }
                 }
-                p { (tr.t("cancel.effect")) }
+                @if w["mode"] == "at_renewal" {
+                    p #mode { (tr.tf("cancel.at_renewal", &[("date", &tr.datetime_str(s(&w, "deadline")))])) }
+                } @else {
+                    p #mode { (tr.t("cancel.effect")) }
+                }
                 form method="post" action={ "/ui/orders/" (enc(order_id)) "/cancel" } {
                     (csrf(v))
                     label for="reason" { (tr.t("cancel.reason")) }

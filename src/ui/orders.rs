@@ -55,6 +55,18 @@ pub async fn show(v: &View<'_>, order_id: &str) -> Result<Out, ApiError> {
             @if let Some(c) = o["credit_cents"].as_i64() {
                 dt { (tr.t("cancel.credit")) } dd { (tr.money(c, currency)) }
             }
+            @if o["term_end"].is_string() {
+                dt { (tr.t("order.term")) } dd #term { (tr.datetime_str(s(&o, "term_start"))) " – " (tr.datetime_str(s(&o, "term_end"))) }
+            }
+            @if o["trial_ends_at"].is_string() {
+                dt { (tr.t("order.trial_ends")) } dd #trial-ends { (tr.datetime_str(s(&o, "trial_ends_at"))) }
+            }
+            @if o["cancel_at"].is_string() && status == "active" {
+                dt { (tr.t("order.cancel_at")) } dd #cancel-at { (tr.datetime_str(s(&o, "cancel_at"))) }
+            }
+            @if o["data_deleted_at"].is_string() {
+                dt { (tr.t("order.data_deleted")) } dd #data-deleted { (tr.datetime_str(s(&o, "data_deleted_at"))) }
+            }
         }
         @if status == "cancelled" || status == "expired" { (notice("info", &tr.t("order.revoked_no_key"))) }
         @for p in &products {

@@ -111,6 +111,8 @@ pub fn test_config(root: &Path) -> Config {
     cfg.storage.data_dir = root.join("data");
     cfg.storage.files_dir = root.join("files");
     cfg.server.shutdown_grace_secs = 10;
+    // The lifecycle clock ticks every second here, so tests see term changes without waiting.
+    cfg.orders.lifecycle_tick_secs = 1;
     cfg
 }
 

@@ -340,3 +340,34 @@ async fn subscriptions_support_requests_and_the_activity_log_work_through_their_
     assert_eq!(ui.get("/ui/catalog").await.status, 403);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_page_shows_its_trial_and_term_and_the_cancel_dialog_says_it_cancels_at_renewal() {
+    let s = Server::start_admin().await;
+    seed(&s).await;
+    let product = json!({"name": "Microsoft 365 E3", "kind": "subscription", "billing": "monthly", "trial_days": 30,
+        "unit_price_cents": 3600, "currency": "USD", "cancel_policy": "marketplace"});
+    // The seed's m365 becomes a monthly marketplace offer with a trial.
+    assert_eq!(s.api("PUT", "/api/products/m365", "global_admin", Some(product)).await.0, 200);
+    let (_, o) = s
+        .api(
+            "POST",
+            &format!("/api/customers/{TENANT}/orders"),
+            "admin_agent",
+            Some(json!({"items": [{"product_id": "m365", "quantity": 1}]})),
+        )
+        .await;
+    let oid = o["order_id"].as_str().unwrap().to_owned();
+    let mut ui = Ui::sign_in(&s, "admin_agent").await;
+    let page = ui.get(&format!("/ui/orders/{oid}?lang=en")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Free trial ends") && page.body.contains("id=\"trial-ends\""), "{}", page.body);
+    assert!(page.body.contains("Current term"), "{}", page.body);
+    // Two days into the first paid term: a marketplace cancellation now takes effect at renewal.
+    s.state.advance_clock(32 * 86_400);
+    let mut ui = Ui::sign_in(&s, "admin_agent").await; // sessions last 12 hours
+    let dialog = ui.get(&format!("/ui/orders/{oid}/cancel")).await;
+    assert!(dialog.body.contains("This cancels at the end of the current term"), "{}", dialog.body);
+    let ko = ui.get(&format!("/ui/orders/{oid}/cancel?lang=ko")).await;
+    assert!(ko.body.contains("현재 기간이 끝나는") && !ko.body.contains('⟦'), "{}", ko.body);
+}

@@ -13,12 +13,12 @@ use super::tx::{Tx, ORDER_LINKS};
 use super::{Access, Embedded, FileRecord, OrderGate, StoreError};
 use crate::activity::Entry;
 use crate::model::{Customer, CustomerToken, Order, Product, SupportRequest};
-use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
+use crate::store::commands::{Attach, BuyRefused, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 
 const GATES: &str = "order_gates";
 use crate::store::keys::{
-    self, CUSTOMERS, CUSTOMER_TOKENS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT,
-    TENANT_ORDERS, TENANT_TOKENS,
+    self, CUSTOMERS, CUSTOMER_TOKENS, DOMAINS, FILES, KEY_POOL, LIVE_INDEXED, LIVE_SUBSCRIPTIONS, META, ORDERS,
+    ORDER_KEYS, PRODUCTS, SUPPORT, TENANT_ORDERS, TENANT_TOKENS,
 };
 
 fn order_links(tx: &mut Tx<'_, '_>, order_id: &str) -> Result<usize, StoreError> {
@@ -160,6 +160,33 @@ impl Embedded {
 
     // ---- orders ----
 
+    /// The orders in [`LIVE_SUBSCRIPTIONS`] (for the lifecycle clock).
+    pub fn live_subscriptions(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.scan_prefix(LIVE_SUBSCRIPTIONS, "", usize::MAX)?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Fills [`LIVE_SUBSCRIPTIONS`] from the orders stored before it existed (once per database:
+    /// a mark in `meta` says it was done); returns how many it added.
+    pub async fn index_live_subscriptions(&self) -> Result<usize, StoreError> {
+        self.writer()
+            .txn(|tx| {
+                if tx.get_raw(META, LIVE_INDEXED)?.is_some() {
+                    return Ok(0);
+                }
+                let mut added = 0;
+                for (id, raw) in tx.scan_prefix(ORDERS, "", usize::MAX)? {
+                    let o: Order = serde_json::from_slice(&raw)?;
+                    if keys::is_live(&o) {
+                        tx.put_raw(LIVE_SUBSCRIPTIONS, &id, b"")?;
+                        added += 1;
+                    }
+                }
+                tx.put_raw(META, LIVE_INDEXED, b"1")?;
+                Ok(added)
+            })
+            .await
+    }
+
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         self.get_json(ORDERS, order_id)
     }
@@ -171,10 +198,24 @@ impl Embedded {
 
     /// Buys: takes one key per key-requiring item from the pools (all or nothing), stores the
     /// order, opens its gate and appends `record`.
-    pub async fn buy(&self, order: Order, record: Entry) -> Result<Result<(), OutOfKeys>, StoreError> {
+    pub async fn buy(
+        &self,
+        order: Order,
+        record: Entry,
+        one_per_customer: Vec<String>,
+    ) -> Result<Result<(), BuyRefused>, StoreError> {
         self.writer()
             .txn(move |tx| {
                 let o = order;
+                if !one_per_customer.is_empty() {
+                    for (k, _) in tx.scan_prefix(TENANT_ORDERS, &keys::tenant_prefix(&o.tenant_id), usize::MAX)? {
+                        let Some(id) = keys::order_of_index(&k) else { continue };
+                        let Some(held) = tx.get_json::<Order>(ORDERS, id)? else { continue };
+                        if let Some(product_id) = keys::holds(&held, &one_per_customer) {
+                            return Ok(Err(BuyRefused::AlreadySubscribed { product_id, order_id: held.order_id }));
+                        }
+                    }
+                }
                 // Check every pool first: an order that cannot get all its keys buys nothing.
                 let mut needed: std::collections::BTreeMap<&str, usize> = Default::default();
                 for i in o.items.iter().filter(|i| i.has_key) {
@@ -184,7 +225,7 @@ impl Embedded {
                 for (pid, n) in &needed {
                     let keys = tx.scan_prefix(KEY_POOL, &keys::pool_prefix(pid), *n)?;
                     if keys.len() < *n {
-                        return Ok(Err(OutOfKeys { product_id: pid.to_string() }));
+                        return Ok(Err(BuyRefused::OutOfKeys(OutOfKeys { product_id: pid.to_string() })));
                     }
                     taken.extend(keys);
                 }
@@ -201,6 +242,9 @@ impl Embedded {
                 tx.put_json(ORDERS, &o.order_id, &o)?;
                 let index = keys::tenant_order(&o);
                 tx.put_raw(TENANT_ORDERS, &index, b"")?;
+                if keys::is_live(&o) {
+                    tx.put_raw(LIVE_SUBSCRIPTIONS, &o.order_id, b"")?;
+                }
                 tx.put_gate(&o.order_id, &gate_of(&o, Access::Open))?;
                 tx.append(record)?;
                 Ok(Ok(()))
@@ -226,17 +270,22 @@ impl Embedded {
                     Ok(c) => c,
                     Err(e) => return Ok(Err(e)),
                 };
-                let Some(OrderChange { order, access, record }) = change else {
+                let Some(OrderChange { order, access, records }) = change else {
                     return match unchanged {
                         Some(order) => Ok(Ok(Changed { order, links })),
                         None => Err(StoreError::Bug("no order to keep".into())),
                     };
                 };
                 tx.put_json(ORDERS, &id, &order)?;
+                if keys::is_live(&order) {
+                    tx.put_raw(LIVE_SUBSCRIPTIONS, &id, b"")?;
+                } else {
+                    tx.remove(LIVE_SUBSCRIPTIONS, &id)?;
+                }
                 if let Some(a) = access {
                     tx.put_gate(&id, &gate_of(&order, a))?;
                 }
-                if let Some(r) = record {
+                for r in records {
                     tx.append(r)?;
                 }
                 Ok(Ok(Changed { order, links }))
@@ -266,6 +315,7 @@ impl Embedded {
                 if let Some(o) = order {
                     if matches!(o.status, crate::model::OrderStatus::Active | crate::model::OrderStatus::Suspended) {
                         tx.put_json(ORDERS, &id, &cancel(o))?;
+                        tx.remove(LIVE_SUBSCRIPTIONS, &id)?;
                     }
                 }
                 tx.put_gate(&id, &OrderGate { access: Access::Revoked, tenant_id: tenant.clone() })?;

@@ -83,7 +83,7 @@ pub(crate) const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("ord
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The `&str → bytes` tables (JSON values unless noted). Composite keys join parts with `\0`.
-pub const KV_TABLES: [&str; 14] = [
+pub const KV_TABLES: [&str; 15] = [
     "files", // product_id \0 file_id → FileRecord (see [`file_key`])
     "order_gates",
     "products",
@@ -96,8 +96,9 @@ pub const KV_TABLES: [&str; 14] = [
     "order_keys", // order_id \0 item_id → sealed key (raw)
     "support_requests",
     "meta",
-    "customer_tokens", // SHA-256 of the token (hex) → CustomerToken
-    "tenant_tokens",   // tenant_id \0 token_id → SHA-256 (hex)
+    "customer_tokens",    // SHA-256 of the token (hex) → CustomerToken
+    "tenant_tokens",      // tenant_id \0 token_id → SHA-256 (hex)
+    "live_subscriptions", // order_id → nothing (see [`crate::store::keys::LIVE_SUBSCRIPTIONS`])
 ];
 /// Where activity records were stored before [`records`]: `seq` → sealed JSON. Moved to the
 /// record file on the first start that finds it (see [`writer::recover`]).

@@ -11,12 +11,12 @@ use crate::activity::Entry;
 use crate::model::{
     Access, Customer, CustomerToken, FileRecord, Order, OrderGate, OrderStatus, Product, SupportRequest,
 };
-use crate::store::commands::{Attach, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
+use crate::store::commands::{Attach, BuyRefused, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
 use crate::store::StoreError;
 
 use crate::store::keys::{
-    self, file_key, CUSTOMERS, CUSTOMER_TOKENS, DOMAINS, FILES, KEY_POOL, META, ORDERS, ORDER_KEYS, PRODUCTS, SUPPORT,
-    TENANT_ORDERS, TENANT_TOKENS,
+    self, file_key, CUSTOMERS, CUSTOMER_TOKENS, DOMAINS, FILES, KEY_POOL, LIVE_SUBSCRIPTIONS, META, ORDERS, ORDER_KEYS,
+    PRODUCTS, SUPPORT, TENANT_ORDERS, TENANT_TOKENS,
 };
 
 fn gate_of(o: &Order, access: Access) -> OrderGate {
@@ -219,9 +219,28 @@ impl PgStore {
 
     /// Buys: each key-requiring item takes a key no other node is taking (`SKIP LOCKED`); all
     /// or nothing.
-    pub async fn buy(&self, o: Order, record: Entry) -> Result<Result<(), OutOfKeys>, StoreError> {
+    pub async fn buy(
+        &self,
+        o: Order,
+        record: Entry,
+        one_per_customer: Vec<String>,
+    ) -> Result<Result<(), BuyRefused>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(classify)?;
+        if !one_per_customer.is_empty() {
+            // The customer's row, held: buys for one customer take their turn here.
+            kv::get_raw(&*tx, CUSTOMERS, &o.tenant_id, Lock::Update).await?;
+            let index =
+                kv::scan_prefix(&*tx, TENANT_ORDERS, &keys::tenant_prefix(&o.tenant_id), usize::MAX, Lock::None)
+                    .await?;
+            for (k, _) in index {
+                let Some(id) = keys::order_of_index(&k) else { continue };
+                let Some(held) = kv::get_json::<Order>(&*tx, ORDERS, id, Lock::None).await? else { continue };
+                if let Some(product_id) = keys::holds(&held, &one_per_customer) {
+                    return Ok(Err(BuyRefused::AlreadySubscribed { product_id, order_id: held.order_id }));
+                }
+            }
+        }
         let mut needed: std::collections::BTreeMap<&str, usize> = Default::default();
         for i in o.items.iter().filter(|i| i.has_key) {
             *needed.entry(i.product_id.as_str()).or_default() += 1;
@@ -230,7 +249,7 @@ impl PgStore {
         for (pid, n) in &needed {
             let keys = kv::scan_prefix(&*tx, KEY_POOL, &keys::pool_prefix(pid), *n, Lock::SkipLocked).await?;
             if keys.len() < *n {
-                return Ok(Err(OutOfKeys { product_id: pid.to_string() }));
+                return Ok(Err(BuyRefused::OutOfKeys(OutOfKeys { product_id: pid.to_string() })));
             }
             taken.extend(keys);
         }
@@ -246,6 +265,9 @@ impl PgStore {
         kv::put_json(&*tx, ORDERS, &o.order_id, &o).await?;
         let index = keys::tenant_order(&o);
         kv::put_raw(&*tx, TENANT_ORDERS, &index, b"").await?;
+        if keys::is_live(&o) {
+            kv::put_raw(&*tx, LIVE_SUBSCRIPTIONS, &o.order_id, b"").await?;
+        }
         self.append_in(&tx, &[&record]).await?;
         let gates = vec![self.gates.put(&tx, &o.order_id, &gate_of(&o, Access::Open)).await?];
         self.finish(tx, gates).await?;
@@ -256,6 +278,36 @@ impl PgStore {
         let row =
             tx.query_one("SELECT count(*) FROM links WHERE order_id = $1", &[&order_id]).await.map_err(classify)?;
         Ok(row.get::<_, i64>(0) as usize)
+    }
+
+    /// The orders in [`LIVE_SUBSCRIPTIONS`] (for the lifecycle clock).
+    pub async fn live_subscriptions(&self) -> Result<Vec<String>, StoreError> {
+        let c = self.client().await?;
+        Ok(kv::scan_prefix(&**c, LIVE_SUBSCRIPTIONS, "", usize::MAX, Lock::None)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Fills [`LIVE_SUBSCRIPTIONS`] from the orders stored before it existed (once per database);
+    /// returns how many it added.
+    pub async fn index_live_subscriptions(&self) -> Result<usize, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(classify)?;
+        if !kv::insert_new(&*tx, META, keys::LIVE_INDEXED, b"1").await? {
+            return Ok(0);
+        }
+        let mut added = 0;
+        for (id, raw) in kv::scan_prefix(&*tx, ORDERS, "", usize::MAX, Lock::None).await? {
+            let o: Order = serde_json::from_slice(&raw)?;
+            if keys::is_live(&o) {
+                kv::put_raw(&*tx, LIVE_SUBSCRIPTIONS, &id, b"").await?;
+                added += 1;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(added)
     }
 
     /// Changes an order by a rule, the order's row held `FOR UPDATE` while `decide` runs.
@@ -273,16 +325,19 @@ impl PgStore {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let Some(OrderChange { order, access, record }) = change else {
+        let Some(OrderChange { order, access, records }) = change else {
             return match unchanged {
                 Some(order) => Ok(Ok(Changed { order, links })),
                 None => Err(StoreError::Bug("no order to keep".into())),
             };
         };
         kv::put_json(&*tx, ORDERS, order_id, &order).await?;
-        if let Some(r) = &record {
-            self.append_in(&tx, &[r]).await?;
+        if keys::is_live(&order) {
+            kv::put_raw(&*tx, LIVE_SUBSCRIPTIONS, order_id, b"").await?;
+        } else {
+            kv::remove(&*tx, LIVE_SUBSCRIPTIONS, order_id).await?;
         }
+        self.append_in(&tx, &records.iter().collect::<Vec<_>>()).await?;
         let mut gates = Vec::new();
         if let Some(a) = access {
             gates.push(self.gates.put(&tx, order_id, &gate_of(&order, a)).await?);
@@ -311,6 +366,7 @@ impl PgStore {
         if let Some(o) = order {
             if matches!(o.status, OrderStatus::Active | OrderStatus::Suspended) {
                 kv::put_json(&*tx, ORDERS, order_id, &cancel(o)).await?;
+                kv::remove(&*tx, LIVE_SUBSCRIPTIONS, order_id).await?;
             }
         }
         record.tenant_id = tenant.clone();

@@ -22,7 +22,7 @@ pub struct Moved {
 /// The key/value tables the database keeps as `kv` rows. `order_gates` has its own table; the
 /// embedded backend's `order_links` index is `links.order_id` here; of `meta`, only the key
 /// pools' counters mean anything outside redb.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "files",
     "products",
     "customers",
@@ -33,6 +33,7 @@ const TABLES: [&str; 11] = [
     "order_keys",
     "support_requests",
     "customer_tokens",
+    "live_subscriptions",
     "tenant_tokens",
 ];
 
