@@ -216,7 +216,7 @@ async fn bought_with_link(s: &Server, product_id: &str) -> (String, String) {
 async fn a_monthly_term_without_auto_renew_expires_on_time_its_links_410_and_the_record_is_written_once() {
     let s = Server::start_admin().await;
     customer(&s).await;
-    product(&s, "monthly", json!({"billing": "monthly", "cancel_policy": "standard"})).await;
+    product(&s, "monthly", json!({"billing": "monthly", "cancel_policy": "standard", "one_per_customer": true})).await;
     let (oid, url) = bought_with_link(&s, "monthly").await;
     assert_eq!(
         s.api("PATCH", &format!("/api/orders/{oid}"), "admin_agent", Some(json!({"auto_renew": false}))).await.0,
@@ -234,6 +234,7 @@ async fn a_monthly_term_without_auto_renew_expires_on_time_its_links_410_and_the
     assert_eq!(order(&s, &oid).await["status"], "expired");
     let (_, sw) = s.api("GET", &format!("/api/customers/{TENANT}/software"), "admin_agent", None).await;
     assert_eq!(sw["items"][0]["status"], "expired");
+    assert_eq!(buy(&s, "monthly").await.0, 201, "one per customer: allowed again once expired");
 }
 
 #[tokio::test]
