@@ -40,14 +40,24 @@ pub fn resident(span: &[u8]) -> bool {
     }
     let page = rustix::param::page_size();
     let addr = span.as_ptr() as usize;
-    let start = addr & !(page - 1);
-    let len = addr + span.len() - start;
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: [start, start + len) lies within one live mapping (`span` borrows it, and a mapping
-    // is page-aligned, so rounding down to the page stays inside it); `vec` holds one byte per
-    // page of that range, as mincore(2) requires. mincore only reads the page tables.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    rc == 0 && vec.iter().all(|v| v & 1 == 1)
+    let mut start = addr & !(page - 1);
+    let end = addr + span.len();
+    // One byte per page, on the stack: up to 128 pages (512 KiB) per call, no allocation.
+    let mut vec = [0u8; 128];
+    while start < end {
+        let len = (end - start).min(vec.len() * page);
+        let pages = len.div_ceil(page);
+        // SAFETY: [start, start + len) lies within one live mapping (`span` borrows it, and a
+        // mapping is page-aligned, so rounding down to the page stays inside it); `vec` holds at
+        // least one byte per page of that range, as mincore(2) requires. mincore only reads the
+        // page tables.
+        let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        if rc != 0 || !vec[..pages].iter().all(|v| v & 1 == 1) {
+            return false;
+        }
+        start += len;
+    }
+    true
 }
 
 /// Reads `span` into the page cache (for the blocking pool: this may wait for the disk).

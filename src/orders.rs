@@ -142,14 +142,11 @@ pub fn cancellation(order: &Order, now: DateTime<Utc>, window_days: u32, retenti
             CancelPolicy::Standard => None,
             CancelPolicy::Marketplace => {
                 mode = crate::terms::marketplace_mode(order, now);
-                if let Some(t) = crate::terms::terms_of(order) {
-                    let (start, end) = t.current(order.purchased_at);
-                    let window = if t.is_monthly() { Duration::hours(24) } else { Duration::days(14) };
-                    deadline = if mode == Mode::Immediate && !t.in_trial() {
-                        start.max(order.purchased_at) + window
-                    } else {
-                        end
-                    };
+                let term_end = crate::terms::terms_of(order).map(|t| t.current(order.purchased_at).1);
+                match (mode, crate::terms::marketplace_window_end(order), term_end) {
+                    (Mode::Immediate, Some(window_end), _) => deadline = window_end,
+                    (_, _, Some(end)) => deadline = end,
+                    _ => {}
                 }
                 None
             }

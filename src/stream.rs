@@ -212,7 +212,7 @@ impl FileStream {
             return;
         }
         let n = self.unread.min(self.chunk as u64) as usize;
-        let (file, offset) = (self.file.clone(), self.offset);
+        let offset = self.offset;
         self.offset += n as u64;
         self.unread -= n as u64;
         if let Some(m) = self.mapped.as_ref() {
@@ -227,6 +227,7 @@ impl FileStream {
             });
             return;
         }
+        let file = self.file.clone();
         let mut buf = BytesMut::zeroed(n);
         let mut filled = read_cached(&file, &mut buf, offset);
         if filled == n {

@@ -234,20 +234,22 @@ pub enum Mode {
     AtRenewal,
 }
 
-/// The marketplace rule: within 24 hours of the order or latest renewal (monthly), or 14 days
-/// (annual), at once; later, at renewal. A trial is always cancelled at once (it costs nothing).
-pub fn marketplace_mode(order: &Order, now: DateTime<Utc>) -> Mode {
-    let Some(t) = terms_of(order) else { return Mode::Immediate };
-    if t.in_trial() {
-        return Mode::Immediate;
-    }
+/// When the marketplace window for cancelling at once closes: 24 hours after the order or latest
+/// renewal (monthly), 14 days after (annual). `None` while nothing limits it: in a trial (which
+/// costs nothing) or for software without terms.
+pub fn marketplace_window_end(order: &Order) -> Option<DateTime<Utc>> {
+    let t = terms_of(order).filter(|t| !t.in_trial())?;
     let (start, _) = t.current(order.purchased_at);
-    let since = start.max(order.purchased_at);
     let window = if t.is_monthly() { Duration::hours(24) } else { Duration::days(14) };
-    if now - since <= window {
-        Mode::Immediate
-    } else {
-        Mode::AtRenewal
+    Some(start.max(order.purchased_at) + window)
+}
+
+/// The marketplace rule: inside the window ([`marketplace_window_end`]) at once, later at
+/// renewal.
+pub fn marketplace_mode(order: &Order, now: DateTime<Utc>) -> Mode {
+    match marketplace_window_end(order) {
+        Some(end) if now > end => Mode::AtRenewal,
+        _ => Mode::Immediate,
     }
 }
 

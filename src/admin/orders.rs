@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::links::{issue_link, IssueError, IssueRequest};
 use crate::model::{Customer, Order, OrderItem, OrderStatus, ProductKind};
 use crate::orders::{cancellation as preview, effective_status, tax_included, unavailable_in};
-use crate::store::commands::{BuyRefused, Changed, OrderChange};
+use crate::store::commands::{BuyRefused, Changed, OnePerCustomer, OrderChange};
 use crate::store::Access;
 use crate::terms::{advance, Terms};
 use http::StatusCode;
@@ -107,16 +107,6 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
             detail: format!("{} is not available in {}", p.product_id, customer.country),
         });
     }
-    let retention = ctx.state.config.orders.suspension_retention_days;
-    for (p, _) in lines.iter().filter(|(p, _)| p.one_per_customer) {
-        let held = ctx.state.store.orders_of(&tenant_id).await?.into_iter().find(|o| {
-            o.items.iter().any(|i| i.product_id == p.product_id)
-                && matches!(advance(o, now, retention).0.status, OrderStatus::Active | OrderStatus::Suspended)
-        });
-        if let Some(o) = held {
-            return Err(ApiError::AlreadySubscribed { order_id: o.order_id, product_id: p.product_id.clone() });
-        }
-    }
     let purchased_at = purchased_at.unwrap_or(now);
     let first = &lines[0].0;
     let terms = (first.kind == ProductKind::Subscription)
@@ -156,7 +146,11 @@ pub async fn buy(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -> R
     created.order_id = Some(order.order_id.clone());
     created.product_id = (order.items.len() == 1).then(|| order.items[0].product_id.clone());
     created.outcome = Some("created".into());
-    let exclusive = lines.iter().filter(|(p, _)| p.one_per_customer).map(|(p, _)| p.product_id.clone()).collect();
+    let exclusive = OnePerCustomer {
+        products: lines.iter().filter(|(p, _)| p.one_per_customer).map(|(p, _)| p.product_id.clone()).collect(),
+        now,
+        retention_days: ctx.state.config.orders.suspension_retention_days,
+    };
     ctx.state.store.buy(order.clone(), created, exclusive).await?.map_err(|e| match e {
         BuyRefused::OutOfKeys(e) => ApiError::conflict(
             "out_of_keys",

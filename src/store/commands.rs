@@ -18,6 +18,27 @@ pub struct OutOfKeys {
     pub product_id: String,
 }
 
+/// The `one_per_customer` products of a buy, and how to tell whether an order of the customer
+/// still holds one: its status as of `now` ([`crate::orders::effective_status`]), active or
+/// suspended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnePerCustomer {
+    pub products: Vec<String>,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub retention_days: u32,
+}
+
+impl OnePerCustomer {
+    /// Which of the products `held` holds, if any.
+    pub fn held_in(&self, held: &crate::model::Order) -> Option<String> {
+        use crate::model::OrderStatus::{Active, Suspended};
+        if !matches!(crate::orders::effective_status(held, self.now, self.retention_days), Active | Suspended) {
+            return None;
+        }
+        held.items.iter().find(|i| self.products.contains(&i.product_id)).map(|i| i.product_id.clone())
+    }
+}
+
 /// Why a buy wrote nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuyRefused {

@@ -35,14 +35,6 @@ pub fn is_live(order: &Order) -> bool {
         && matches!(order.status, crate::model::OrderStatus::Active | crate::model::OrderStatus::Suspended)
 }
 
-/// Which of `products` the live order `held` holds, if any (the `one_per_customer` check).
-pub fn holds(held: &Order, products: &[String]) -> Option<String> {
-    if !is_live(held) {
-        return None;
-    }
-    held.items.iter().find(|i| products.contains(&i.product_id)).map(|i| i.product_id.clone())
-}
-
 /// A file's key: `product_id \0 file_id`.
 pub fn file_key(product_id: &str, file_id: &str) -> String {
     format!("{product_id}\0{file_id}")

@@ -26,7 +26,7 @@ use crate::activity::{Entry, Query, Record};
 pub use crate::model::{Access, FileRecord, LinkRecord, OrderGate};
 use crate::model::{Customer, CustomerToken, Order, Product, SupportRequest};
 use crate::token::LinkId;
-use commands::{Attach, BuyRefused, Changed, CustomerExists, OrderChange, Revoked};
+use commands::{Attach, BuyRefused, Changed, CustomerExists, OnePerCustomer, OrderChange, Revoked};
 pub use embedded::{disk::DiskSwitch, journal, scan_activity_offline, Embedded, JOURNAL_FILE, RECORDS_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -322,15 +322,14 @@ impl Store {
     }
 
     /// Buys: one key per key-requiring item from the pools (all or nothing), the order, its
-    /// Buys: one key per key-requiring item from the pools (all or nothing), the order, its
-    /// open gate and `record`. A product of `one_per_customer` that the customer holds in a live
-    /// order already refuses the buy, checked in the same transaction (on PostgreSQL with the
-    /// customer's row locked), so two buys racing cannot both pass.
+    /// open gate and `record`. A `one_per_customer` product that the customer holds in an order
+    /// active or suspended as of `one_per_customer.now` refuses the buy, checked in the same
+    /// transaction (on PostgreSQL with the customer's row locked), so racing buys cannot both pass.
     pub async fn buy(
         &self,
         order: Order,
         record: Entry,
-        one_per_customer: Vec<String>,
+        one_per_customer: OnePerCustomer,
     ) -> Result<Result<(), BuyRefused>, StoreError> {
         on!(self, s => s.buy(order, record, one_per_customer).await)
     }

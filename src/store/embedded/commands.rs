@@ -13,7 +13,9 @@ use super::tx::{Tx, ORDER_LINKS};
 use super::{Access, Embedded, FileRecord, OrderGate, StoreError};
 use crate::activity::Entry;
 use crate::model::{Customer, CustomerToken, Order, Product, SupportRequest};
-use crate::store::commands::{Attach, BuyRefused, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
+use crate::store::commands::{
+    Attach, BuyRefused, Changed, CustomerExists, OnePerCustomer, OrderChange, OutOfKeys, Revoked,
+};
 
 const GATES: &str = "order_gates";
 use crate::store::keys::{
@@ -202,16 +204,16 @@ impl Embedded {
         &self,
         order: Order,
         record: Entry,
-        one_per_customer: Vec<String>,
+        one_per_customer: OnePerCustomer,
     ) -> Result<Result<(), BuyRefused>, StoreError> {
         self.writer()
             .txn(move |tx| {
                 let o = order;
-                if !one_per_customer.is_empty() {
+                if !one_per_customer.products.is_empty() {
                     for (k, _) in tx.scan_prefix(TENANT_ORDERS, &keys::tenant_prefix(&o.tenant_id), usize::MAX)? {
                         let Some(id) = keys::order_of_index(&k) else { continue };
                         let Some(held) = tx.get_json::<Order>(ORDERS, id)? else { continue };
-                        if let Some(product_id) = keys::holds(&held, &one_per_customer) {
+                        if let Some(product_id) = one_per_customer.held_in(&held) {
                             return Ok(Err(BuyRefused::AlreadySubscribed { product_id, order_id: held.order_id }));
                         }
                     }

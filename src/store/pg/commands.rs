@@ -11,7 +11,9 @@ use crate::activity::Entry;
 use crate::model::{
     Access, Customer, CustomerToken, FileRecord, Order, OrderGate, OrderStatus, Product, SupportRequest,
 };
-use crate::store::commands::{Attach, BuyRefused, Changed, CustomerExists, OrderChange, OutOfKeys, Revoked};
+use crate::store::commands::{
+    Attach, BuyRefused, Changed, CustomerExists, OnePerCustomer, OrderChange, OutOfKeys, Revoked,
+};
 use crate::store::StoreError;
 
 use crate::store::keys::{
@@ -223,11 +225,11 @@ impl PgStore {
         &self,
         o: Order,
         record: Entry,
-        one_per_customer: Vec<String>,
+        one_per_customer: OnePerCustomer,
     ) -> Result<Result<(), BuyRefused>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(classify)?;
-        if !one_per_customer.is_empty() {
+        if !one_per_customer.products.is_empty() {
             // The customer's row, held: buys for one customer take their turn here.
             kv::get_raw(&*tx, CUSTOMERS, &o.tenant_id, Lock::Update).await?;
             let index =
@@ -236,7 +238,7 @@ impl PgStore {
             for (k, _) in index {
                 let Some(id) = keys::order_of_index(&k) else { continue };
                 let Some(held) = kv::get_json::<Order>(&*tx, ORDERS, id, Lock::None).await? else { continue };
-                if let Some(product_id) = keys::holds(&held, &one_per_customer) {
+                if let Some(product_id) = one_per_customer.held_in(&held) {
                     return Ok(Err(BuyRefused::AlreadySubscribed { product_id, order_id: held.order_id }));
                 }
             }
