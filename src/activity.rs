@@ -21,7 +21,7 @@ use ring::digest;
 use serde::{Deserialize, Serialize};
 
 /// The kinds of API.md §4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Kind {
     #[serde(rename = "key.accessed")]
     KeyAccessed,
@@ -98,7 +98,7 @@ impl Kind {
 
 /// What a caller knows about an event; the writer seals it into a [`Record`]. The one list of
 /// the record's fields: serialized in this order (after `seq` and `at`) it is the canonical form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     pub kind: Kind,
     pub actor: Option<String>,
@@ -165,7 +165,7 @@ impl Entry {
 
 /// One record of the log, exactly the fields of API.md §4: `seq`, `at`, the [`Entry`]'s fields
 /// (read through `Deref`), `prev_hash`, `hash`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     pub seq: u64,
     pub at: String,

@@ -11,10 +11,30 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use http::{header, HeaderValue, Response, StatusCode};
 
 /// A field-level validation message for `400 invalid_request`.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+}
+
+/// A refusal as the API answers it (`application/problem+json`, RFC 9457): what
+/// [`ApiError::problem_json`] serializes, and what the OpenAPI document describes.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    pub status: u16,
+    /// The stable machine-readable code (API.md); the document lists each status's codes.
+    pub code: String,
+    pub title: String,
+    pub detail: String,
+    /// `400 invalid_request`: every field error at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// `410 expired`: when the link expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<String>,
+    /// `409 already_subscribed`: the order that holds the product.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,37 +142,42 @@ impl ApiError {
 
     /// The problem+json document (English).
     pub fn problem_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.problem()).unwrap_or_default()
+    }
+
+    /// The problem document as data.
+    pub fn problem(&self) -> Problem {
         let (title, detail) = pages::text(self.code(), pages::Lang::En);
-        let mut v = serde_json::json!({
-            "status": self.status().as_u16(),
-            "code": self.code(),
-            "title": title,
-            "detail": detail,
-        });
+        let mut p = Problem {
+            status: self.status().as_u16(),
+            code: self.code().to_owned(),
+            title: title.to_owned(),
+            detail: detail.to_owned(),
+            errors: None,
+            expired_at: None,
+            order_id: None,
+        };
         match self {
             ApiError::Expired { expired_at } => {
-                v["expired_at"] = expired_at.to_rfc3339_opts(SecondsFormat::Secs, true).into();
+                p.expired_at = Some(expired_at.to_rfc3339_opts(SecondsFormat::Secs, true));
             }
             ApiError::InvalidRequest { errors } => {
-                v["errors"] = serde_json::to_value(errors).unwrap_or_default();
                 if let Some(first) = errors.first() {
-                    v["detail"] = format!("{}: {}", first.field, first.message).into();
+                    p.detail = format!("{}: {}", first.field, first.message);
                 }
+                p.errors = Some(errors.clone());
             }
-            ApiError::Conflict { detail, .. } | ApiError::UnavailableInMarket { detail } => {
-                v["detail"] = detail.clone().into();
-            }
-            ApiError::Missing { what } => v["detail"] = format!("no such {what}").into(),
+            ApiError::Conflict { detail, .. } | ApiError::UnavailableInMarket { detail } => p.detail = detail.clone(),
+            ApiError::Missing { what } => p.detail = format!("no such {what}"),
             ApiError::AlreadySubscribed { order_id, product_id } => {
-                v["order_id"] = order_id.clone().into();
-                v["detail"] = format!(
+                p.order_id = Some(order_id.clone());
+                p.detail = format!(
                     "the customer already holds {product_id} in order {order_id}; reactivate it if it is suspended"
-                )
-                .into();
+                );
             }
             _ => {}
         }
-        v
+        p
     }
 
     /// Renders the refusal for a client: HTML if `accept` prefers it, else problem+json.

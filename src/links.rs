@@ -30,7 +30,7 @@ pub struct IssueRequest {
     pub user_agent: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedLink {
     pub link_id: String,
     pub url: String,
@@ -154,7 +154,7 @@ pub fn closed(access: Access, expires_at: i64, now: i64) -> Option<Closed> {
 }
 
 /// A link's state as `GET /api/links/{id}` reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     pub link_id: String,
     pub order_id: String,
@@ -165,6 +165,8 @@ pub struct LinkStatus {
     pub max_uses: u32,
     pub bytes_spent: u64,
     pub downloads_used: f64,
+    /// `active`, `expired`, `exhausted`, `revoked` or `suspended`.
+    #[schema(value_type = String, pattern = "^(active|expired|exhausted|revoked|suspended)$")]
     pub state: &'static str,
 }
 

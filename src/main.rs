@@ -59,6 +59,8 @@ enum Command {
         #[arg(long, env = "KEYDROP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the admin API's OpenAPI document (what `GET /api/openapi.json` serves).
+    Openapi,
     /// Add a new link-signing key (older keys keep verifying until their file is removed).
     RotateLinkKey {
         #[arg(long, env = "KEYDROP_CONFIG")]
@@ -240,6 +242,10 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Command::Openapi => {
+            println!("{}", String::from_utf8_lossy(keydrop::openapi::bytes()));
+            Ok(())
         }
         Command::RotateLinkKey { config } => load_config(config).and_then(|c| {
             let id = if c.storage.backend == keydrop::config::Backend::Postgres {

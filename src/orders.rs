@@ -110,10 +110,11 @@ pub fn credit_cents(order: &Order, now: DateTime<Utc>) -> u64 {
 }
 
 /// `GET /api/orders/{id}/cancellation`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CancelPreview {
     pub cancellable: bool,
     /// `None`, or the 409 code cancelling would get now.
+    #[schema(value_type = Option<String>)]
     pub code: Option<&'static str>,
     pub deadline: DateTime<Utc>,
     pub days_left: i64,

@@ -6,6 +6,7 @@
 use crate::admin::auth::Role;
 use http::Method;
 use percent_encoding::percent_decode_str;
+use std::sync::LazyLock;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +32,9 @@ pub enum Caller {
     Session,
 }
 
-/// The admin API's calls (API.md §4), with their path parameters decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The admin API's calls (API.md §4), with their path parameters decoded. `Admin::iter()`
+/// lists every call (with empty parameters), for the check that each is routed and documented.
+#[derive(Debug, Clone, PartialEq, Eq, strum::EnumIter)]
 pub enum Admin {
     PutProduct {
         product_id: String,
@@ -221,6 +223,8 @@ pub enum Endpoint<'a> {
     Readyz,
     /// Prometheus text, admin listener only, no token.
     Metrics,
+    /// The admin API's OpenAPI document (`GET /api/openapi.json`), admin listener, no token.
+    OpenApi,
     /// `/d/{token}` or `/d/{token}/{anything}`; the trailing name is not checked.
     Download {
         token: &'a str,
@@ -238,7 +242,7 @@ pub enum Endpoint<'a> {
 impl Endpoint<'_> {
     pub fn caller(&self) -> Option<Caller> {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => Some(Caller::Anyone),
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => Some(Caller::Anyone),
             Endpoint::Download { .. } => Some(Caller::LinkHolder),
             Endpoint::Admin(a) => Some(a.caller()),
             Endpoint::Ui => Some(Caller::Session),
@@ -252,6 +256,7 @@ impl Endpoint<'_> {
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
             Endpoint::Metrics => "metrics",
+            Endpoint::OpenApi => "openapi",
             Endpoint::Download { .. } => "download",
             Endpoint::Admin(a) => a.name(),
             Endpoint::Ui => "ui",
@@ -286,85 +291,133 @@ pub fn route<'a>(listener: Listener, method: &Method, path: &'a str) -> Endpoint
     }
 }
 
+/// Builds an endpoint from its path parameters, in template order.
+pub type Make = fn(&[String]) -> Admin;
+
+/// One admin path: its template (`{name}` matches one non-empty segment of at most 200
+/// characters, percent-decoded) and its methods, in the order `Allow` lists them.
+pub struct Route {
+    pub path: &'static str,
+    pub methods: &'static [(Method, Make)],
+}
+
+macro_rules! make {
+    ($variant:ident) => {
+        (|_: &[String]| Admin::$variant) as Make
+    };
+    ($variant:ident, $a:ident) => {
+        (|p: &[String]| Admin::$variant { $a: p[0].clone() }) as Make
+    };
+    ($variant:ident, $a:ident, $b:ident) => {
+        (|p: &[String]| Admin::$variant { $a: p[0].clone(), $b: p[1].clone() }) as Make
+    };
+}
+
+/// The admin API's paths: the one table the router matches and the OpenAPI document describes
+/// ([`crate::openapi`]), so the two cannot disagree.
+pub static ADMIN_ROUTES: &[Route] = &[
+    Route { path: "/api/products", methods: &[(Method::GET, make!(ListProducts))] },
+    Route {
+        path: "/api/products/{product_id}",
+        methods: &[(Method::GET, make!(GetProduct, product_id)), (Method::PUT, make!(PutProduct, product_id))],
+    },
+    Route {
+        path: "/api/products/{product_id}/files/{file_id}",
+        methods: &[
+            (Method::PUT, make!(PutFile, product_id, file_id)),
+            (Method::DELETE, make!(RetireFile, product_id, file_id)),
+        ],
+    },
+    Route { path: "/api/products/{product_id}/keys", methods: &[(Method::POST, make!(AddKeys, product_id))] },
+    Route {
+        path: "/api/customers",
+        methods: &[(Method::GET, make!(FindCustomer)), (Method::POST, make!(CreateCustomer))],
+    },
+    Route { path: "/api/customers/{tenant_id}", methods: &[(Method::GET, make!(GetCustomer, tenant_id))] },
+    Route { path: "/api/customers/{tenant_id}/orders", methods: &[(Method::POST, make!(Buy, tenant_id))] },
+    Route {
+        path: "/api/customers/{tenant_id}/tokens",
+        methods: &[
+            (Method::GET, make!(ListCustomerTokens, tenant_id)),
+            (Method::POST, make!(CreateCustomerToken, tenant_id)),
+        ],
+    },
+    Route {
+        path: "/api/customers/{tenant_id}/tokens/{token_id}",
+        methods: &[(Method::DELETE, make!(EndCustomerToken, tenant_id, token_id))],
+    },
+    Route { path: "/api/customers/{tenant_id}/software", methods: &[(Method::GET, make!(Software, tenant_id))] },
+    Route {
+        path: "/api/orders/{order_id}",
+        methods: &[(Method::GET, make!(GetOrder, order_id)), (Method::PATCH, make!(PatchOrder, order_id))],
+    },
+    Route { path: "/api/orders/{order_id}/downloads", methods: &[(Method::POST, make!(Downloads, order_id))] },
+    Route { path: "/api/orders/{order_id}/keys", methods: &[(Method::GET, make!(Keys, order_id))] },
+    Route { path: "/api/orders/{order_id}/cancellation", methods: &[(Method::GET, make!(Cancellation, order_id))] },
+    Route { path: "/api/orders/{order_id}/cancel", methods: &[(Method::POST, make!(Cancel, order_id))] },
+    Route { path: "/api/orders/{order_id}/suspend", methods: &[(Method::POST, make!(Suspend, order_id))] },
+    Route { path: "/api/orders/{order_id}/reactivate", methods: &[(Method::POST, make!(Reactivate, order_id))] },
+    Route { path: "/api/orders/{order_id}/links", methods: &[(Method::GET, make!(OrderLinks, order_id))] },
+    Route { path: "/api/links/{link_id}", methods: &[(Method::GET, make!(GetLink, link_id))] },
+    Route { path: "/api/me", methods: &[(Method::GET, make!(Me))] },
+    Route { path: "/api/activity", methods: &[(Method::GET, make!(Activity))] },
+    Route { path: "/api/activity/verify", methods: &[(Method::GET, make!(VerifyActivity))] },
+    Route { path: "/api/revocations", methods: &[(Method::POST, make!(Revocation))] },
+    Route { path: "/api/support-requests", methods: &[(Method::POST, make!(CreateSupportRequest))] },
+    Route {
+        path: "/api/support-requests/{request_id}",
+        methods: &[(Method::GET, make!(GetSupportRequest, request_id))],
+    },
+];
+
+/// The path of the OpenAPI document (no token).
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+
+/// Each route's `Allow` value, in table order.
+static ALLOW: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ADMIN_ROUTES.iter().map(|r| r.methods.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ")).collect()
+});
+
+/// The path parameters of `segs` if it matches `template` (both without the leading `/`).
+fn matches(template: &str, segs: &[String]) -> Option<Vec<String>> {
+    let mut params = Vec::new();
+    let mut parts = template.split('/');
+    for seg in segs {
+        let t = parts.next()?;
+        if t.starts_with('{') {
+            params.push(seg.clone());
+        } else if t != seg {
+            return None;
+        }
+    }
+    parts.next().is_none().then_some(params)
+}
+
 fn admin_route<'a>(method: &Method, path: &str) -> Endpoint<'a> {
-    let Some(rest) = path.strip_prefix("/api/") else { return Endpoint::NotFound };
+    if path == OPENAPI_PATH {
+        return match *method {
+            Method::GET | Method::HEAD => Endpoint::OpenApi,
+            _ => Endpoint::MethodNotAllowed { allow: "GET" },
+        };
+    }
+    if !path.starts_with("/api/") {
+        return Endpoint::NotFound;
+    }
     let mut segs = Vec::new();
-    for raw in rest.split('/') {
+    for raw in path[1..].split('/') {
         match percent_decode_str(raw).decode_utf8() {
             Ok(s) if !s.is_empty() && s.len() <= 200 => segs.push(s.into_owned()),
             _ => return Endpoint::NotFound,
         }
     }
-    let m = method;
-    let pick = |options: &[(Method, Admin)], allow: &'static str| -> Endpoint<'a> {
-        match options.iter().find(|(om, _)| om == m) {
-            Some((_, a)) => Endpoint::Admin(a.clone()),
-            None => Endpoint::MethodNotAllowed { allow },
-        }
-    };
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
-    use Method as M;
-    match s.as_slice() {
-        ["products"] => pick(&[(M::GET, Admin::ListProducts)], "GET"),
-        ["products", p] => {
-            let id = p.to_string();
-            pick(
-                &[
-                    (M::GET, Admin::GetProduct { product_id: id.clone() }),
-                    (M::PUT, Admin::PutProduct { product_id: id }),
-                ],
-                "GET, PUT",
-            )
-        }
-        ["products", p, "files", f] => {
-            let (product_id, file_id) = (p.to_string(), f.to_string());
-            pick(
-                &[
-                    (M::PUT, Admin::PutFile { product_id: product_id.clone(), file_id: file_id.clone() }),
-                    (M::DELETE, Admin::RetireFile { product_id, file_id }),
-                ],
-                "PUT, DELETE",
-            )
-        }
-        ["products", p, "keys"] => pick(&[(M::POST, Admin::AddKeys { product_id: p.to_string() })], "POST"),
-        ["customers"] => pick(&[(M::POST, Admin::CreateCustomer), (M::GET, Admin::FindCustomer)], "GET, POST"),
-        ["customers", t] => pick(&[(M::GET, Admin::GetCustomer { tenant_id: t.to_string() })], "GET"),
-        ["customers", t, "orders"] => pick(&[(M::POST, Admin::Buy { tenant_id: t.to_string() })], "POST"),
-        ["customers", t, "tokens"] => pick(
-            &[
-                (M::POST, Admin::CreateCustomerToken { tenant_id: t.to_string() }),
-                (M::GET, Admin::ListCustomerTokens { tenant_id: t.to_string() }),
-            ],
-            "GET, POST",
-        ),
-        ["customers", t, "tokens", k] => pick(
-            &[(M::DELETE, Admin::EndCustomerToken { tenant_id: t.to_string(), token_id: k.to_string() })],
-            "DELETE",
-        ),
-        ["customers", t, "software"] => pick(&[(M::GET, Admin::Software { tenant_id: t.to_string() })], "GET"),
-        ["orders", o] => {
-            let id = o.to_string();
-            pick(
-                &[(M::GET, Admin::GetOrder { order_id: id.clone() }), (M::PATCH, Admin::PatchOrder { order_id: id })],
-                "GET, PATCH",
-            )
-        }
-        ["orders", o, "downloads"] => pick(&[(M::POST, Admin::Downloads { order_id: o.to_string() })], "POST"),
-        ["orders", o, "keys"] => pick(&[(M::GET, Admin::Keys { order_id: o.to_string() })], "GET"),
-        ["orders", o, "cancellation"] => pick(&[(M::GET, Admin::Cancellation { order_id: o.to_string() })], "GET"),
-        ["orders", o, "cancel"] => pick(&[(M::POST, Admin::Cancel { order_id: o.to_string() })], "POST"),
-        ["orders", o, "suspend"] => pick(&[(M::POST, Admin::Suspend { order_id: o.to_string() })], "POST"),
-        ["orders", o, "reactivate"] => pick(&[(M::POST, Admin::Reactivate { order_id: o.to_string() })], "POST"),
-        ["orders", o, "links"] => pick(&[(M::GET, Admin::OrderLinks { order_id: o.to_string() })], "GET"),
-        ["links", l] => pick(&[(M::GET, Admin::GetLink { link_id: l.to_string() })], "GET"),
-        ["me"] => pick(&[(M::GET, Admin::Me)], "GET"),
-        ["activity"] => pick(&[(M::GET, Admin::Activity)], "GET"),
-        ["activity", "verify"] => pick(&[(M::GET, Admin::VerifyActivity)], "GET"),
-        ["revocations"] => pick(&[(M::POST, Admin::Revocation)], "POST"),
-        ["support-requests"] => pick(&[(M::POST, Admin::CreateSupportRequest)], "POST"),
-        ["support-requests", r] => pick(&[(M::GET, Admin::GetSupportRequest { request_id: r.to_string() })], "GET"),
-        _ => Endpoint::NotFound,
+    for (i, r) in ADMIN_ROUTES.iter().enumerate() {
+        let Some(params) = matches(&r.path[1..], &segs) else { continue };
+        return match r.methods.iter().find(|(m, _)| m == method) {
+            Some((_, make)) => Endpoint::Admin(make(&params)),
+            None => Endpoint::MethodNotAllowed { allow: ALLOW[i].as_str() },
+        };
     }
+    Endpoint::NotFound
 }
 
 #[cfg(test)]

@@ -353,6 +353,7 @@ async fn handle(
             Endpoint::Healthz => Ok(json_ok("{\"status\":\"ok\"}")),
             Endpoint::Readyz => readiness(state).await,
             Endpoint::Metrics => Ok(metrics_text(state)),
+            Endpoint::OpenApi => Ok(openapi_json()),
             Endpoint::Download { token } => {
                 let exclusive_wire = parts.version < http::Version::HTTP_2;
                 let client = Client { peer, exclusive_wire, headers, conn: downloads };
@@ -411,6 +412,12 @@ fn metrics_text(state: &AppState) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
+    r
+}
+
+fn openapi_json() -> Response<Body> {
+    let mut r = Response::new(Body::from_bytes(crate::openapi::bytes()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 

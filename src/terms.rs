@@ -225,7 +225,7 @@ pub fn next_due(order: &Order, base_retention: u32) -> Option<DateTime<Utc>> {
 }
 
 /// How a marketplace cancellation at `now` takes effect (API.md §5.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// At once, with full credit of the term.

@@ -1,6 +1,7 @@
 //! `GET /api/activity` (date-range queries, cursor paging, CSV) and `GET /api/activity/verify`
 //! (the hash chain, recomputed on the live server, and the JSON Lines mirror when configured).
 
+use super::views::{ActivityPage, FirstBad, VerifyReport};
 use super::Ctx;
 use crate::activity::{time_bound, to_csv, Kind, Query};
 use crate::body::Body;
@@ -59,7 +60,7 @@ pub async fn query(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
     let started = std::time::Instant::now();
     let (records, next) = ctx.state.store.query_activity(&q).await?;
     tracing::debug!(records = records.len(), micros = started.elapsed().as_micros() as u64, "activity query");
-    Ok((StatusCode::OK, json!({ "records": records, "next_after_seq": next })))
+    Ok((StatusCode::OK, super::to_json(&ActivityPage { records, next_after_seq: next })))
 }
 
 /// `GET /api/activity` with `Accept: text/csv`; the cursor goes in `Keydrop-Next-After-Seq`.
@@ -74,27 +75,28 @@ pub async fn csv(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     Ok(r)
 }
 
-fn report_json(r: &Report) -> serde_json::Value {
-    json!({
-        "ok": r.first_bad.is_none(),
-        "records": r.records,
-        "last_hash": r.last_hash,
-        "first_bad": r.first_bad.as_ref().map(|(seq, reason)| json!({"seq": seq, "reason": reason})),
-    })
+fn report_view(r: &Report) -> VerifyReport {
+    VerifyReport {
+        ok: r.first_bad.is_none(),
+        records: r.records,
+        last_hash: r.last_hash.clone(),
+        first_bad: r.first_bad.as_ref().map(|(seq, reason)| FirstBad { seq: *seq, reason: reason.clone() }),
+        mirror: None,
+    }
 }
 
 pub async fn verify(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
     let chain = verify_store(&ctx.state.store).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut v = report_json(&chain);
+    let mut v = report_view(&chain);
     if let Some(path) = &ctx.state.config.activity.jsonl_path {
         // The mirror is the embedded backend's (a shared database keeps no file of its own).
         let Some(store) = ctx.state.store.embedded() else {
-            return Ok((StatusCode::OK, v));
+            return Ok((StatusCode::OK, super::to_json(&v)));
         };
         let mirror = verify_mirror(path, |seq| store.get_activity_raw(seq).ok().flatten())
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        v["ok"] = (chain.first_bad.is_none() && mirror.first_bad.is_none()).into();
-        v["mirror"] = report_json(&mirror);
+        v.ok = chain.first_bad.is_none() && mirror.first_bad.is_none();
+        v.mirror = Some(Box::new(report_view(&mirror)));
     }
-    Ok((StatusCode::OK, v))
+    Ok((StatusCode::OK, super::to_json(&v)))
 }

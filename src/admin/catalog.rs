@@ -2,6 +2,8 @@
 //! writer and never appear in any answer.
 
 use super::input::{got, Fields};
+use super::to_json;
+use super::views::{FileView, KeysAdded, ProductList, ProductView};
 use super::{check_id, Ctx, Reply};
 use crate::catalog::{Attached, FileError, FileSpec};
 use crate::error::ApiError;
@@ -9,7 +11,7 @@ use crate::model::{Billing, CancelPolicy, Product, ProductKind};
 use crate::orders::{is_country, market_list};
 use crate::store::FileRecord;
 use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 const PRODUCT_FIELDS: &[&str] = &[
     "name",
@@ -92,14 +94,6 @@ pub async fn put_product(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Val
     Ok((status, product_json(ctx, &product).await?))
 }
 
-fn file_json(f: &FileRecord) -> Value {
-    json!({
-        "file_id": f.file_id, "product_id": f.product_id, "version": f.version, "language": f.language,
-        "file_type": f.file_type, "path": f.path, "filename": f.filename, "size": f.size, "sha256": f.sha256,
-        "retired_at": f.retired_at,
-    })
-}
-
 /// The files of a product that new links may be issued for (not retired).
 pub async fn files_of(ctx: &Ctx<'_>, product_id: &str) -> Result<Vec<FileRecord>, ApiError> {
     Ok(ctx.state.catalog.files_of(product_id).await?.into_iter().filter(|f| f.retired_at.is_none()).collect())
@@ -124,11 +118,16 @@ fn file_error(e: FileError) -> ApiError {
     }
 }
 
+async fn product_view(ctx: &Ctx<'_>, p: &Product) -> Result<ProductView, ApiError> {
+    Ok(ProductView {
+        product: p.clone(),
+        files: ctx.state.catalog.files_of(&p.product_id).await?.iter().map(FileView::from).collect(),
+        keys_available: ctx.state.store.keys_available(&p.product_id).await?,
+    })
+}
+
 async fn product_json(ctx: &Ctx<'_>, p: &Product) -> Result<Value, ApiError> {
-    let mut v = serde_json::to_value(p).unwrap_or_default();
-    v["files"] = ctx.state.catalog.files_of(&p.product_id).await?.iter().map(file_json).collect();
-    v["keys_available"] = ctx.state.store.keys_available(&p.product_id).await?.into();
-    Ok(v)
+    Ok(to_json(&product_view(ctx, p).await?))
 }
 
 pub async fn load_product(ctx: &Ctx<'_>, product_id: &str) -> Result<Product, ApiError> {
@@ -167,8 +166,8 @@ pub async fn put_file(
         file_type,
     };
     match ctx.state.catalog.attach(spec).await.map_err(file_error)? {
-        Attached::Created(rec) => Ok((StatusCode::CREATED, file_json(&rec))),
-        Attached::Existing(rec) => Ok((StatusCode::OK, file_json(&rec))),
+        Attached::Created(rec) => Ok((StatusCode::CREATED, to_json(&FileView::from(&rec)))),
+        Attached::Existing(rec) => Ok((StatusCode::OK, to_json(&FileView::from(&rec)))),
     }
 }
 
@@ -176,7 +175,7 @@ pub async fn put_file(
 pub async fn retire_file(ctx: &Ctx<'_>, product_id: &str, file_id: &str) -> Result<Reply, ApiError> {
     load_product(ctx, product_id).await?;
     let rec = ctx.state.catalog.retire(product_id, file_id, ctx.state.now()).await.map_err(file_error)?;
-    Ok((StatusCode::OK, file_json(&rec)))
+    Ok((StatusCode::OK, to_json(&FileView::from(&rec))))
 }
 
 pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
@@ -189,15 +188,15 @@ pub async fn add_keys(ctx: &Ctx<'_>, product_id: &str, body: &Map<String, Value>
     f.finish()?;
     let sealed: Vec<Vec<u8>> = got(keys).iter().map(|k| ctx.state.sealer.seal(product_id, k.trim())).collect();
     let (added, available) = ctx.state.store.add_keys(product_id, sealed).await?;
-    Ok((StatusCode::CREATED, json!({ "added": added, "available": available })))
+    Ok((StatusCode::CREATED, to_json(&KeysAdded { added, available })))
 }
 
 pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut products = Vec::new();
     for p in ctx.state.store.products().await? {
-        products.push(product_json(ctx, &p).await?);
+        products.push(product_view(ctx, &p).await?);
     }
-    Ok((StatusCode::OK, json!({ "products": products })))
+    Ok((StatusCode::OK, to_json(&ProductList { products })))
 }
 
 pub async fn get(ctx: &Ctx<'_>, product_id: &str) -> Result<Reply, ApiError> {

@@ -1,13 +1,15 @@
 //! Customer calls: create, look up by tenant GUID or domain, and the purchased-software list.
 
 use super::input::{got, Fields};
+use super::to_json;
+use super::views::{SoftwareItem, SoftwareList};
 use super::{Ctx, Reply};
 use crate::error::ApiError;
 use crate::model::{Customer, OrderStatus};
 use crate::orders::{effective_status, is_country, is_guid};
 use crate::store::commands::CustomerExists;
 use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 fn valid_domain(d: &str) -> bool {
     d.len() <= 253
@@ -70,13 +72,13 @@ pub async fn get(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
         .customer(&tenant_id.to_ascii_lowercase())
         .await?
         .ok_or(ApiError::Missing { what: "customer" })?;
-    Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
+    Ok((StatusCode::OK, to_json(&c)))
 }
 
 pub async fn find(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let domain = ctx.query_param("domain").ok_or_else(|| ApiError::field("domain", "is required"))?;
     let c = lookup(ctx, &domain).await?.ok_or(ApiError::Missing { what: "customer" })?;
-    Ok((StatusCode::OK, serde_json::to_value(c).unwrap_or_default()))
+    Ok((StatusCode::OK, to_json(&c)))
 }
 
 pub async fn software(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
@@ -88,12 +90,17 @@ pub async fn software(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError>
     for o in ctx.state.store.orders_of(&tenant_id).await? {
         let status = effective_status(&o, now, retention);
         for i in &o.items {
-            items.push(json!({
-                "order_id": o.order_id, "item_id": i.item_id, "product_id": i.product_id, "name": i.name,
-                "kind": i.kind, "status": status, "purchased_at": o.purchased_at,
-                "key_available": i.has_key && status == OrderStatus::Active,
-            }));
+            items.push(SoftwareItem {
+                order_id: o.order_id.clone(),
+                item_id: i.item_id.clone(),
+                product_id: i.product_id.clone(),
+                name: i.name.clone(),
+                kind: i.kind,
+                status,
+                purchased_at: o.purchased_at,
+                key_available: i.has_key && status == OrderStatus::Active,
+            });
         }
     }
-    Ok((StatusCode::OK, json!({ "items": items })))
+    Ok((StatusCode::OK, to_json(&SoftwareList { items })))
 }

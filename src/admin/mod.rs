@@ -11,6 +11,7 @@ mod orders;
 mod revocations;
 mod support;
 mod tokens;
+pub mod views;
 
 use crate::activity::{Entry, Kind};
 use crate::body::Body;
@@ -205,7 +206,7 @@ pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Resul
         Admin::Suspend { order_id } => orders::suspend(ctx, &order_id).await?,
         Admin::Reactivate { order_id } => orders::reactivate(ctx, &order_id).await?,
         Admin::GetLink { link_id } => match crate::links::link_status(state, &link_id, state.now()).await? {
-            Some(s) => (StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
+            Some(s) => (StatusCode::OK, to_json(&s)),
             None => return Err(ApiError::Missing { what: "link" }),
         },
         Admin::OrderLinks { order_id } => orders::links(ctx, &order_id).await?,
@@ -219,7 +220,11 @@ pub async fn call(ctx: &Ctx<'_>, call: Admin, obj: &Map<String, Value>) -> Resul
         Admin::Revocation => return Err(ApiError::Internal("revocation reached the bearer path".into())),
         Admin::Me => (
             StatusCode::OK,
-            serde_json::json!({"name": ctx.who.name, "role": ctx.who.role.as_str(), "tenant_id": ctx.who.tenant_id}),
+            to_json(&views::Me {
+                name: ctx.who.name.clone(),
+                role: ctx.who.role.as_str().to_owned(),
+                tenant_id: ctx.who.tenant_id.clone(),
+            }),
         ),
     })
 }
@@ -240,6 +245,11 @@ impl From<crate::store::StoreError> for ApiError {
             ApiError::Internal(e.to_string())
         }
     }
+}
+
+/// An answer's JSON (its type is in [`views`] or the model, and so in the OpenAPI document).
+pub fn to_json<T: serde::Serialize>(view: &T) -> Value {
+    serde_json::to_value(view).unwrap_or_default()
 }
 
 /// A JSON response.

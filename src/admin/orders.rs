@@ -5,6 +5,8 @@
 
 use super::catalog::{files_of, load_product};
 use super::input::{got, Fields};
+use super::to_json;
+use super::views::{CancelResult, DownloadsIssued, KeyList, KeyView, LinkList, OrderItemView, OrderView};
 use super::{new_id, Ctx, Reply};
 use crate::activity::Kind;
 use crate::error::ApiError;
@@ -15,7 +17,7 @@ use crate::store::commands::{BuyRefused, Changed, OnePerCustomer, OrderChange};
 use crate::store::Access;
 use crate::terms::{advance, Terms};
 use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 async fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
     ctx.state.store.order(order_id).await?.ok_or(ApiError::Missing { what: "order" })
@@ -24,27 +26,46 @@ async fn load(ctx: &Ctx<'_>, order_id: &str) -> Result<Order, ApiError> {
 fn order_json(ctx: &Ctx<'_>, stored: &Order) -> Value {
     let retention = ctx.state.config.orders.suspension_retention_days;
     let (o, _) = advance(stored, ctx.state.now(), retention);
-    let mut v = json!({
-        "order_id": o.order_id, "tenant_id": o.tenant_id, "status": o.status, "purchased_at": o.purchased_at,
-        "items": o.items.iter().map(|i| json!({
-            "item_id": i.item_id, "product_id": i.product_id, "kind": i.kind, "quantity": i.quantity,
-            "unit_price_cents": i.unit_price_cents,
-        })).collect::<Vec<_>>(),
-        "currency": o.currency, "total_cents": o.total_cents, "tax_included": o.tax_included,
-        "auto_renew": o.auto_renew, "suspended_at": o.suspended_at, "cancelled_at": o.cancelled_at,
-        "credit_cents": o.credit_cents,
-    });
+    let mut v = OrderView {
+        order_id: o.order_id.clone(),
+        tenant_id: o.tenant_id.clone(),
+        status: o.status,
+        purchased_at: o.purchased_at,
+        items: o
+            .items
+            .iter()
+            .map(|i| OrderItemView {
+                item_id: i.item_id.clone(),
+                product_id: i.product_id.clone(),
+                kind: i.kind,
+                quantity: i.quantity,
+                unit_price_cents: i.unit_price_cents,
+            })
+            .collect(),
+        currency: o.currency.clone(),
+        total_cents: o.total_cents,
+        tax_included: o.tax_included,
+        auto_renew: o.auto_renew,
+        suspended_at: o.suspended_at,
+        cancelled_at: o.cancelled_at,
+        credit_cents: o.credit_cents,
+        term_start: None,
+        term_end: None,
+        trial_ends_at: None,
+        cancel_at: None,
+        data_deleted_at: None,
+    };
     if let Some(t) = crate::terms::terms_of(&o) {
         let (start, end) = t.current(o.purchased_at);
-        v["term_start"] = json!(start);
-        v["term_end"] = json!(end);
-        v["trial_ends_at"] = json!(t.trial_ends_at);
-        v["cancel_at"] = json!(t.cancel_at);
+        v.term_start = Some(start);
+        v.term_end = Some(end);
+        v.trial_ends_at = Some(t.trial_ends_at);
+        v.cancel_at = Some(t.cancel_at);
         if o.status == OrderStatus::Suspended {
-            v["data_deleted_at"] = json!(crate::terms::data_deleted_at(&o, retention));
+            v.data_deleted_at = Some(crate::terms::data_deleted_at(&o, retention));
         }
     }
-    v
+    to_json(&v)
 }
 
 /// Refuses access to an order's keys and links unless it is active (and not revoked by a push).
@@ -169,7 +190,7 @@ pub async fn get(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
 pub async fn links(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
     let o = load(ctx, order_id).await?;
     let links = crate::links::links_of_order(ctx.state, &o.order_id, ctx.state.now(), 200).await?;
-    Ok((StatusCode::OK, serde_json::json!({ "links": links })))
+    Ok((StatusCode::OK, to_json(&LinkList { links })))
 }
 
 /// Decrypts the keys of an order's items (optionally of one product), writing `key.accessed`
@@ -198,11 +219,8 @@ pub async fn keys(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
     let o = load(ctx, order_id).await?;
     require_active(ctx, &o).await?;
     let keys = open_keys(ctx, &o, None).await?;
-    let keys: Vec<Value> = keys
-        .into_iter()
-        .map(|(item_id, product_id, key)| json!({"item_id": item_id, "product_id": product_id, "key": key}))
-        .collect();
-    Ok((StatusCode::OK, json!({ "keys": keys })))
+    let keys = keys.into_iter().map(|(item_id, product_id, key)| KeyView { item_id, product_id, key }).collect();
+    Ok((StatusCode::OK, to_json(&KeyList { keys })))
 }
 
 pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) -> Result<Reply, ApiError> {
@@ -254,9 +272,9 @@ pub async fn downloads(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>)
             IssueError::Invalid(m) => ApiError::field("max_uses", m),
             IssueError::Store(s) => s.into(),
         })?;
-        links.push(serde_json::to_value(&link).unwrap_or_default());
+        links.push(link);
     }
-    Ok((StatusCode::CREATED, json!({ "key": key, "links": links })))
+    Ok((StatusCode::CREATED, to_json(&DownloadsIssued { key, links })))
 }
 
 pub async fn cancellation(ctx: &Ctx<'_>, order_id: &str) -> Result<Reply, ApiError> {
@@ -331,12 +349,26 @@ pub async fn cancel(ctx: &Ctx<'_>, order_id: &str, body: &Map<String, Value>) ->
         let cancel_at = o.terms.as_ref().and_then(|t| t.cancel_at);
         return Ok((
             StatusCode::OK,
-            json!({"order_id": o.order_id, "status": "active", "cancel_at": cancel_at, "credit_cents": 0}),
+            to_json(&CancelResult {
+                order_id: o.order_id,
+                status: OrderStatus::Active,
+                cancelled_at: None,
+                cancel_at,
+                credit_cents: Some(0),
+                revoked_links: None,
+            }),
         ));
     }
     Ok((
         StatusCode::OK,
-        json!({"order_id": o.order_id, "status": "cancelled", "cancelled_at": o.cancelled_at, "credit_cents": o.credit_cents, "revoked_links": links}),
+        to_json(&CancelResult {
+            order_id: o.order_id,
+            status: OrderStatus::Cancelled,
+            cancelled_at: o.cancelled_at,
+            cancel_at: None,
+            credit_cents: o.credit_cents,
+            revoked_links: Some(links),
+        }),
     ))
 }
 

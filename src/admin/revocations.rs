@@ -5,13 +5,14 @@
 //! remembered as a revoked gate, so links issued for that order later are refused.
 
 use super::input::{got, Fields};
+use super::views::RevocationResult;
 use crate::activity::{Entry, Kind};
 use crate::error::ApiError;
 use crate::model::{Order, OrderStatus};
 use crate::state::AppState;
 use crate::store::commands::Revoked;
 use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
 pub async fn push(
@@ -48,5 +49,5 @@ pub async fn push(
         o
     };
     let Revoked { links, already } = state.store.revoke(&order_id, cancel, rec).await?;
-    Ok((StatusCode::OK, json!({ "order_id": order_id, "revoked_links": links, "already_revoked": already })))
+    Ok((StatusCode::OK, super::to_json(&RevocationResult { order_id, revoked_links: links, already_revoked: already })))
 }

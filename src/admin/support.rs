@@ -3,12 +3,14 @@
 
 use super::customers::lookup;
 use super::input::{got, Fields};
+use super::to_json;
+use super::views::SupportCreated;
 use super::{new_id, Ctx, Reply};
 use crate::activity::Kind;
 use crate::error::ApiError;
 use crate::model::{Contact, SupportRequest};
 use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, ApiError> {
     let mut f = Fields::new(body, &["customer", "order_id", "subscription_id", "reason", "amount_cents", "contact"]);
@@ -70,11 +72,11 @@ pub async fn create(ctx: &Ctx<'_>, body: &Map<String, Value>) -> Result<Reply, A
     e.order_id = req.order_id.clone().or(req.subscription_id.clone());
     e.outcome = Some(req.request_id.clone());
     ctx.state.store.create_support_request(req.clone(), e).await?;
-    Ok((StatusCode::CREATED, json!({ "request_id": req.request_id, "status": req.status })))
+    Ok((StatusCode::CREATED, to_json(&SupportCreated { request_id: req.request_id, status: req.status })))
 }
 
 pub async fn get(ctx: &Ctx<'_>, request_id: &str) -> Result<Reply, ApiError> {
     let r: SupportRequest =
         ctx.state.store.support_request(request_id).await?.ok_or(ApiError::Missing { what: "support request" })?;
-    Ok((StatusCode::OK, serde_json::to_value(r).unwrap_or_default()))
+    Ok((StatusCode::OK, to_json(&r)))
 }

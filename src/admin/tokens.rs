@@ -5,13 +5,15 @@
 //! (the next call with it is `401`; a dashboard session signed in with it ends at its next page).
 
 use super::input::{got, Fields};
+use super::to_json;
+use super::views::{TokenEnded, TokenList, TokenView};
 use super::{new_id, Ctx, Reply};
 use crate::error::ApiError;
 use crate::model::CustomerToken;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 async fn customer_exists(ctx: &Ctx<'_>, tenant_id: &str) -> Result<String, ApiError> {
     let t = tenant_id.to_ascii_lowercase();
@@ -19,8 +21,15 @@ async fn customer_exists(ctx: &Ctx<'_>, tenant_id: &str) -> Result<String, ApiEr
     Ok(t)
 }
 
-fn token_json(t: &CustomerToken) -> Value {
-    json!({"token_id": t.token_id, "tenant_id": t.tenant_id, "name": t.name, "created_at": t.created_at, "created_by": t.created_by})
+fn token_view(t: &CustomerToken) -> TokenView {
+    TokenView {
+        token_id: t.token_id.clone(),
+        tenant_id: t.tenant_id.clone(),
+        name: t.name.clone(),
+        created_at: t.created_at,
+        created_by: t.created_by.clone(),
+        token: None,
+    }
 }
 
 /// `POST /api/customers/{tenant_id}/tokens` `{"name"}` → `201 {"token_id", "token", …}`.
@@ -40,16 +49,16 @@ pub async fn create(ctx: &Ctx<'_>, tenant_id: &str, body: &Map<String, Value>) -
     };
     ctx.state.store.create_customer_token(sha256, t.clone()).await?;
     tracing::info!(token_id = %t.token_id, tenant_id = %t.tenant_id, by = %t.created_by, "customer token created");
-    let mut v = token_json(&t);
-    v["token"] = token.into();
-    Ok((StatusCode::CREATED, v))
+    let mut v = token_view(&t);
+    v.token = Some(token);
+    Ok((StatusCode::CREATED, to_json(&v)))
 }
 
 /// `GET /api/customers/{tenant_id}/tokens`: the live tokens, never the tokens themselves.
 pub async fn list(ctx: &Ctx<'_>, tenant_id: &str) -> Result<Reply, ApiError> {
     let tenant_id = customer_exists(ctx, tenant_id).await?;
     let tokens = ctx.state.store.customer_tokens(&tenant_id).await?;
-    Ok((StatusCode::OK, json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() })))
+    Ok((StatusCode::OK, to_json(&TokenList { tokens: tokens.iter().map(token_view).collect() })))
 }
 
 /// `DELETE /api/customers/{tenant_id}/tokens/{token_id}` → `200 {"token_id", "ended": true}`.
@@ -59,5 +68,5 @@ pub async fn end(ctx: &Ctx<'_>, tenant_id: &str, token_id: &str) -> Result<Reply
         return Err(ApiError::Missing { what: "token" });
     }
     tracing::info!(token_id, tenant_id = %tenant_id, by = %ctx.who.name, "customer token ended");
-    Ok((StatusCode::OK, json!({ "token_id": token_id, "ended": true })))
+    Ok((StatusCode::OK, to_json(&TokenEnded { token_id: token_id.to_owned(), ended: true })))
 }

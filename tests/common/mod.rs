@@ -2,6 +2,7 @@
 //! readiness by polling, every await under a timeout, shutdown through a channel.
 #![allow(dead_code)]
 
+pub mod contract;
 pub mod pg;
 
 use bytes::Bytes;
@@ -447,6 +448,7 @@ impl Server {
             let status = resp.status().as_u16();
             let bytes = resp.into_body().collect().await.unwrap().to_bytes();
             let v = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+            contract::check(self.admin, method, path, status, &v).await;
             (status, v)
         })
         .await
