@@ -3,7 +3,9 @@
 # a virtualenv under target/ when missing). Starts the built keydrop binary on redb with every
 # role configured (a customer_admin for a seeded tenant, a push secret), seeds a product with a
 # file and keys, a customer and an order, then runs schemathesis once per token — each bounded by
-# time (one worker: hypothesis describes lambdas unsafely across threads) — with its examples, coverage, fuzzing and stateful (OpenAPI links) phases. Fails on a 5xx,
+# time (one worker: hypothesis describes lambdas unsafely across threads) — with its examples,
+# coverage, fuzzing and stateful (OpenAPI links) phases, in the work directory (so its cache
+# stays out of the repository). Fails on a 5xx,
 # an answer that breaks its schema, an undocumented status, content type or header, and if the
 # server dies or logs a panic.
 #
@@ -18,6 +20,7 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "schemathesis==$VERSION"
 fi
+VENV=$(realpath "$VENV")
 cargo build -q --bin keydrop
 KD=target/debug/keydrop
 
@@ -63,10 +66,10 @@ total=0; status=0
 for role in ${ROLES:-admin_agent global_admin customer_admin}; do
   echo "== schemathesis as $role, ${PER_TOKEN}s"
   set +e
-  "$VENV/bin/schemathesis" run "$A/api/openapi.json" --url "$A" -H "Authorization: Bearer st-$role" \
+  (cd "$WORK" && "$VENV/bin/schemathesis" run "$A/api/openapi.json" --url "$A" -H "Authorization: Bearer st-$role" \
     --checks "$CHECKS" --max-time "$PER_TOKEN" --phases examples,coverage,fuzzing,stateful --workers 1 \
     --seed 17 --no-color --report ndjson --report-ndjson-path "$WORK/$role.ndjson" --request-timeout 10 \
-    --suppress-health-check all >"$WORK/$role.out" 2>&1
+    --suppress-health-check all >"$WORK/$role.out" 2>&1)
   rc=$?
   set -e
   sent=$(python3 - "$WORK/$role.ndjson" <<'PY'
