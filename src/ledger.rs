@@ -317,6 +317,7 @@ impl Ledger {
             }
         };
         let started = Prepared::new(started); // serialized before the lock, not under it
+        let sent = std::time::Instant::now();
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
             if spent.saturating_add(cost) > link.budget() {
@@ -326,7 +327,9 @@ impl Ledger {
             *spent += cost;
             durable
         };
-        match pending.wait().await {
+        let durable = pending.wait().await;
+        self.metrics.reserve_wait.observe(sent.elapsed().as_secs_f64());
+        match durable {
             Ok(()) => {
                 self.metrics.reservations.inc();
                 self.metrics.reserved_bytes.inc_by(cost);

@@ -31,13 +31,30 @@ pub struct ListenerLabel {
 }
 
 /// What the ledger counts.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LedgerMetrics {
     pub reservations: Counter,
     pub reserved_bytes: Counter,
     pub refunds: Counter,
     pub refunded_bytes: Counter,
     pub in_flight: Gauge,
+    /// From a reservation handed to the store to its being durable (what a download waits for
+    /// before its first byte).
+    pub reserve_wait: Histogram,
+}
+
+impl Default for LedgerMetrics {
+    fn default() -> LedgerMetrics {
+        LedgerMetrics {
+            reservations: Counter::default(),
+            reserved_bytes: Counter::default(),
+            refunds: Counter::default(),
+            refunded_bytes: Counter::default(),
+            in_flight: Gauge::default(),
+            // 50 µs … 1.6 s, as the commit latency
+            reserve_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
 }
 
 /// What the store's writer measures per group commit.
@@ -104,6 +121,12 @@ impl Metrics {
         r.register("refunds", "Downloads that handed unsent bytes back", ledger.refunds.clone());
         r.register_with_unit("refunded", "Unsent bytes handed back", Unit::Bytes, ledger.refunded_bytes.clone());
         r.register("downloads_in_flight", "Downloads streaming now", ledger.in_flight.clone());
+        r.register_with_unit(
+            "reserve_wait",
+            "From a download's reservation handed to the store to its being durable",
+            Unit::Seconds,
+            ledger.reserve_wait.clone(),
+        );
         r.register_with_unit(
             "commit_duration",
             "Group commit latency (apply and fsync)",
