@@ -51,10 +51,14 @@ impl Default for LedgerMetrics {
             refunds: Counter::default(),
             refunded_bytes: Counter::default(),
             in_flight: Gauge::default(),
-            // 50 µs … 1.6 s, as the commit latency
-            reserve_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            reserve_wait: latency_histogram(),
         }
     }
+}
+
+/// The buckets of the store's latencies (a group commit, a reservation's wait): 50 µs … ~1.6 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 /// What the store's writer measures per group commit.
@@ -68,8 +72,7 @@ pub struct WriterMetrics {
 impl Default for WriterMetrics {
     fn default() -> Self {
         WriterMetrics {
-            // 50 µs … ~1.6 s
-            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            commit_seconds: latency_histogram(),
             // 1 … 4096 batches per commit
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             failed_commits: Counter::default(),

@@ -26,9 +26,9 @@
 //! The file is kept written with zeros ahead of its end ([`RecordFile::keep_ahead`], at each
 //! durable commit), so appends overwrite blocks it already has instead of growing it. A growing
 //! file changes its inode on every append, and on ext4 the next `O_DSYNC` journal write then
-//! writes that inode's table block too — an extra synchronous device write per group commit
-//! (measured here: 275 µs per journal write beside a growing file, 204 µs beside a preallocated
-//! one). Readers never see the zeros: they stop at [`End`], and recovery cuts them off.
+//! writes that inode's table block too — an extra synchronous device write per group commit (the
+//! README has the measurements). Readers never see the zeros: they stop at [`End`], and recovery
+//! cuts them off.
 //!
 //! Durability follows the writer's two kinds of commit (see [`super::journal`]). A journalled
 //! group's records are also in its journal frame, so the file is not fsynced for it; a durable redb
