@@ -88,5 +88,6 @@ total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(","
 echo "downloads: $N of 4 KiB over $links links of 50 uses"
 echo "instructions: $total in all, $(( total / N )) per download"
 echo
-callgrind_annotate --inclusive=no "$dump" 2>/dev/null | grep -E '^ *[0-9,]+ ' | head -30
+echo "self cost per function (instructions, share):"
+python3 "$ROOT/benches/callgrind-self.py" "$dump" 30
 echo "profile: $dump"
