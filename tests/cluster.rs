@@ -98,6 +98,9 @@ async fn a_thousand_gets_over_three_nodes_serve_exactly_fifty_copies() {
         let st = n.settled(&link).await;
         assert_eq!((st.bytes_spent, st.state), (50 * MIB as u64, "exhausted"));
     }
+    // Held refusals are recorded about a second after they happen: once all 950 are in, the
+    // chain stops growing, and the verification below counts what `records` holds.
+    c.nodes[2].refusal_records(&link.link_id, "exhausted", 950).await;
     let records = c.nodes[2].records().await;
     assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1), "seq is gap-free");
     let nodes: std::collections::BTreeSet<_> = records.iter().filter_map(|r| r.node.clone()).collect();
