@@ -199,16 +199,13 @@ impl Journal {
         if !self.fits(total as u64) {
             return Err(std::io::Error::other("journal frame does not fit"));
         }
-        // A block-aligned window of the buffer (what O_DIRECT needs of memory), zero-padded.
-        self.frame.clear();
-        self.frame.resize(total + BLOCK, 0);
-        let start = self.frame.as_ptr().align_offset(BLOCK).min(BLOCK);
-        let out = &mut self.frame[start..start + total];
+        let out = aligned_window(&mut self.frame, total);
         out[..4].copy_from_slice(MAGIC);
         out[4..12].copy_from_slice(&number.to_le_bytes());
         out[12..16].copy_from_slice(&(len as u32).to_le_bytes());
         out[16..HEADER].copy_from_slice(&checksum(number, len as u32, &payload.buf));
         out[HEADER..HEADER + len].copy_from_slice(&payload.buf);
+        out[HEADER + len..].fill(0);
         let written = match &self.direct {
             Some(direct) => direct.write_all_at(out, self.offset),
             None => Err(std::io::ErrorKind::Unsupported.into()),
@@ -229,6 +226,17 @@ impl Journal {
         self.next_frame += 1;
         Ok(number)
     }
+}
+
+/// A `len`-byte window of `buf` at a [`BLOCK`]-aligned address (what `O_DIRECT` asks of memory).
+/// `buf` grows as needed and is kept for reuse, so the window holds whatever was there before:
+/// callers write or zero all of it.
+pub(super) fn aligned_window(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len + BLOCK {
+        buf.resize(len + BLOCK, 0);
+    }
+    let off = buf.as_ptr().align_offset(BLOCK).min(BLOCK);
+    &mut buf[off..off + len]
 }
 
 /// The intact frames of a journal file, read without opening it for writing (`verify-log`).

@@ -38,7 +38,7 @@
 //! and cuts the file at the new end, then fsyncs it before its durable commit.
 
 use super::disk::DiskSwitch;
-use super::journal::BLOCK;
+use super::journal::{aligned_window, BLOCK};
 use super::{StoreError, META};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use std::fs::File;
@@ -310,9 +310,9 @@ impl RecordFile {
         }
         let from = self.allocated.div_ceil(BLOCK as u64) * BLOCK as u64;
         let n = (self.len + want - from).div_ceil(BLOCK as u64) as usize * BLOCK;
-        let zeros = vec![0u8; n + BLOCK];
-        let off = zeros.as_ptr().align_offset(BLOCK).min(BLOCK);
-        let written = self.direct.as_ref().map(|d| d.write_all_at(&zeros[off..off + n], from));
+        let mut buf = Vec::new();
+        let zeros = aligned_window(&mut buf, n);
+        let written = self.direct.as_ref().map(|d| d.write_all_at(zeros, from));
         match written {
             Some(Ok(())) => {
                 self.allocated = from + n as u64;
@@ -328,11 +328,7 @@ impl RecordFile {
         let start = self.len - self.tail.len() as u64;
         let content = self.tail.len() + buf.len();
         let total = content.div_ceil(BLOCK) * BLOCK;
-        if self.scratch.len() < total + BLOCK {
-            self.scratch.resize(total + BLOCK, 0);
-        }
-        let off = self.scratch.as_ptr().align_offset(BLOCK).min(BLOCK);
-        let out = &mut self.scratch[off..off + total];
+        let out = aligned_window(&mut self.scratch, total);
         out[..self.tail.len()].copy_from_slice(&self.tail);
         out[self.tail.len()..content].copy_from_slice(buf);
         out[content..].fill(0);
