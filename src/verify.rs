@@ -118,7 +118,17 @@ pub async fn move_store(config: &crate::config::Config, to: &str) -> Result<Stri
 /// Verifies a JSON Lines mirror on its own (its chain) and against the store's records:
 /// every line must be the stored record with the same `seq`, byte for byte.
 pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Result<Report, VerifyError> {
-    let text = std::fs::read(path).map_err(|source| VerifyError::Mirror { path: path.to_owned(), source })?;
+    Ok(verify_mirror_text(&read_mirror(path)?, stored))
+}
+
+/// The mirror's bytes, read once: a running server reads them before it makes the store's
+/// records visible up to now, so every line read has its stored record to compare with.
+pub fn read_mirror(path: &Path) -> Result<Vec<u8>, VerifyError> {
+    std::fs::read(path).map_err(|source| VerifyError::Mirror { path: path.to_owned(), source })
+}
+
+/// [`verify_mirror`] of bytes already read.
+pub fn verify_mirror_text(text: &[u8], stored: impl Fn(u64) -> Option<Vec<u8>>) -> Report {
     let mut v = ChainVerifier::default();
     let mut first_bad = None;
     for (i, line) in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
@@ -139,7 +149,7 @@ pub fn verify_mirror(path: &Path, stored: impl Fn(u64) -> Option<Vec<u8>>) -> Re
             break;
         }
     }
-    Ok(Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad })
+    Report { records: v.count(), last_hash: v.last_hash().to_owned(), first_bad }
 }
 
 /// Verifies `data_dir/keydrop.redb`'s chain from the first record to the last.

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::activity::{time_bound, to_csv, Kind, Query};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::verify::{verify_mirror, verify_store, Report};
+use crate::verify::{read_mirror, verify_mirror_text, verify_store, Report};
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
@@ -93,8 +93,9 @@ pub async fn verify(ctx: &Ctx<'_>) -> Result<super::Reply, ApiError> {
         let Some(store) = ctx.state.store.embedded() else {
             return Ok((StatusCode::OK, super::to_json(&v)));
         };
-        let mirror = verify_mirror(path, |seq| store.get_activity_raw(seq).ok().flatten())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text = read_mirror(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+        store.publish().await?;
+        let mirror = verify_mirror_text(&text, |seq| store.get_activity_raw(seq).ok().flatten());
         v.ok = chain.first_bad.is_none() && mirror.first_bad.is_none();
         v.mirror = Some(Box::new(report_view(&mirror)));
     }

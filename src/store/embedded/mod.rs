@@ -46,6 +46,7 @@ pub mod journal;
 mod migrate;
 mod mirror;
 mod offline;
+mod pending;
 pub mod records;
 mod recover;
 pub mod tx;
@@ -223,6 +224,17 @@ impl Embedded {
         Ok(raw.map(|r| serde_json::from_slice(r.value())).transpose()?)
     }
 
+    /// Makes every record sealed so far visible to the activity reads below, which see only what
+    /// the record file holds (see [`pending`]); [`crate::store::Store`]'s reads call it first.
+    /// After [`Embedded::close`] there is nothing to wait for: the writer published everything
+    /// as it stopped (or, if it could not, the next start writes it from the journal).
+    pub async fn publish(&self) -> Result<(), StoreError> {
+        match self.writer.publish().await {
+            Err(StoreError::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Up to `limit` records with `seq > after_seq`, in order.
     pub fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
@@ -307,8 +319,9 @@ impl Embedded {
         match (tag, recent) {
             (Some(tag), Some(recent)) => {
                 let reader = records::Reader::open(&tx, &self.records)?;
+                // Entries are in `seq` order; past what the transaction sees, none is readable.
                 index::scan(&tx.open_table(index::ACTIVITY_IX)?, recent, tag, start, |seq, offset| {
-                    take(seq, &reader.read(offset)?)
+                    Ok(reader.has(seq) && take(seq, &reader.read(offset)?)?)
                 })?;
             }
             _ => records::walk(&tx, &self.records, start, take)?,

@@ -1,6 +1,6 @@
 //! Reading the activity log of a database no server has open (`keydrop verify-log`).
 
-use super::{journal, records};
+use super::{journal, records, recover};
 use super::{writer, StoreError, JOURNAL_FILE, LEGACY_ACTIVITY, META, RECORDS_FILE};
 use crate::activity::Record;
 use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
@@ -45,16 +45,16 @@ fn open_if_there<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-/// Does the journal hold frames the database lacks?
+/// Does the journal hold frames or records the database lacks?
 pub(super) fn journal_pending(tx: &redb::ReadTransaction, journal_path: &Path) -> Result<bool, StoreError> {
     if !journal_path.exists() {
         return Ok(false);
     }
-    let applied = match open_if_there(tx, META)? {
-        Some(meta) => writer::journal_applied(&meta)?,
-        None => 0,
+    let (applied, end) = match open_if_there(tx, META)? {
+        Some(meta) => (writer::journal_applied(&meta)?, records::end(&meta)?),
+        None => (0, records::End::default()),
     };
-    Ok(journal::read_file(journal_path)?.iter().any(|f| f.number > applied))
+    Ok(recover::needs_recovery(&journal::read_file(journal_path)?, applied, end))
 }
 
 /// Does the database still hold records in the table they lived in before the record file?

@@ -31,7 +31,9 @@
 //! cuts them off.
 //!
 //! Durability follows the writer's two kinds of commit (see [`super::journal`]). A journalled
-//! group's records are also in its journal frame, so the file is not fsynced for it; a durable redb
+//! group's records are also in its journal frame, so the file is not fsynced for it — nor even
+//! written in every group: the writer gathers records and appends them in batches
+//! ([`super::pending`]), and `End` moves only when it does; a durable redb
 //! commit (a checkpoint, an admin change) fsyncs the file first and then commits, so redb's durable
 //! `End` never covers bytes that are not on disk. After a crash the durable `End` is where the file
 //! is good up to: recovery writes the journal's records again from there (the same sealed bytes)
@@ -170,14 +172,19 @@ fn walk_from(
 /// Reads single records at known offsets (from the filter index), no further than an [`End`].
 pub(super) struct Reader {
     file: File,
-    end: u64,
+    end: End,
     path: PathBuf,
 }
 
 impl Reader {
     pub(super) fn open(tx: &ReadTransaction, path: &Path) -> Result<Reader, StoreError> {
         let file = File::open(path).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
-        Ok(Reader { file, end: end_in(tx)?.len, path: path.to_owned() })
+        Ok(Reader { file, end: end_in(tx)?, path: path.to_owned() })
+    }
+
+    /// Does the transaction see record `seq`? (An index entry may be newer: see [`super::pending`].)
+    pub(super) fn has(&self, seq: u64) -> bool {
+        seq < self.end.next_seq
     }
 
     /// The record whose line starts at `offset`.
@@ -185,8 +192,8 @@ impl Reader {
         let mut out = Vec::with_capacity(1024);
         let mut buf = [0u8; 2048];
         let mut at = offset;
-        while at < self.end {
-            let want = ((self.end - at) as usize).min(buf.len());
+        while at < self.end.len {
+            let want = ((self.end.len - at) as usize).min(buf.len());
             let n = self.file.read_at(&mut buf[..want], at)?;
             if n == 0 {
                 break;

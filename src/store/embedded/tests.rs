@@ -184,6 +184,7 @@ async fn the_filter_index_of_a_database_from_before_it_is_built_on_start() {
     let mut e = Entry::new(Kind::KeyAccessed);
     e.order_id = Some("o3".into());
     store.writer().commit(vec![Op::append(e)]).await.unwrap();
+    store.publish().await.unwrap();
     let q = crate::activity::Query { order_id: Some("o3".into()), limit: 1000, ..Default::default() };
     assert_eq!(store.query_activity(&q).unwrap().0.len(), 31);
     store.close().await;
@@ -258,6 +259,7 @@ async fn records_of_a_database_from_before_the_record_file_are_moved_to_it_on_st
     }
     let next = store.writer().commit(vec![Op::Append(Entry::new(Kind::DownloadFinished))]).await.unwrap();
     assert_eq!(next.last_seq, Some(4));
+    store.publish().await.unwrap();
     let mut verifier = crate::activity::ChainVerifier::default();
     store.scan_activity(|r| verifier.push(&r.unwrap()).is_ok()).unwrap();
     assert_eq!(verifier.count(), 4, "one unbroken chain across the move");
@@ -265,4 +267,31 @@ async fn records_of_a_database_from_before_the_record_file_are_moved_to_it_on_st
     drop(store);
     let db = redb::ReadOnlyDatabase::open(dir.path().join("keydrop.redb")).unwrap();
     assert!(!legacy_records(&db.begin_read().unwrap()).unwrap(), "the old table is gone");
+}
+
+/// Journalled records reach the record file in batches (see [`pending`]): once work stops they
+/// appear within [`pending::PUBLISH_AFTER`] on their own, and a reader that asks
+/// ([`Embedded::publish`]) sees every record committed before it at once.
+#[tokio::test]
+async fn journalled_records_are_published_on_their_own_and_at_once_when_a_reader_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open(dir.path()).unwrap();
+    let download = || vec![Op::Reserve { key: [3; 24], bytes: 10 }, Op::append(Entry::new(Kind::DownloadStarted))];
+    for _ in 0..20 {
+        store.writer().commit(download()).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.record_count().unwrap() < 20 {
+        assert!(std::time::Instant::now() < deadline, "published on their own: {}", store.record_count().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for round in 1..=5u64 {
+        for _ in 0..20 {
+            store.writer().commit(download()).await.unwrap();
+        }
+        store.publish().await.unwrap();
+        assert_eq!(store.record_count().unwrap(), 20 + round * 20);
+        assert_eq!(store.records_after(0, 1000).unwrap().len() as u64, 20 + round * 20);
+    }
+    store.close().await;
 }

@@ -9,6 +9,9 @@
 //! answer the reply slots — so "replied `Ok`" means "on disk". Under load many requests share one
 //! fsync; when idle a lone request pays one.
 //!
+//! Records reach the record file in batches, after their journal frames ([`super::pending`]):
+//! the thread also wakes, with no work queued, when gathered records fall due.
+//!
 //! Activity records are sealed here, in apply order: the writer assigns `seq` (gap-free), `at`
 //! (never decreasing) and the hash chain. If a commit fails, the chain position is rolled back to
 //! the last durable record, every reply in the group gets the error, and the store epoch is
@@ -17,7 +20,8 @@
 use super::disk::{DbHandle, DiskSwitch};
 use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
-use super::records::{self, RecordFile, ACTIVITY_POS};
+use super::pending::Pending;
+use super::records::{self, RecordFile};
 use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
 use crate::activity::{at_micros, Entry, Record, GENESIS};
 pub use crate::store::stats::WriterStats;
@@ -27,8 +31,9 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::mirror::Mirror;
 pub(crate) use super::recover::journal_applied;
@@ -101,6 +106,8 @@ pub struct Batch {
 
 enum Msg {
     Batch(Batch),
+    /// Publish the records sealed so far (see [`super::pending`]), then answer.
+    Publish(Reply),
     /// Finish what came before, then exit the thread (dropping the database handle).
     Stop,
 }
@@ -108,7 +115,7 @@ enum Msg {
 /// The sending side, cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     pub stats: Arc<WriterStats>,
     /// Filter index entries the index table does not hold yet (see [`index`]).
@@ -141,7 +148,7 @@ impl Writer {
         if let Some(m) = mirror.as_mut() {
             m.catch_up(&*db.get()?)?;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         let recent = index::Recent::default();
@@ -154,7 +161,7 @@ impl Writer {
                 journal,
                 frame: FrameBuf::default(),
                 records,
-                group_records: Vec::new(),
+                pending: Pending::default(),
                 group_ix: Vec::new(),
                 recent: held,
                 gates: Vec::new(),
@@ -198,6 +205,14 @@ impl Writer {
         out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::Bug("txn output type".into()))
     }
 
+    /// Waits until every record sealed before this call is in the record file, where readers
+    /// see it (see [`super::pending`]); answers at once if all of them already are.
+    pub async fn publish(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Publish(reply)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
+    }
+
     /// Waits until everything queued before this call is durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.commit(Vec::new()).await.map(|_| ())
@@ -233,7 +248,7 @@ fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, StoreError> {
 
 fn run(
     handle: Arc<DbHandle>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+    rx: mpsc::Receiver<Msg>,
     mut chain: Chain,
     epoch: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
@@ -246,13 +261,38 @@ fn run(
     // transaction first reopens it (see `disk`).
     let mut broken = false;
     while !stopping {
-        match rx.blocking_recv() {
+        // With records gathered, wait no longer than until they are due.
+        let first = match logs.pending.deadline() {
+            None => rx.recv().ok(),
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(std::time::Instant::now())) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => {
+                    publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, Vec::new());
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        let mut force = false;
+        match first {
             Some(Msg::Batch(b)) => group.push(b),
+            Some(Msg::Publish(r)) if logs.pending.is_empty() => {
+                let _ = r.send(Ok(Committed::default()));
+                continue;
+            }
+            Some(Msg::Publish(r)) => {
+                force = true;
+                group.push(Batch { ops: Vec::new(), reply: Some(r) });
+            }
             Some(Msg::Stop) | None => break,
         }
         while group.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Batch(b)) => group.push(b),
+                Ok(Msg::Publish(r)) => {
+                    force = true;
+                    group.push(Batch { ops: Vec::new(), reply: Some(r) });
+                }
                 Ok(Msg::Stop) => {
                     stopping = true;
                     break;
@@ -260,13 +300,18 @@ fn run(
                 Err(_) => break,
             }
         }
+        if force && group.iter().all(|b| b.ops.is_empty()) {
+            let replies = group.drain(..).filter_map(|b| b.reply).collect();
+            publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, replies);
+            continue;
+        }
         let before = Chain { prev_hash: chain.prev_hash.clone(), ..chain };
         let now = clock.now();
         let mut appended = Vec::new();
         let started = std::time::Instant::now();
         let now_us = now.timestamp_micros().max(0) as u64;
         let result = healthy(&handle, &mut broken, &mut chain, &epoch, &mut logs)
-            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, &mut logs, &mut appended));
+            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, force, &mut logs, &mut appended));
         stats.observe_commit(group.len(), started.elapsed());
         stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
         stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
@@ -312,19 +357,58 @@ fn run(
     if let Err(e) = logs.records.sync() {
         tracing::error!(error = %e, "could not sync the activity record file at stop");
     }
-    // The held index entries, so the next start need not read those records back.
-    if !broken && !logs.recent.is_empty() {
+    // The gathered records and the held index entries, so the next start need not write or read
+    // those records again.
+    if !broken && (!logs.pending.is_empty() || !logs.recent.is_empty()) {
         let flushed = handle.get().and_then(|db| {
             let tx = db.begin_write()?;
+            logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+            logs.records.sync()?;
             logs.recent.write_into(&tx, &[])?;
             tx.commit()?;
             Ok(())
         });
         if let Err(e) = flushed {
-            tracing::warn!(error = %e, "could not write the filter index at stop; the next start rebuilds it");
+            tracing::warn!(error = %e, "could not publish the last records or write the filter index at stop; the next start does it");
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// A transaction that only publishes the gathered records (see [`super::pending`]): when they
+/// are due and no work came, or when readers asked and nothing else was queued. Not durable in
+/// redb and not journalled: what it makes visible is already durable in the journal. Answers
+/// `replies` once it is visible.
+fn publish_alone(
+    handle: &DbHandle,
+    broken: &mut bool,
+    chain: &mut Chain,
+    epoch: &AtomicU64,
+    stats: &WriterStats,
+    logs: &mut Logs,
+    replies: Vec<Reply>,
+) {
+    let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| {
+        let mut tx = db.begin_write()?;
+        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
+        tx.commit()?;
+        Ok(())
+    });
+    if let Err(e) = &result {
+        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        stats.metrics.failed_commits.inc();
+        tracing::error!(error = %e, "publishing activity records failed; recovery writes them from the journal");
+        *broken = true;
+        epoch.fetch_add(1, Ordering::AcqRel);
+    }
+    let msg = result.err().map(|e| e.to_string());
+    for r in replies {
+        let _ = r.send(match &msg {
+            None => Ok(Committed::default()),
+            Some(m) => Err(StoreError::CommitFailed(m.clone())),
+        });
+    }
 }
 
 /// The database to write to; after a failed commit, reopens it first and reloads the chain
@@ -337,6 +421,8 @@ fn healthy(
     logs: &mut Logs,
 ) -> Result<Arc<Database>, StoreError> {
     if *broken {
+        // Recovery writes them from the journal.
+        logs.pending.clear();
         handle.reopen()?;
         let db = handle.get()?;
         let frames = logs.journal.read_back()?;
@@ -354,13 +440,13 @@ fn healthy(
 }
 
 /// The writer's files besides redb: the journal (and the frame buffer it is written from), the
-/// record file (and the group's records, one write), and the optional JSON Lines mirror.
+/// record file (and the records not yet written to it), and the optional JSON Lines mirror.
 struct Logs {
     mirror: Option<Mirror>,
     journal: Journal,
     frame: FrameBuf,
     records: RecordFile,
-    group_records: Vec<u8>,
+    pending: Pending,
     /// The group's filter index entries, and those the index table does not hold yet.
     group_ix: Vec<(Tags, u64, u64)>,
     recent: index::Recent,
@@ -395,6 +481,7 @@ fn apply(
     group: &mut [Batch],
     chain: &mut Chain,
     now_us: u64,
+    force_publish: bool,
     logs: &mut Logs,
     appended: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
@@ -402,9 +489,8 @@ fn apply(
     let mut results = Vec::with_capacity(group.len());
     let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
     logs.frame.clear();
-    logs.group_records.clear();
+    logs.pending.start_group(chain.next_seq);
     logs.group_ix.clear();
-    let first_seq = chain.next_seq;
     let keep = logs.mirror.is_some();
     {
         let mut links = tx.open_table(LINKS)?;
@@ -420,7 +506,7 @@ fn apply(
             links: &mut links,
             spent: &mut spent,
             kv: &mut kv,
-            records: &mut logs.group_records,
+            records: logs.pending.buf(),
             activity_at: &mut activity_at,
             ix: &mut logs.group_ix,
             gates: &mut logs.gates,
@@ -466,12 +552,11 @@ fn apply(
             }
         }
     }
-    if !logs.group_records.is_empty() {
-        let at = logs.records.append(&logs.group_records)?;
-        tx.open_table(ACTIVITY_POS)?.insert(first_seq, at)?;
-        records::set_end(&tx, records::End { next_seq: chain.next_seq, len: logs.records.len() })?;
-    }
     let journalled = hot && logs.journal.fits(logs.frame.frame_len());
+    let at = std::time::Instant::now();
+    if !journalled || force_publish || logs.pending.due(at) {
+        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+    }
     let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
     // Written by journalled commits too: redb makes a pending non-durable commit durable when it
     // closes cleanly, and that state must not claim fewer frames than it holds (a replay would
@@ -483,6 +568,7 @@ fn apply(
         logs.journal.append(&logs.frame)?;
         tx.commit()?;
         logs.recent.add(&logs.group_ix);
+        logs.pending.committed(at);
     } else {
         let flush = logs.recent.due();
         if flush {

@@ -103,6 +103,7 @@ impl PgStore {
         // The log, in seq order, exactly as stored; the head at its last record.
         let mut records = Vec::new();
         let mut failed = None;
+        src.publish().await?;
         src.scan_activity(|r| match r {
             Ok(r) => {
                 records.push(r);
