@@ -35,9 +35,11 @@ use std::sync::{Arc, RwLock};
 pub(crate) const ACTIVITY_IX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("activity_ix_chunks");
 
 /// Entries held in memory (16 bytes each) before the next durable commit writes them out: about
-/// 170,000 downloads' records, which a start after a crash reads back (well under a second).
-/// Smaller in the crate's unit tests, so that they cross it.
-pub const FLUSH_AT: usize = if cfg!(test) { 16 * 1024 } else { 512 * 1024 };
+/// 21,000 downloads' records, which a start after a crash reads back. Writing them out makes that
+/// commit longer, and every download waiting for it waits too: eight times as many (the earlier
+/// value) made commits of 100–200 ms under load, the 4 KiB benchmark's p99 (the README has the
+/// figures). Smaller in the crate's unit tests, so that they cross it.
+pub const FLUSH_AT: usize = if cfg!(test) { 16 * 1024 } else { 64 * 1024 };
 
 /// `meta` key: the last `seq` whose entries the table holds (u64, big-endian; absent = none).
 const THROUGH: &str = "activity_ix_through";
