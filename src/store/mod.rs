@@ -407,10 +407,7 @@ impl Store {
     /// Up to `limit` records with `seq > after_seq`, in order.
     pub async fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         match self {
-            Store::Embedded(s) => {
-                s.publish().await?;
-                s.records_after(after_seq, limit)
-            }
+            Store::Embedded(s) => s.published().await?.records_after(after_seq, limit),
             Store::Postgres(s) => s.records_after(after_seq, limit).await,
         }
     }
@@ -418,10 +415,7 @@ impl Store {
     /// An activity query: the matching records and, if `limit` cut it short, the next cursor.
     pub async fn query_activity(&self, q: &Query) -> Result<(Vec<Record>, Option<u64>), StoreError> {
         match self {
-            Store::Embedded(s) => {
-                s.publish().await?;
-                s.query_activity(q)
-            }
+            Store::Embedded(s) => s.published().await?.query_activity(q),
             Store::Postgres(s) => s.query_activity(q).await,
         }
     }
@@ -429,10 +423,7 @@ impl Store {
     /// One record exactly as stored.
     pub async fn get_activity_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Store::Embedded(s) => {
-                s.publish().await?;
-                s.get_activity_raw(seq)
-            }
+            Store::Embedded(s) => s.published().await?.get_activity_raw(seq),
             Store::Postgres(s) => s.get_activity_raw(seq).await,
         }
     }
@@ -440,20 +431,14 @@ impl Store {
     /// Feeds every record, in `seq` order, to `f` (stops when it returns `false`).
     pub async fn scan_activity(&self, f: impl FnMut(Result<Record, String>) -> bool) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(s) => {
-                s.publish().await?;
-                s.scan_activity(f)
-            }
+            Store::Embedded(s) => s.published().await?.scan_activity(f),
             Store::Postgres(s) => s.scan_activity(f).await,
         }
     }
 
     pub async fn record_count(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Embedded(s) => {
-                s.publish().await?;
-                s.record_count()
-            }
+            Store::Embedded(s) => s.published().await?.record_count(),
             Store::Postgres(s) => s.record_count().await,
         }
     }

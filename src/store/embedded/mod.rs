@@ -235,6 +235,12 @@ impl Embedded {
         }
     }
 
+    /// [`Embedded::publish`], then the store itself, to read the activity log through.
+    pub async fn published(&self) -> Result<&Embedded, StoreError> {
+        self.publish().await?;
+        Ok(self)
+    }
+
     /// Up to `limit` records with `seq > after_seq`, in order.
     pub fn records_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();

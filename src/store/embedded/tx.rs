@@ -19,11 +19,12 @@ pub struct Tx<'a, 't> {
     pub(super) links: &'a mut Table<'t, &'static [u8], &'static [u8]>,
     pub(super) spent: &'a mut Table<'t, &'static [u8], u64>,
     pub(super) kv: &'a mut BTreeMap<&'static str, Table<'t, &'static str, &'static [u8]>>,
-    /// This group's records, one per line, for the record file.
+    /// The records not yet in the record file, this group's last, one per line (see
+    /// [`super::pending`]).
     pub(super) records: &'a mut Vec<u8>,
     pub(super) activity_at: &'a mut Table<'t, (u64, u64), ()>,
-    /// The group's filter index entries — `(tags, seq, offset)` — and the record file's length
-    /// before this group's append (see [`index`]).
+    /// The group's filter index entries — `(tags, seq, offset)` — and the record file's length,
+    /// where `records` will start (see [`index`]).
     pub(super) ix: &'a mut Vec<(Tags, u64, u64)>,
     pub(super) base_offset: u64,
     pub(super) chain: &'a mut Chain,

@@ -274,31 +274,15 @@ fn run(
             },
         };
         let mut force = false;
-        match first {
-            Some(Msg::Batch(b)) => group.push(b),
-            Some(Msg::Publish(r)) if logs.pending.is_empty() => {
-                let _ = r.send(Ok(Committed::default()));
-                continue;
-            }
-            Some(Msg::Publish(r)) => {
-                force = true;
-                group.push(Batch { ops: Vec::new(), reply: Some(r) });
-            }
-            Some(Msg::Stop) | None => break,
-        }
-        while group.len() < MAX_BATCH {
+        stopping = !first.is_some_and(|m| join(m, &mut group, &mut force));
+        while !stopping && group.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Batch(b)) => group.push(b),
-                Ok(Msg::Publish(r)) => {
-                    force = true;
-                    group.push(Batch { ops: Vec::new(), reply: Some(r) });
-                }
-                Ok(Msg::Stop) => {
-                    stopping = true;
-                    break;
-                }
+                Ok(m) => stopping = !join(m, &mut group, &mut force),
                 Err(_) => break,
             }
+        }
+        if group.is_empty() {
+            break;
         }
         if force && group.iter().all(|b| b.ops.is_empty()) {
             let replies = group.drain(..).filter_map(|b| b.reply).collect();
@@ -375,6 +359,20 @@ fn run(
     tracing::debug!("store writer stopped");
 }
 
+/// Adds a message to the group: a reader's publish joins as a batch without ops and makes the
+/// group publish (`force`). `false` for [`Msg::Stop`].
+fn join(m: Msg, group: &mut Vec<Batch>, force: &mut bool) -> bool {
+    match m {
+        Msg::Batch(b) => group.push(b),
+        Msg::Publish(r) => {
+            *force = true;
+            group.push(Batch { ops: Vec::new(), reply: Some(r) });
+        }
+        Msg::Stop => return false,
+    }
+    true
+}
+
 /// A transaction that only publishes the gathered records (see [`super::pending`]): when they
 /// are due and no work came, or when readers asked and nothing else was queued. Not durable in
 /// redb and not journalled: what it makes visible is already durable in the journal. Answers
@@ -388,6 +386,12 @@ fn publish_alone(
     logs: &mut Logs,
     replies: Vec<Reply>,
 ) {
+    if logs.pending.is_empty() {
+        for r in replies {
+            let _ = r.send(Ok(Committed::default()));
+        }
+        return;
+    }
     let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| {
         let mut tx = db.begin_write()?;
         logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
