@@ -75,7 +75,7 @@ for _ in $(seq 1 10); do cat "$WORK/urls.txt"; done | head -n "$N" >"$WORK/reque
 curl -sf -o /dev/null "$(head -1 "$WORK/urls.txt")"   # one warm-up download
 
 callgrind_control -z "$VG_PID" >/dev/null
-xargs -P 4 -n 50 curl -sf -o /dev/null <"$WORK/requests.txt"
+xargs -P 4 -n 50 curl -sf -o /dev/null <"$WORK/requests.txt" >/dev/null
 sleep 1   # the last group commits and download.finished records
 callgrind_control -d "$VG_PID" >/dev/null
 sleep 1

@@ -130,6 +130,10 @@ fn init_tracing(format: keydrop::config::LogFormat) {
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         keydrop::config::LogFormat::Json => fmt.json().init(),
+        // The same plain lines, written without the general-purpose machinery (see `logline`).
+        keydrop::config::LogFormat::Text if !ansi => {
+            fmt.fmt_fields(keydrop::logline::PlainFields).event_format(keydrop::logline::PlainLine::default()).init()
+        }
         keydrop::config::LogFormat::Text => fmt.init(),
     }
 }

@@ -1,0 +1,376 @@
+//! The plain-text log line, formatted without the general-purpose machinery.
+//!
+//! Every request writes one line ([`crate::observe`]) inside a span that carries its route, peer
+//! and link, so at the request rates keydrop serves, formatting those lines is a measurable share
+//! of a worker's time. `tracing-subscriber`'s default formatter writes every field name and value
+//! through `core::fmt` (field names through a style wrapper even with colours off) and formats
+//! the timestamp from scratch each time. This module writes the same text — byte for byte the
+//! default `Full` format without colours: `<time> <LEVEL> <span>{<fields>}:… <target>: <fields>`
+//! (the tests below hold the two side by side) — with the common cases done directly: plain
+//! ASCII strings, integers and booleans are appended as they are, and the date and time of the
+//! current second are formatted once per thread. Anything else (text with characters that need
+//! escaping, `Debug` and `Display` values, records that came through the `log` crate) takes the
+//! default path, so its text is unchanged.
+//!
+//! Used for the text format when stderr is not a terminal (the coloured form for a terminal and
+//! `[log] format = "json"` stay with `tracing-subscriber`).
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Field formatting for spans and events: `name=value` pairs separated by one space, the message
+/// first and bare, as `tracing-subscriber`'s `DefaultFields` writes them without colours.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlainFields;
+
+impl<'w> FormatFields<'w> for PlainFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = Pairs { writer, empty: true, result: Ok(()) };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct Pairs<'w> {
+    writer: Writer<'w>,
+    empty: bool,
+    result: fmt::Result,
+}
+
+impl Pairs<'_> {
+    /// Writes `name=` (after a space if something came before); `false` for a field not shown.
+    fn start(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return false;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let sep = if std::mem::take(&mut self.empty) { "" } else { " " };
+        self.result = self.writer.write_str(sep).and_then(|_| {
+            if name == "message" {
+                Ok(())
+            } else {
+                self.writer.write_str(name).and_then(|_| self.writer.write_char('='))
+            }
+        });
+        self.result.is_ok()
+    }
+
+    fn push(&mut self, s: &str) {
+        if self.result.is_ok() {
+            self.result = self.writer.write_str(s);
+        }
+    }
+}
+
+/// Printable ASCII: the same under `Debug` (but for quotes and backslashes) and under the
+/// message's escaping of control characters.
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+impl Visit for Pairs<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let message = field.name() == "message";
+        if !self.start(field) {
+            return;
+        }
+        if message {
+            if plain(value) {
+                self.push(value);
+            } else {
+                self.result = escape_controls(&mut self.writer, value);
+            }
+        } else if plain(value) && !value.contains(['"', '\\']) {
+            self.push("\"");
+            self.push(value);
+            self.push("\"");
+        } else {
+            self.result = write!(self.writer, "{value:?}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.start(field) {
+            self.push(itoa(value as u128, false, &mut [0; 40]));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.start(field) {
+            self.push(itoa(value.unsigned_abs() as u128, value < 0, &mut [0; 40]));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.start(field) {
+            self.push(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let message = field.name() == "message";
+        if !self.start(field) {
+            return;
+        }
+        self.result = if message {
+            // A formatted message: its text with control characters escaped.
+            let mut text = String::new();
+            let _ = write!(text, "{value:?}");
+            escape_controls(&mut self.writer, &text)
+        } else {
+            write!(self.writer, "{value:?}")
+        };
+    }
+}
+
+/// The message's text with terminal control characters written as escapes (ESC, BEL, BS, FF,
+/// DEL and the C1 range), as `tracing-subscriber` writes messages.
+fn escape_controls(w: &mut Writer<'_>, s: &str) -> fmt::Result {
+    for ch in s.chars() {
+        match ch {
+            '\x1b' => w.write_str("\\x1b")?,
+            '\x07' => w.write_str("\\x07")?,
+            '\x08' => w.write_str("\\x08")?,
+            '\x0c' => w.write_str("\\x0c")?,
+            '\x7f' => w.write_str("\\x7f")?,
+            c if (0x80..=0x9f).contains(&(c as u32)) => write!(w, "\\u{{{:x}}}", c as u32)?,
+            c => w.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Decimal digits of `n` (with a minus sign if `negative`), written into `buf`.
+fn itoa(mut n: u128, negative: bool, buf: &mut [u8; 40]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("?")
+}
+
+/// The event line: time, level, the spans from the root with their fields, target, fields.
+#[derive(Debug, Default)]
+pub struct PlainLine {
+    /// For records that came through the `log` crate: the default formatter, which knows their
+    /// metadata.
+    fallback: Format<Full>,
+}
+
+impl<S, N> FormatEvent<S, N> for PlainLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        if event.is_log() {
+            return self.fallback.format_event(ctx, w, event);
+        }
+        let meta = event.metadata();
+        NOW.with(|n| n.borrow_mut().write(&mut w, std::time::SystemTime::now()))?;
+        w.write_str(match *meta.level() {
+            Level::TRACE => " TRACE ",
+            Level::DEBUG => " DEBUG ",
+            Level::INFO => "  INFO ",
+            Level::WARN => "  WARN ",
+            Level::ERROR => " ERROR ",
+        })?;
+        if let Some(scope) = ctx.event_scope() {
+            let mut seen = false;
+            for span in scope.from_root() {
+                w.write_str(span.metadata().name())?;
+                seen = true;
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        w.write_char('{')?;
+                        w.write_str(fields)?;
+                        w.write_char('}')?;
+                    }
+                }
+                w.write_char(':')?;
+            }
+            if seen {
+                w.write_char(' ')?;
+            }
+        }
+        w.write_str(meta.target())?;
+        w.write_str(": ")?;
+        ctx.format_fields(w.by_ref(), event)?;
+        w.write_char('\n')
+    }
+}
+
+thread_local! {
+    static NOW: RefCell<Second> = RefCell::new(Second::default());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of the last second this thread formatted.
+#[derive(Default)]
+struct Second {
+    unix: Option<u64>,
+    text: String,
+}
+
+impl Second {
+    /// Writes `t` as `2026-12-05T02:37:33.452508Z` (UTC, microseconds).
+    fn write(&mut self, w: &mut Writer<'_>, t: std::time::SystemTime) -> fmt::Result {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        if self.unix != Some(secs) {
+            let dt = chrono::DateTime::from_timestamp(secs as i64, 0).unwrap_or_default();
+            self.text.clear();
+            write!(self.text, "{}", dt.format("%Y-%m-%dT%H:%M:%S"))?;
+            self.unix = Some(secs);
+        }
+        w.write_str(&self.text)?;
+        let micros = since.subsec_micros();
+        let mut buf = [0u8; 40];
+        let digits = itoa(u128::from(micros) + 1_000_000, false, &mut buf);
+        w.write_char('.')?;
+        w.write_str(&digits[1..])?;
+        w.write_char('Z')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    impl Capture {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap().lines().map(str::to_owned).collect()
+        }
+    }
+
+    /// Spans and events of every shape the server writes, and some it does not.
+    fn emit() {
+        let peer: std::net::SocketAddr = "127.0.0.1:50416".parse().unwrap();
+        let span = tracing::info_span!(
+            "request",
+            method = %http::Method::GET,
+            route = "download",
+            %peer,
+            link_id = tracing::field::Empty,
+            principal = tracing::field::Empty,
+        );
+        span.record("link_id", "f1d814d98043aa23d503a2a9ed37716e");
+        span.in_scope(|| {
+            tracing::info!(status = 200u16, bytes = 4096u64, micros = 52u64, complete = true, "request");
+            let inner = tracing::warn_span!("inner");
+            inner.in_scope(|| tracing::warn!(r#type = "t", n = -7i64, min = i64::MIN, max = u64::MAX, "nested"));
+        });
+        span.record("principal", "bench");
+        span.in_scope(|| tracing::info!("after a second record"));
+        let err = std::io::Error::other("disk \"full\"");
+        tracing::error!(
+            error = %err,
+            quoted = "a \"b\" \\ c",
+            wide = "中文 한국어",
+            ctl = "x\x1by\ttab",
+            list = ?vec![1, 2],
+            ratio = 0.5f64,
+            "odd: {}, {}",
+            "bell\x07",
+            "中文"
+        );
+        tracing::info!(message = "esc \x1b[31m and \u{85} C1");
+        tracing::debug!(flag = false, "no spans");
+        tracing::info!(empty = "", "");
+    }
+
+    fn run(plain: bool) -> Vec<String> {
+        let out = Capture::default();
+        let builder =
+            tracing_subscriber::fmt().with_ansi(false).with_max_level(Level::TRACE).with_writer(out.clone());
+        if plain {
+            tracing::subscriber::with_default(builder.fmt_fields(PlainFields).event_format(PlainLine::default()).finish(), emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        out.lines()
+    }
+
+    #[test]
+    fn lines_match_the_default_plain_format_after_the_timestamp() {
+        let (ours, theirs) = (run(true), run(false));
+        assert_eq!(ours.len(), 7, "{ours:#?}");
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a[27..], b[27..], "\nours:    {a}\ndefault: {b}");
+        }
+        assert!(ours[0].ends_with(
+            "  INFO request{method=GET route=\"download\" peer=127.0.0.1:50416 link_id=\"f1d814d98043aa23d503a2a9ed37716e\"}: keydrop::logline::tests: request status=200 bytes=4096 micros=52 complete=true"
+        ), "{}", ours[0]);
+    }
+
+    #[test]
+    fn the_timestamp_is_rfc3339_utc_with_microseconds_and_current() {
+        let line = &run(true)[0];
+        let stamp = &line[..27];
+        let t = chrono::DateTime::parse_from_rfc3339(stamp).unwrap();
+        assert!(stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.', "{stamp}");
+        assert!((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().abs() < 10, "{stamp}");
+    }
+
+    #[test]
+    fn seconds_are_cached_but_each_line_gets_its_own_time() {
+        let mut s = Second::default();
+        let mut text = String::new();
+        let base = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_900_000);
+        for micros in [123u64, 999_999, 1_000_000, 2_000_007] {
+            let t = base + std::time::Duration::from_micros(micros);
+            text.clear();
+            s.write(&mut Writer::new(&mut text), t).unwrap();
+            let want = chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+            assert_eq!(text, want);
+        }
+    }
+
+    #[test]
+    fn integers_are_written_in_full() {
+        for (n, neg, want) in [(0u128, false, "0"), (7, true, "-7"), (u64::MAX as u128, false, "18446744073709551615")] {
+            assert_eq!(itoa(n, neg, &mut [0; 40]), want);
+        }
+        assert_eq!(itoa(i64::MIN.unsigned_abs() as u128, true, &mut [0; 40]), i64::MIN.to_string());
+    }
+}
