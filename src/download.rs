@@ -49,7 +49,12 @@ impl Client<'_> {
         e.ip = Some(self.peer.ip().to_string());
         e.user_agent = self.headers.get(header::USER_AGENT).map(|v| {
             let s = String::from_utf8_lossy(v.as_bytes());
-            s.chars().take(512).collect()
+            // At most 512 characters; one of at most 512 bytes has no more, and is copied whole.
+            if s.len() <= 512 {
+                s.into_owned()
+            } else {
+                s.chars().take(512).collect()
+            }
         });
         e
     }

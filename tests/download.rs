@@ -556,3 +556,24 @@ async fn revoking_an_order_resets_its_http2_stream_and_another_orders_download_o
     assert_eq!(st, 410);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_download_records_its_user_agent_cut_to_512_characters() {
+    let s = Server::start().await;
+    s.add_file("f", "f.bin", 1000).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "f", 5).await;
+    // 170 three-byte characters (510 bytes) are kept whole; 600 characters (1,200 bytes) keep
+    // their first 512 characters, never cut inside one.
+    let short = "한".repeat(170);
+    let long = "é".repeat(600);
+    for ua in [&short, &long] {
+        let (st, _, body) = get(&link.url, &[("user-agent", ua)]).await.unwrap();
+        assert_eq!((st, body.len()), (200, 1000));
+    }
+    let records = s.records().await;
+    let started: Vec<_> =
+        records.iter().filter(|r| r.kind == Kind::DownloadStarted).filter_map(|r| r.user_agent.clone()).collect();
+    assert_eq!(started, vec![short.clone(), "é".repeat(512)]);
+    s.stop().await;
+}
