@@ -320,10 +320,12 @@ mod tests {
 
     fn run(plain: bool) -> Vec<String> {
         let out = Capture::default();
-        let builder =
-            tracing_subscriber::fmt().with_ansi(false).with_max_level(Level::TRACE).with_writer(out.clone());
+        let builder = tracing_subscriber::fmt().with_ansi(false).with_max_level(Level::TRACE).with_writer(out.clone());
         if plain {
-            tracing::subscriber::with_default(builder.fmt_fields(PlainFields).event_format(PlainLine::default()).finish(), emit);
+            tracing::subscriber::with_default(
+                builder.fmt_fields(PlainFields).event_format(PlainLine::default()).finish(),
+                emit,
+            );
         } else {
             tracing::subscriber::with_default(builder.finish(), emit);
         }
@@ -368,7 +370,8 @@ mod tests {
 
     #[test]
     fn integers_are_written_in_full() {
-        for (n, neg, want) in [(0u128, false, "0"), (7, true, "-7"), (u64::MAX as u128, false, "18446744073709551615")] {
+        for (n, neg, want) in [(0u128, false, "0"), (7, true, "-7"), (u64::MAX as u128, false, "18446744073709551615")]
+        {
             assert_eq!(itoa(n, neg, &mut [0; 40]), want);
         }
         assert_eq!(itoa(i64::MIN.unsigned_abs() as u128, true, &mut [0; 40]), i64::MIN.to_string());
