@@ -83,11 +83,7 @@ impl Visit for Pairs<'_> {
             return;
         }
         if message {
-            if plain(value) {
-                self.push(value);
-            } else {
-                self.result = escape_controls(&mut self.writer, value);
-            }
+            self.result = Escaping(&mut self.writer).write_str(value);
         } else if plain(value) && !value.contains(['"', '\\']) {
             self.push("\"");
             self.push(value);
@@ -99,13 +95,13 @@ impl Visit for Pairs<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.start(field) {
-            self.push(itoa(value as u128, false, &mut [0; 40]));
+            self.push(itoa::Buffer::new().format(value));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.start(field) {
-            self.push(itoa(value.unsigned_abs() as u128, value < 0, &mut [0; 40]));
+            self.push(itoa::Buffer::new().format(value));
         }
     }
 
@@ -121,49 +117,37 @@ impl Visit for Pairs<'_> {
             return;
         }
         self.result = if message {
-            // A formatted message: its text with control characters escaped.
-            let mut text = String::new();
-            let _ = write!(text, "{value:?}");
-            escape_controls(&mut self.writer, &text)
+            // A formatted message (`info!("…")` comes as `fmt::Arguments`): its text, with
+            // control characters escaped as it is written.
+            write!(Escaping(&mut self.writer), "{value:?}")
         } else {
             write!(self.writer, "{value:?}")
         };
     }
 }
 
-/// The message's text with terminal control characters written as escapes (ESC, BEL, BS, FF,
-/// DEL and the C1 range), as `tracing-subscriber` writes messages.
-fn escape_controls(w: &mut Writer<'_>, s: &str) -> fmt::Result {
-    for ch in s.chars() {
-        match ch {
-            '\x1b' => w.write_str("\\x1b")?,
-            '\x07' => w.write_str("\\x07")?,
-            '\x08' => w.write_str("\\x08")?,
-            '\x0c' => w.write_str("\\x0c")?,
-            '\x7f' => w.write_str("\\x7f")?,
-            c if (0x80..=0x9f).contains(&(c as u32)) => write!(w, "\\u{{{:x}}}", c as u32)?,
-            c => w.write_char(c)?,
-        }
-    }
-    Ok(())
-}
+/// Writes text with terminal control characters as escapes (ESC, BEL, BS, FF, DEL and the C1
+/// range), as `tracing-subscriber` writes messages.
+struct Escaping<'a, 'w>(&'a mut Writer<'w>);
 
-/// Decimal digits of `n` (with a minus sign if `negative`), written into `buf`.
-fn itoa(mut n: u128, negative: bool, buf: &mut [u8; 40]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if plain(s) {
+            return self.0.write_str(s);
         }
+        for ch in s.chars() {
+            match ch {
+                '\x1b' => self.0.write_str("\\x1b")?,
+                '\x07' => self.0.write_str("\\x07")?,
+                '\x08' => self.0.write_str("\\x08")?,
+                '\x0c' => self.0.write_str("\\x0c")?,
+                '\x7f' => self.0.write_str("\\x7f")?,
+                c if (0x80..=0x9f).contains(&(c as u32)) => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
     }
-    if negative {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("?")
 }
 
 /// The event line: time, level, the spans from the root with their fields, target, fields.
@@ -241,9 +225,9 @@ impl Second {
             self.unix = Some(secs);
         }
         w.write_str(&self.text)?;
-        let micros = since.subsec_micros();
-        let mut buf = [0u8; 40];
-        let digits = itoa(u128::from(micros) + 1_000_000, false, &mut buf);
+        // Six digits: the leading 1 of 1_000_000 + micros is dropped.
+        let mut buf = itoa::Buffer::new();
+        let digits = buf.format(1_000_000 + since.subsec_micros());
         w.write_char('.')?;
         w.write_str(&digits[1..])?;
         w.write_char('Z')
@@ -366,14 +350,5 @@ mod tests {
             let want = chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
             assert_eq!(text, want);
         }
-    }
-
-    #[test]
-    fn integers_are_written_in_full() {
-        for (n, neg, want) in [(0u128, false, "0"), (7, true, "-7"), (u64::MAX as u128, false, "18446744073709551615")]
-        {
-            assert_eq!(itoa(n, neg, &mut [0; 40]), want);
-        }
-        assert_eq!(itoa(i64::MIN.unsigned_abs() as u128, true, &mut [0; 40]), i64::MIN.to_string());
     }
 }
