@@ -248,6 +248,16 @@ writer_totals() {
     /^keydrop_commit_duration_seconds_count/ {c=$2} /^keydrop_commit_duration_seconds_sum/ {d=$2}
     END {print a+0, b+0, c+0, d+0}'
 }
+# CPU time (utime + stime, clock ticks) used so far by a server: keydrop's process, or nginx's
+# master and workers. Per request, it is a figure the machine's noise moves less than the rate.
+cpu_ticks() { # name
+  local pids
+  case "$1" in
+    keydrop-*) pids=$KD_PID ;;
+    *) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
+  esac
+  for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
+}
 run() { # name url listfile
   local perf_pid=""
   if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
@@ -256,7 +266,9 @@ run() { # name url listfile
   fi
   local before=""
   case "$1" in keydrop-*) before=$(writer_totals) ;; esac
+  local cpu0; cpu0=$(cpu_ticks "$1")
   wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
+  local cpu1; cpu1=$(cpu_ticks "$1")
   if [ -n "$before" ]; then
     curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | grep '^keydrop_commit_duration_seconds_bucket' >"$WORK/$1.commits.$(date +%s%N)" || true
     # The writer's groups in this run: how many requests shared a commit, and what one took.
@@ -272,7 +284,12 @@ run() { # name url listfile
   tps=$(awk '/Transfer\/sec/ {print $2}' "$WORK/$1.out")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$1.out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$1.out")
-  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}"
+  local reqs cpu_us
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/$1.out")
+  cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n > 0) printf "%.0f", (b - a) / hz * 1e6 / n; else print "-" }')
+  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us"
+  echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   echo "$rps" >>"$WORK/$1.rps"
 }
@@ -307,5 +324,9 @@ for kind in $SIZES; do
   kd=$(awk '{s+=$1} END {print s/NR}' "$WORK/keydrop-$kind.rps")
   unit="req/s"; [ "$kind" = 1g ] && unit="B/s"
   awk -v k="$kind" -v n="$ng" -v d="$kd" -v u="$unit" 'BEGIN { printf "%s: nginx %.0f %s, keydrop %.0f %s, keydrop/nginx = %.2f\n", k, n, u, d, u, d / n }'
+  if [ -s "$WORK/nginx-$kind.cpu" ]; then
+    awk '{s+=$1} END {printf "    server CPU per request (mean of rounds): nginx %.0f µs, ", s/NR}' "$WORK/nginx-$kind.cpu"
+    awk '{s+=$1} END {printf "keydrop %.0f µs\n", s/NR}' "$WORK/keydrop-$kind.cpu"
+  fi
 done
 echo "raw wrk output in $WORK"
