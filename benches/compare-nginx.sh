@@ -9,7 +9,10 @@
 #   PROFILE=perf benches/compare-nginx.sh                  (also `perf record -g` keydrop during
 #                                                           the first 4 KiB round; top entries in
 #                                                           perf-top.txt in the work dir;
-#                                                           PROFILE_SIZE=1m profiles the 1 MiB round)
+#                                                           PROFILE_SIZE=1m profiles the 1 MiB round;
+#                                                           PROFILE_CALLGRAPH="--call-graph dwarf"
+#                                                           for stacks through code without frame
+#                                                           pointers)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
@@ -258,17 +261,26 @@ cpu_ticks() { # name
   esac
   for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
+# Write-type system calls (write, writev, pwrite, sendfile: `syscw` in /proc/<pid>/io) so far.
+write_calls() { # name
+  local pids
+  case "$1" in
+    keydrop-*) pids=$KD_PID ;;
+    *) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
+  esac
+  for p in $pids; do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
+}
 run() { # name url listfile
   local perf_pid=""
   if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
-    perf record -e cpu-clock -F 499 -g -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf record -e cpu-clock -F 499 ${PROFILE_CALLGRAPH:--g} -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   local before=""
   case "$1" in keydrop-*) before=$(writer_totals) ;; esac
-  local cpu0; cpu0=$(cpu_ticks "$1")
+  local cpu0 w0; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
   wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
-  local cpu1; cpu1=$(cpu_ticks "$1")
+  local cpu1 w1; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
   if [ -n "$before" ]; then
     curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | grep '^keydrop_commit_duration_seconds_bucket' >"$WORK/$1.commits.$(date +%s%N)" || true
     # The writer's groups in this run: how many requests shared a commit, and what one took.
@@ -284,11 +296,12 @@ run() { # name url listfile
   tps=$(awk '/Transfer\/sec/ {print $2}' "$WORK/$1.out")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$1.out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$1.out")
-  local reqs cpu_us
+  local reqs cpu_us writes
   reqs=$(awk '/requests in/ {print $1}' "$WORK/$1.out")
   cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n > 0) printf "%.0f", (b - a) / hz * 1e6 / n; else print "-" }')
-  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us"
+  writes=$(awk -v a="$w0" -v b="$w1" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
+  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes"
   echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   echo "$rps" >>"$WORK/$1.rps"

@@ -122,10 +122,9 @@ pub struct Entry {
 
 /// The canonical form: `{"seq":…,"at":…,` followed by an entry's [`Entry::body`].
 fn canonical_of(seq: u64, at: &str, body: &[u8]) -> Vec<u8> {
-    use std::io::Write;
     let mut json = Vec::with_capacity(body.len() + at.len() + 200);
     json.extend_from_slice(b"{\"seq\":");
-    write!(json, "{seq}").expect("writing to a Vec cannot fail");
+    json.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     json.extend_from_slice(b",\"at\":");
     serde_json::to_writer(&mut json, at).expect("a string serializes");
     json.push(b',');
@@ -206,7 +205,7 @@ impl Record {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&json);
         ctx.update(prev_hash.as_bytes());
-        let hash = hex::encode(ctx.finish());
+        let hash = hex_of(ctx.finish().as_ref());
         json.pop(); // the closing brace
         json.reserve(32 + prev_hash.len() + hash.len());
         json.extend_from_slice(b",\"prev_hash\":\"");
@@ -227,8 +226,16 @@ impl Record {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&self.canonical());
         ctx.update(self.prev_hash.as_bytes());
-        hex::encode(ctx.finish())
+        hex_of(ctx.finish().as_ref())
     }
+}
+
+/// Lower-case hex of `bytes` (the same text as `hex::encode`, which builds its `String` one
+/// `char` at a time: measurable on the writer, which hashes every record).
+pub fn hex_of(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// The first place a chain is broken.
@@ -381,6 +388,14 @@ pub fn to_csv(records: &[Record]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_of_is_the_lower_case_hex_every_stored_hash_uses() {
+        let digest = digest::digest(&digest::SHA256, b"keydrop");
+        assert_eq!(hex_of(digest.as_ref()), hex::encode(digest.as_ref()));
+        assert_eq!(hex_of(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(hex_of(&[]), "");
+    }
 
     #[test]
     fn date_bounds_cover_the_whole_day_and_times_are_exact() {

@@ -72,7 +72,11 @@ pub async fn handle(
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     let claims = state.keys.verify(token).map_err(|_| ApiError::Invalid)?;
-    tracing::Span::current().record("link_id", hex::encode(claims.link_id));
+    // Lower-case hex from a stack buffer: no `String` per request.
+    let mut hex_id = [0u8; 32];
+    if hex::encode_to_slice(claims.link_id, &mut hex_id).is_ok() {
+        tracing::Span::current().record("link_id", std::str::from_utf8(&hex_id).unwrap_or_default());
+    }
     if state.is_draining() {
         return Err(ApiError::Unavailable { retry_after_secs: 5 });
     }

@@ -127,7 +127,7 @@ fn init_tracing(format: keydrop::config::LogFormat) {
     // Colours only for a terminal: a log file or a pipe gets plain lines (a third fewer bytes,
     // no escape codes for whoever greps it).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(keydrop::logbuf::Stderr);
     match format {
         keydrop::config::LogFormat::Json => fmt.json().init(),
         // The same plain lines, written without the general-purpose machinery (see `logline`).
@@ -281,5 +281,11 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    // Request workers gather their log lines and write them out when they park (`logbuf`).
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(keydrop::logbuf::worker_parked)
+        .on_thread_stop(keydrop::logbuf::flush_this_thread)
+        .build()
+        .expect("tokio runtime")
 }

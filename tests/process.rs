@@ -327,6 +327,53 @@ async fn json_log_format_writes_one_json_object_per_line() {
     assert!(!stderr.contains(token), "the link token never reaches the log");
 }
 
+/// Request lines are gathered per worker and written several at a time (`logbuf`): a download's
+/// line still reaches stderr at once when the server goes idle, not at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_writes_its_request_lines_without_waiting_for_more() {
+    use std::io::BufRead;
+    let (root, _data, link) = prepare(1000, 5).await;
+    let port = free_port();
+    let config = write_config(root.path(), port);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYDROP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    within(20, "ready", async {
+        while !matches!(get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await, Ok((200, _, _))) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(get(&url_on(&link, port), &[]).await.unwrap().0, 200);
+    let line = within(5, "the download's request line while the server runs", async {
+        loop {
+            let line = rx.recv().await.expect("stderr open while the server runs");
+            if line.contains("route=\"download\"") && line.contains("status=200") {
+                return line;
+            }
+        }
+    })
+    .await;
+    assert!(line.contains(&format!("link_id=\"{}\"", link.link_id)), "{line}");
+    assert!(line.contains("bytes=1000"), "{line}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+}
+
 /// A subscription whose term ends while the binary runs, `kill -9` just after: whichever process
 /// applied the expiry, it is applied once — one `order.expired` record, the link revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
