@@ -136,10 +136,10 @@ impl Entry {
     /// The entry's part of its record's canonical JSON: everything after `seq` and `at`,
     /// `"kind":…}`. Serializing it where the entry is made leaves the writer only what it assigns
     /// (see [`Record::seal_body`]).
+    /// The same bytes as `serde_json` makes of the entry without its opening brace, written
+    /// directly ([`crate::canonical`]).
     pub fn body(&self) -> Vec<u8> {
-        let mut json = serde_json::to_vec(self).expect("plain data serializes");
-        json.remove(0); // the opening brace: `{"seq":…,"at":…,` comes first
-        json
+        crate::canonical::entry_body(self)
     }
 
     pub fn new(kind: Kind) -> Entry {
