@@ -46,7 +46,7 @@ impl Client<'_> {
         e.product_id = Some(link.rec.product_id.clone());
         e.file_id = Some(link.rec.file_id.clone());
         e.link_id = Some(link.rec.link_id.clone());
-        e.ip = Some(self.peer.ip().to_string());
+        e.ip = Some(ip_text(self.peer.ip()));
         e.user_agent = self.headers.get(header::USER_AGENT).map(|v| {
             let s = String::from_utf8_lossy(v.as_bytes());
             // At most 512 characters; one of at most 512 bytes has no more, and is copied whole.
@@ -57,6 +57,24 @@ impl Client<'_> {
             }
         });
         e
+    }
+}
+
+/// An address as `IpAddr`'s `Display` writes it; an IPv4 address (the usual peer) without the
+/// formatting machinery, which costs more than the rest of the record's strings together.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(itoa::Buffer::new().format(octet));
+            }
+            s
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string(),
     }
 }
 
@@ -199,4 +217,21 @@ pub async fn handle(
 
 fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn an_address_reads_as_its_display_form() {
+        for v4 in [0u32, 1, 0x7f00_0001, 0x0a00_00ff, 0xc0a8_6401, 0x0102_0304, 0xffff_ffff] {
+            let ip = IpAddr::V4(Ipv4Addr::from(v4));
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for v6 in [Ipv6Addr::LOCALHOST, "2001:db8::1".parse().unwrap(), "::ffff:10.0.0.1".parse().unwrap()] {
+            assert_eq!(ip_text(IpAddr::V6(v6)), v6.to_string());
+        }
+    }
 }
