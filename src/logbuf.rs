@@ -14,8 +14,8 @@
 //!
 //! Lines stay whole and in order within a thread; across threads they interleave by buffer, and
 //! each line carries its own time. Any other thread (the store's writer, the blocking pool) and any
-//! line the buffer cannot take writes straight to stderr. What is lost in a crash is at most the
-//! last [`MAX_AGE`] of request lines; the activity log, not this log, is the record of downloads.
+//! line the buffer cannot take writes straight to stderr. What a crash loses is what is gathered,
+//! under [`LIMIT`] per worker; the activity log, not this log, is the record of downloads.
 
 use std::cell::RefCell;
 use std::io::Write;
