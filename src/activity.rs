@@ -136,6 +136,7 @@ impl Entry {
     /// The entry's part of its record's canonical JSON: everything after `seq` and `at`,
     /// `"kind":…}`. Serializing it where the entry is made leaves the writer only what it assigns
     /// (see [`Record::seal_body`]).
+    ///
     /// The same bytes as `serde_json` makes of the entry without its opening brace, written
     /// directly ([`crate::canonical`]).
     pub fn body(&self) -> Vec<u8> {
