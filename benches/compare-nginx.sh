@@ -251,24 +251,21 @@ writer_totals() {
     /^keydrop_commit_duration_seconds_count/ {c=$2} /^keydrop_commit_duration_seconds_sum/ {d=$2}
     END {print a+0, b+0, c+0, d+0}'
 }
-# CPU time (utime + stime, clock ticks) used so far by a server: keydrop's process, or nginx's
-# master and workers. Per request, it is a figure the machine's noise moves less than the rate.
-cpu_ticks() { # name
-  local pids
+# A server's processes: keydrop's, or nginx's master and workers.
+server_pids() { # name
   case "$1" in
-    keydrop-*) pids=$KD_PID ;;
-    *) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
+    keydrop-*) echo "$KD_PID" ;;
+    *) echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
   esac
-  for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
+}
+# CPU time (utime + stime, clock ticks) a server has used so far. Per request, it is a figure the
+# machine's noise moves less than the rate.
+cpu_ticks() { # name
+  for p in $(server_pids "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
 # Write-type system calls (write, writev, pwrite, sendfile: `syscw` in /proc/<pid>/io) so far.
 write_calls() { # name
-  local pids
-  case "$1" in
-    keydrop-*) pids=$KD_PID ;;
-    *) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
-  esac
-  for p in $pids; do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
+  for p in $(server_pids "$1"); do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
 run() { # name url listfile
   local perf_pid=""

@@ -162,13 +162,18 @@ mod tests {
         SUNK.with(|s| String::from_utf8(s.borrow().clone()).unwrap())
     }
 
+    /// Runs `f` on a thread of its own (each test starts with that thread's buffers empty).
+    fn on_a_new_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
     fn line(gather: bool, text: &str) {
         Line { gather }.write_all(text.as_bytes()).unwrap();
     }
 
     #[test]
     fn a_thread_that_never_parked_writes_through_and_a_worker_holds_its_lines_until_it_parks_again() {
-        std::thread::spawn(|| {
+        on_a_new_thread(|| {
             line(true, "through\n");
             assert_eq!(written(), "through\n", "never parked: written at once");
             worker_parked();
@@ -177,26 +182,22 @@ mod tests {
             assert_eq!(written(), "through\n", "marked: held");
             worker_parked();
             assert_eq!(written(), "through\nheld 1\nheld 2\n", "written out, in order, at the park");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn a_warning_comes_after_what_was_gathered_before_it() {
-        std::thread::spawn(|| {
+        on_a_new_thread(|| {
             gather_on_this_thread();
             line(true, "info\n");
             line(false, "warn\n");
             assert_eq!(written(), "info\nwarn\n");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn the_limit_and_the_age_bound_what_is_held() {
-        std::thread::spawn(|| {
+        on_a_new_thread(|| {
             gather_on_this_thread();
             let row = format!("{}\n", "x".repeat(999));
             for _ in 0..LIMIT / 1000 - 1 {
@@ -212,16 +213,14 @@ mod tests {
             assert_eq!(written(), "");
             line(true, "new\n");
             assert_eq!(written(), "old\nnew\n", "a line that finds an old one waiting writes both");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     /// Through `tracing-subscriber` as the server uses it: `info` lines wait, a `warn` line
     /// writes them out and itself.
     #[test]
     fn through_the_subscriber_info_waits_and_warn_goes_out_at_once() {
-        std::thread::spawn(|| {
+        on_a_new_thread(|| {
             gather_on_this_thread();
             let subscriber = tracing_subscriber::fmt().with_ansi(false).without_time().with_writer(Stderr).finish();
             tracing::subscriber::with_default(subscriber, || {
@@ -233,8 +232,6 @@ mod tests {
             let out = written();
             let (info, warn) = (out.find("one request").unwrap(), out.find("something to see now").unwrap());
             assert!(info < warn, "{out}");
-        })
-        .join()
-        .unwrap();
+        });
     }
 }

@@ -281,17 +281,12 @@ async fn a_record_file_cut_short_is_reported_and_the_server_refuses_to_start() {
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "nothing listens on the public port");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_log_format_writes_one_json_object_per_line() {
-    let (root, _data, link) = prepare(1000, 5).await;
-    let port = free_port();
-    let config = write_config(root.path(), port);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[log]\nformat = \"json\"\n");
-    std::fs::write(&config, text).unwrap();
+/// The binary serving `config` at the `info` log level with its stderr piped, once it answers
+/// `/healthz` on `port`.
+async fn serve_logging(config: &Path, port: u16) -> std::process::Child {
     let child = Command::new(BIN)
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("KEYDROP_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -303,6 +298,18 @@ async fn json_log_format_writes_one_json_object_per_line() {
         }
     })
     .await;
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_json_object_per_line() {
+    let (root, _data, link) = prepare(1000, 5).await;
+    let port = free_port();
+    let config = write_config(root.path(), port);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[log]\nformat = \"json\"\n");
+    std::fs::write(&config, text).unwrap();
+    let child = serve_logging(&config, port).await;
     assert_eq!(get(&url_on(&link, port), &[]).await.unwrap().0, 200);
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
@@ -335,14 +342,7 @@ async fn an_idle_server_writes_its_request_lines_without_waiting_for_more() {
     let (root, _data, link) = prepare(1000, 5).await;
     let port = free_port();
     let config = write_config(root.path(), port);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYDROP_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_logging(&config, port).await;
     let stderr = child.stderr.take().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -352,12 +352,6 @@ async fn an_idle_server_writes_its_request_lines_without_waiting_for_more() {
             }
         }
     });
-    within(20, "ready", async {
-        while !matches!(get(&format!("http://127.0.0.1:{port}/healthz"), &[]).await, Ok((200, _, _))) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
     assert_eq!(get(&url_on(&link, port), &[]).await.unwrap().0, 200);
     let line = within(5, "the download's request line while the server runs", async {
         loop {
