@@ -12,7 +12,8 @@
 #                                                           PROFILE_SIZE=1m profiles the 1 MiB round;
 #                                                           PROFILE_CALLGRAPH="--call-graph dwarf"
 #                                                           for stacks through code without frame
-#                                                           pointers)
+#                                                           pointers; PROFILE_FREQ=1999 for more
+#                                                           samples than the default 499 Hz)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
@@ -267,17 +268,27 @@ cpu_ticks() { # name
 write_calls() { # name
   for p in $(server_pids "$1"); do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
+# keydrop's CPU ticks and context switches so far, by thread name ("name ticks switches" lines):
+# which of its threads a request's CPU time goes to, and how often a thread gave up a core.
+kd_threads() {
+  for t in /proc/"$KD_PID"/task/*; do
+    awk '{sub(/^[0-9]+ \(/, ""); sub(/\).*/, "", $0); print}' "$t/stat" 2>/dev/null | tr -d '\n'
+    echo " $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null)"
+  done | awk '{t[$1] += $2; c[$1] += $3} END {for (k in t) print k, t[k], c[k]}'
+}
 run() { # name url listfile
   local perf_pid=""
   if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
-    perf record -e cpu-clock -F 499 ${PROFILE_CALLGRAPH:--g} -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   local before=""
   case "$1" in keydrop-*) before=$(writer_totals) ;; esac
-  local cpu0 w0; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
+  local cpu0 w0 th0=""; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
+  case "$1" in keydrop-*) th0=$(kd_threads) ;; esac
   wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
-  local cpu1 w1; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
+  local cpu1 w1 th1=""; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
+  case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
     curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | grep '^keydrop_commit_duration_seconds_bucket' >"$WORK/$1.commits.$(date +%s%N)" || true
     # The writer's groups in this run: how many requests shared a commit, and what one took.
@@ -301,6 +312,12 @@ run() { # name url listfile
   printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes"
   echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
+  if [ -n "$th0" ] && [ "${reqs:-0}" -gt 0 ]; then
+    # Per request: each thread kind's CPU, and its context switches (voluntary and not).
+    { echo "$th0" | sed 's/^/0 /'; echo "$th1" | sed 's/^/1 /'; } | awk -v n="$reqs" -v hz="$(getconf CLK_TCK)" '
+      {s = ($1 == 0) ? -1 : 1; t[$2] += s * $3; c[$2] += s * $4}
+      END {printf "    threads:"; for (k in t) if (t[k] > 0 || c[k] > 0) printf " %s %.0f µs %.2f switches;", k, t[k] / hz * 1e6 / n, c[k] / n; print ""}'
+  fi
   echo "$rps" >>"$WORK/$1.rps"
 }
 

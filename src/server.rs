@@ -349,9 +349,12 @@ async fn handle(
     async move {
         let (parts, body) = req.into_parts();
         let headers = &parts.headers;
+        // A future is as large as its largest branch, and hyper moves the request's future
+        // (memcpy) as it starts it: the admin, page and readiness futures (kilobytes each) are
+        // boxed so that a download's does not pay to copy them (README, "Benchmarks").
         let result = match endpoint {
             Endpoint::Healthz => Ok(json_ok("{\"status\":\"ok\"}")),
-            Endpoint::Readyz => readiness(state).await,
+            Endpoint::Readyz => Box::pin(readiness(state)).await,
             Endpoint::Metrics => Ok(metrics_text(state)),
             Endpoint::OpenApi => Ok(openapi_json()),
             Endpoint::Download { token } => {
@@ -360,10 +363,19 @@ async fn handle(
                 download::handle(state, &parts.method, token, &client, state.now()).await
             }
             Endpoint::Admin(call) => {
-                crate::admin::handle(state, call, &parts.method, headers, parts.uri.query(), body, peer).await
+                Box::pin(crate::admin::handle(state, call, &parts.method, headers, parts.uri.query(), body, peer)).await
             }
             Endpoint::Ui => {
-                crate::ui::handle(state, &parts.method, parts.uri.path(), parts.uri.query(), headers, body, peer).await
+                Box::pin(crate::ui::handle(
+                    state,
+                    &parts.method,
+                    parts.uri.path(),
+                    parts.uri.query(),
+                    headers,
+                    body,
+                    peer,
+                ))
+                .await
             }
             Endpoint::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
             Endpoint::NotFound => Err(ApiError::NotFound),
