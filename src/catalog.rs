@@ -13,6 +13,7 @@ use crate::representation;
 use crate::store::{FileRecord, Store, StoreError};
 use base64::Engine;
 use dashmap::DashMap;
+use http::HeaderValue;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -91,6 +92,25 @@ pub struct ServedFile {
     /// A larger file's whole content as a read-only mapping ([`crate::mapped`]), when
     /// `storage.map_files` is on: chunks are slices of it, with no read and no copy.
     pub mapped: Option<bytes::Bytes>,
+    /// The header values above, checked and copied once: a response clones them (a reference
+    /// count) instead of validating and copying four strings per request.
+    pub values: HeaderValues,
+}
+
+/// [`ServedFile`]'s per-file response header values.
+#[derive(Debug)]
+pub struct HeaderValues {
+    pub etag: HeaderValue,
+    pub last_modified: HeaderValue,
+    pub content_disposition: HeaderValue,
+    pub repr_digest: Option<HeaderValue>,
+}
+
+/// A header value from text the server built; text that is not a valid value (never expected:
+/// every producer writes visible ASCII) becomes `invalid` rather than failing the download.
+pub fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(s.as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Files up to this size are kept in memory once opened.
@@ -137,12 +157,22 @@ impl ServedFile {
             .as_deref()
             .and_then(|h| hex::decode(h).ok())
             .map(|raw| format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(raw)));
+        let etag = representation::etag(rec.size, u128::from(rec.mtime_ns));
+        let last_modified = representation::http_date(u128::from(rec.mtime_ns));
+        let content_disposition = representation::content_disposition(&rec.filename);
+        let values = HeaderValues {
+            etag: header_value(&etag),
+            last_modified: header_value(&last_modified),
+            content_disposition: header_value(&content_disposition),
+            repr_digest: repr_digest.as_deref().map(header_value),
+        };
         Ok(ServedFile {
-            etag: representation::etag(rec.size, u128::from(rec.mtime_ns)),
-            last_modified: representation::http_date(u128::from(rec.mtime_ns)),
+            etag,
+            last_modified,
             content_type: representation::content_type(&rec.filename),
-            content_disposition: representation::content_disposition(&rec.filename),
+            content_disposition,
             repr_digest,
+            values,
             content,
             mapped,
             file: Arc::new(file),
