@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 /// The open tables of one write transaction, and the chain position; what [`Op::Txn`] closures
 /// work with.
 pub struct Tx<'a, 't> {
-    pub(super) links: &'a mut Table<'t, &'static [u8], &'static [u8]>,
+    /// Not opened for a journalled group, whose ops never write a link.
+    pub(super) links: Option<&'a mut Table<'t, &'static [u8], &'static [u8]>>,
     pub(super) spent: &'a mut Table<'t, &'static [u8], u64>,
     pub(super) kv: &'a mut BTreeMap<&'static str, Table<'t, &'static str, &'static [u8]>>,
     /// The records not yet in the record file, this group's last, one per line (see
@@ -213,7 +214,8 @@ impl<'t> Tx<'_, 't> {
             }
             Op::PutLink(rec) => {
                 let id = hex::decode(&rec.link_id).map_err(|e| StoreError::Bug(e.to_string()))?;
-                self.links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
+                let links = self.links.as_deref_mut().ok_or_else(|| StoreError::Bug("links table not open".into()))?;
+                links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
                 self.spent.insert(super::spent_key(&rec).as_slice(), 0)?;
                 self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
             }

@@ -497,7 +497,8 @@ fn apply(
     logs.group_ix.clear();
     let keep = logs.mirror.is_some();
     {
-        let mut links = tx.open_table(LINKS)?;
+        // A journalled group's ops touch only counters and records (`Op::is_hot`).
+        let mut links = if hot { None } else { Some(tx.open_table(LINKS)?) };
         let mut spent = tx.open_table(SPENT)?;
         let mut activity_at = tx.open_table(ACTIVITY_AT)?;
         let mut kv = BTreeMap::new();
@@ -507,7 +508,7 @@ fn apply(
             }
         }
         let mut t = Tx {
-            links: &mut links,
+            links: links.as_mut(),
             spent: &mut spent,
             kv: &mut kv,
             records: logs.pending.buf(),
