@@ -281,6 +281,9 @@ fn run(
                 Err(_) => break,
             }
         }
+        if !stopping && !force && group.iter().all(|b| b.reply.is_none()) {
+            stopping = linger(&rx, &mut group, &mut force);
+        }
         if group.is_empty() {
             break;
         }
@@ -358,6 +361,44 @@ fn run(
     }
     tracing::debug!("store writer stopped");
 }
+
+/// A group nobody waits for — settlements (a refund and a `download.finished` record) and
+/// refusal records — waits up to [`LINGER`] for a batch somebody does wait for (a reservation, an
+/// admin command, a reader's publish) and rides along with its commit, instead of paying a
+/// durable write of its own. Returns `true` if the writer was told to stop.
+fn linger(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bool) -> bool {
+    let until = std::time::Instant::now() + LINGER;
+    while group.len() < MAX_BATCH {
+        let Ok(m) = rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) else {
+            return false;
+        };
+        let awaited = !matches!(&m, Msg::Batch(b) if b.reply.is_none());
+        if !join(m, group, force) {
+            return true;
+        }
+        if awaited {
+            // Whatever else came meanwhile goes too.
+            while group.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if !join(m, group, force) {
+                            return true;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            return false;
+        }
+    }
+    false
+}
+
+/// How long a group of batches nobody waits for may wait for one somebody does (see [`linger`]):
+/// what a refund or a `download.finished` record may lag on disk, a bound on what a crash in
+/// that window can take (a refund lost leaves the link charged for the bytes not sent; the
+/// download's `download.started` is durable before its first byte regardless).
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Adds a message to the group: a reader's publish joins as a batch without ops and makes the
 /// group publish (`force`). `false` for [`Msg::Stop`].
