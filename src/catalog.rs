@@ -106,11 +106,10 @@ pub struct HeaderValues {
     pub repr_digest: Option<HeaderValue>,
 }
 
-/// A header value from text the server built; text that is not a valid value (never expected:
-/// every producer writes visible ASCII) becomes `invalid` rather than failing the download.
+/// A header value from text the server built; text that is not visible ASCII (never expected:
+/// every producer writes it) becomes `invalid` rather than failing the download.
 pub fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(s.as_bytes()))
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Files up to this size are kept in memory once opened.
