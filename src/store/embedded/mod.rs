@@ -41,7 +41,9 @@
 mod ahead;
 pub mod budgets;
 mod commands;
+mod commit;
 pub mod disk;
+mod gather;
 pub mod index;
 pub mod journal;
 mod migrate;

@@ -24,7 +24,7 @@
 //! only that padding, which readers never reach and the next append writes over.
 //!
 //! The file is kept written with zeros ahead of its end ([`RecordFile::keep_ahead`], asked for at
-//! each durable commit and written by a helper thread, [`super::ahead`]), so appends overwrite
+//! each durable commit and written by a helper thread, `ahead`), so appends overwrite
 //! blocks it already has instead of growing it. A growing
 //! file changes its inode on every append, and on ext4 the next `O_DSYNC` journal write then
 //! writes that inode's table block too — an extra synchronous device write per group commit (the
@@ -319,7 +319,7 @@ impl RecordFile {
     /// Has zeros written past the end for the records to come (so their appends do not grow the
     /// file; see the module docs): twice what was appended since the last call, between 64 KiB
     /// and [`AHEAD`], topped up when less than half of that is left — an idle server writes
-    /// little, a busy one a few MiB per checkpoint. The helper thread of [`super::ahead`] writes
+    /// little, a busy one a few MiB per checkpoint. The helper thread of `ahead` writes
     /// them; this only asks (and does nothing while an earlier request is still being written).
     /// Best effort: a full disk or a refused write only means appends grow the file again. Called
     /// at each durable commit; a later one's [`RecordFile::sync`] makes the new size durable.

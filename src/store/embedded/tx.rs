@@ -42,7 +42,7 @@ pub struct Tx<'a, 't> {
     /// Gate changes of this group, with their versions, for the sink after the commit.
     pub(super) gates: &'a mut Vec<(String, OrderGate, u64)>,
     /// The current batch's writes to the key/value tables, applied when the batch ends well and
-    /// dropped when it fails (see [`apply`]).
+    /// dropped when it fails (see [`super::commit::apply`]).
     pub(super) overlay: BTreeMap<(&'static str, String), Option<Vec<u8>>>,
 }
 

@@ -3,11 +3,11 @@
 //! Senders put a [`Batch`] (ops plus an optional reply slot) on an unbounded FIFO channel; the
 //! send is synchronous and never blocks, so callers may send while holding a short lock (the
 //! ledger relies on this to keep memory's order and the channel's order the same). The thread
-//! blocks for the first batch, then takes whatever else is already waiting, up to [`MAX_BATCH`],
-//! applies all of it in one transaction and makes it durable — through the [`super::journal`] for
-//! a group of download ops, through a redb fsync otherwise (see `apply`). Only then does it
-//! answer the reply slots — so "replied `Ok`" means "on disk". Under load many requests share one
-//! fsync; when idle a lone request pays one. A group nobody waits for (settlements, refusal
+//! blocks for the first batch, then takes whatever else is already waiting, up to [`MAX_BATCH`]
+//! (`gather`), applies all of it in one transaction and makes it durable — through the
+//! [`super::journal`] for a group of download ops, through a redb fsync otherwise
+//! (`commit`). Only then does it answer the reply slots — so "replied `Ok`" means "on disk".
+//! Under load many requests share one fsync; when idle a lone request pays one. A group nobody waits for (settlements, refusal
 //! records) first waits up to [`LINGER`] for a batch somebody does, and shares its commit.
 //!
 //! Records reach the record file in batches, after their journal frames ([`super::pending`]):
@@ -18,32 +18,30 @@
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
+use super::commit::{apply, healthy, publish_alone, Logs};
 use super::disk::{DbHandle, DiskSwitch};
+use super::gather::{gather, Gathered, Msg};
+pub use super::gather::{LINGER, MAX_BATCH};
 use super::index::{self, Tags};
-use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
+use super::journal::{FrameBuf, Journal};
 use super::pending::Pending;
 use super::records::{self, RecordFile};
-use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
+use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError};
 use crate::activity::{at_micros, Entry, Record, GENESIS};
 pub use crate::store::stats::WriterStats;
 pub use crate::store::GateSink;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase};
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::mirror::Mirror;
 pub(crate) use super::recover::journal_applied;
 pub(super) use super::recover::recover;
-use super::recover::set_journal_applied;
 pub use super::tx::{Tx, ORDER_LINKS};
-
-/// The most batches one transaction takes.
-pub const MAX_BATCH: usize = 4096;
 
 /// One change to apply.
 pub enum Op {
@@ -103,14 +101,6 @@ pub type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 pub struct Batch {
     pub ops: Vec<Op>,
     pub reply: Option<Reply>,
-}
-
-enum Msg {
-    Batch(Batch),
-    /// Publish the records sealed so far (see [`super::pending`]), then answer.
-    Publish(Reply),
-    /// Finish what came before, then exit the thread (dropping the database handle).
-    Stop,
 }
 
 /// The sending side, cheap to clone.
@@ -237,7 +227,7 @@ pub(super) struct Files {
     pub disk: Option<DiskSwitch>,
 }
 
-fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, StoreError> {
+pub(super) fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, StoreError> {
     Ok(match records::last(&db.begin_read()?, records_path)? {
         Some((seq, raw)) => {
             let r: Record = serde_json::from_slice(&raw)?;
@@ -263,28 +253,16 @@ fn run(
     let mut broken = false;
     while !stopping {
         // With records gathered, wait no longer than until they are due.
-        let first = match logs.pending.deadline() {
-            None => rx.recv().ok(),
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(std::time::Instant::now())) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => {
-                    publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, Vec::new());
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => None,
-            },
-        };
-        let mut force = false;
-        stopping = !first.is_some_and(|m| join(m, &mut group, &mut force));
-        while !stopping && group.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => stopping = !join(m, &mut group, &mut force),
-                Err(_) => break,
+        let force = match gather(&rx, logs.pending.deadline(), &mut group) {
+            Gathered::Due => {
+                publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, Vec::new());
+                continue;
             }
-        }
-        if !stopping && !force && group.iter().all(|b| b.reply.is_none()) {
-            stopping = linger(&rx, &mut group, &mut force);
-        }
+            Gathered::Group { force, stopping: stop } => {
+                stopping = stop;
+                force
+            }
+        };
         if group.is_empty() {
             break;
         }
@@ -363,148 +341,10 @@ fn run(
     tracing::debug!("store writer stopped");
 }
 
-/// A group nobody waits for — settlements (a refund and a `download.finished` record) and
-/// refusal records — waits up to [`LINGER`] for a batch somebody does wait for (a reservation, an
-/// admin command, a reader's publish) and rides along with its commit, instead of paying a
-/// durable write of its own. Returns `true` if the writer was told to stop.
-fn linger(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bool) -> bool {
-    let until = std::time::Instant::now() + LINGER;
-    while group.len() < MAX_BATCH {
-        let Ok(m) = rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) else {
-            return false;
-        };
-        let awaited = !matches!(&m, Msg::Batch(b) if b.reply.is_none());
-        if !join(m, group, force) {
-            return true;
-        }
-        if awaited {
-            // Whatever else came meanwhile goes too.
-            while group.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        if !join(m, group, force) {
-                            return true;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            return false;
-        }
-    }
-    false
-}
-
-/// How long a group of batches nobody waits for may wait for one somebody does (see [`linger`]):
-/// what a refund or a `download.finished` record may lag on disk, a bound on what a crash in
-/// that window can take (a refund lost leaves the link charged for the bytes not sent; the
-/// download's `download.started` is durable before its first byte regardless).
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// Adds a message to the group: a reader's publish joins as a batch without ops and makes the
-/// group publish (`force`). `false` for [`Msg::Stop`].
-fn join(m: Msg, group: &mut Vec<Batch>, force: &mut bool) -> bool {
-    match m {
-        Msg::Batch(b) => group.push(b),
-        Msg::Publish(r) => {
-            *force = true;
-            group.push(Batch { ops: Vec::new(), reply: Some(r) });
-        }
-        Msg::Stop => return false,
-    }
-    true
-}
-
-/// A transaction that only publishes the gathered records (see [`super::pending`]): when they
-/// are due and no work came, or when readers asked and nothing else was queued. Not durable in
-/// redb and not journalled: what it makes visible is already durable in the journal. Answers
-/// `replies` once it is visible.
-fn publish_alone(
-    handle: &DbHandle,
-    broken: &mut bool,
-    chain: &mut Chain,
-    epoch: &AtomicU64,
-    stats: &WriterStats,
-    logs: &mut Logs,
-    replies: Vec<Reply>,
-) {
-    if logs.pending.is_empty() {
-        for r in replies {
-            let _ = r.send(Ok(Committed::default()));
-        }
-        return;
-    }
-    let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| {
-        let mut tx = db.begin_write()?;
-        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
-        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
-        tx.commit()?;
-        Ok(())
-    });
-    if let Err(e) = &result {
-        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-        stats.metrics.failed_commits.inc();
-        tracing::error!(error = %e, "publishing activity records failed; recovery writes them from the journal");
-        *broken = true;
-        epoch.fetch_add(1, Ordering::AcqRel);
-    }
-    let msg = result.err().map(|e| e.to_string());
-    for r in replies {
-        let _ = r.send(match &msg {
-            None => Ok(Committed::default()),
-            Some(m) => Err(StoreError::CommitFailed(m.clone())),
-        });
-    }
-}
-
-/// The database to write to; after a failed commit, reopens it first and reloads the chain
-/// position from what is durable.
-fn healthy(
-    handle: &DbHandle,
-    broken: &mut bool,
-    chain: &mut Chain,
-    epoch: &AtomicU64,
-    logs: &mut Logs,
-) -> Result<Arc<Database>, StoreError> {
-    if *broken {
-        // Recovery writes them from the journal.
-        logs.pending.clear();
-        handle.reopen()?;
-        let db = handle.get()?;
-        let frames = logs.journal.read_back()?;
-        logs.journal.restart(recover(&db, &frames, &mut logs.records)?);
-        // Recovery indexed every record the index table lacked.
-        logs.recent.clear();
-        let gate_version = chain.gate_version;
-        *chain = Chain { gate_version, ..load_chain(&db, logs.records.path())? };
-        *broken = false;
-        epoch.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(next_seq = chain.next_seq, "store reopened after a failed commit");
-        return Ok(db);
-    }
-    handle.get()
-}
-
-/// The writer's files besides redb: the journal (and the frame buffer it is written from), the
-/// record file (and the records not yet written to it), and the optional JSON Lines mirror.
-struct Logs {
-    mirror: Option<Mirror>,
-    journal: Journal,
-    frame: FrameBuf,
-    records: RecordFile,
-    pending: Pending,
-    /// The group's filter index entries, and those the index table does not hold yet.
-    group_ix: Vec<(Tags, u64, u64)>,
-    recent: index::Recent,
-    /// The group's gate changes, and who hears of them once committed.
-    gates: Vec<(String, OrderGate, u64)>,
-    gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
-}
-
 impl Op {
     /// Can this op go through the journal? (The download path's ops; anything else — admin
     /// changes, arbitrary transactions — is committed durably by redb itself.)
-    fn is_hot(&self) -> bool {
+    pub(super) fn is_hot(&self) -> bool {
         matches!(self, Op::Reserve { .. } | Op::Refund { .. } | Op::Append(_) | Op::AppendBody { .. })
     }
 
@@ -514,123 +354,4 @@ impl Op {
     pub fn append(entry: Entry) -> Op {
         Op::AppendBody { tags: index::tags_of(&entry), body: entry.body() }
     }
-}
-
-/// Applies a group in one transaction; returns what each batch reports.
-///
-/// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is written and
-/// fsynced, then redb commits without an fsync of its own. Any other group, or one arriving when
-/// the journal is past [`CHECKPOINT_AT`], is a durable redb commit — which also makes every earlier
-/// journalled commit durable in redb, so the journal starts over after it.
-fn apply(
-    db: &Database,
-    group: &mut [Batch],
-    chain: &mut Chain,
-    now_us: u64,
-    force_publish: bool,
-    logs: &mut Logs,
-    appended: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
-    let mut tx = db.begin_write()?;
-    let mut results = Vec::with_capacity(group.len());
-    let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
-    logs.frame.clear();
-    logs.pending.start_group(chain.next_seq);
-    logs.group_ix.clear();
-    let keep = logs.mirror.is_some();
-    {
-        // A journalled group's ops touch only counters and records (`Op::is_hot`).
-        let mut links = if hot { None } else { Some(tx.open_table(LINKS)?) };
-        let mut spent = tx.open_table(SPENT)?;
-        let mut activity_at = tx.open_table(ACTIVITY_AT)?;
-        let mut kv = BTreeMap::new();
-        if !hot {
-            for name in KV_TABLES {
-                kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
-            }
-        }
-        let mut t = Tx {
-            links: links.as_mut(),
-            spent: &mut spent,
-            kv: &mut kv,
-            records: logs.pending.buf(),
-            activity_at: &mut activity_at,
-            ix: &mut logs.group_ix,
-            gates: &mut logs.gates,
-            base_offset: logs.records.len(),
-            chain,
-            now_us,
-            last_seq: None,
-            appended: keep.then_some(appended),
-            indexed_at: None,
-            at_text: (0, String::new()),
-            frame: hot.then_some(&mut logs.frame),
-            overlay: BTreeMap::new(),
-        };
-        for b in group.iter_mut() {
-            t.last_seq = None;
-            let mark = t.mark();
-            let mut output = None;
-            let mut failed = None;
-            for op in std::mem::take(&mut b.ops) {
-                match t.apply(op) {
-                    Ok(Some(o)) => output = Some(o),
-                    Ok(None) => {}
-                    // A batch that fails for its own reasons (a stored value that does not decode,
-                    // a broken invariant) fails alone, with nothing of it written; I/O fails the
-                    // group. A journalled group has no such ops (and its frame is not undone).
-                    Err(e) if !hot && !e.is_transient() => {
-                        failed = Some(e);
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            match failed {
-                None => {
-                    t.keep()?;
-                    results.push(Ok(Committed { last_seq: t.last_seq, output }));
-                }
-                Some(e) => {
-                    tracing::error!(error = %e, "a batch failed and was rolled back; the rest of its group commits");
-                    t.roll_back(mark);
-                    results.push(Err(e));
-                }
-            }
-        }
-    }
-    let journalled = hot && logs.journal.fits(logs.frame.frame_len());
-    let at = std::time::Instant::now();
-    if !journalled || force_publish || logs.pending.due(at) {
-        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
-    }
-    let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
-    // Written by journalled commits too: redb makes a pending non-durable commit durable when it
-    // closes cleanly, and that state must not claim fewer frames than it holds (a replay would
-    // count them twice).
-    set_journal_applied(&tx, applied)?;
-    if journalled {
-        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
-        // Durable before redb makes it visible: a reader never sees what a crash could take back.
-        logs.journal.append(&logs.frame)?;
-        tx.commit()?;
-        logs.recent.add(&logs.group_ix);
-        logs.pending.committed(at);
-    } else {
-        let flush = logs.recent.due();
-        if flush {
-            logs.recent.write_into(&tx, &logs.group_ix)?;
-        }
-        // Records first: redb's durable end must never cover bytes that are not on disk.
-        logs.records.keep_ahead();
-        logs.records.sync()?;
-        tx.commit()?;
-        if flush {
-            logs.recent.clear();
-        } else {
-            logs.recent.add(&logs.group_ix);
-        }
-        logs.journal.restart(applied);
-    }
-    Ok(results)
 }

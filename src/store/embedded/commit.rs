@@ -1,0 +1,229 @@
+//! How a gathered group becomes durable: journalled, or a durable redb commit (a checkpoint).
+//!
+//! [`apply`] runs a group's batches in one redb transaction. A group made only of the download
+//! path's ops is journalled: one frame written and fsynced ([`super::journal`]), then redb
+//! commits without an fsync. Any other group — and the first one after the journal passes
+//! [`CHECKPOINT_AT`] — is a durable redb commit, after the record file is fsynced, and the
+//! journal starts over. [`publish_alone`] makes gathered records visible when nothing else is
+//! queued; [`healthy`] reopens the database after a failed commit.
+
+use super::disk::DbHandle;
+use super::index::{self, Tags};
+use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
+use super::mirror::Mirror;
+use super::pending::Pending;
+use super::records::RecordFile;
+use super::recover::{recover, set_journal_applied};
+use super::writer::{load_chain, Batch, Chain, Committed, Op, Reply, Tx};
+use super::{OrderGate, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
+use crate::store::stats::WriterStats;
+use crate::store::GateSink;
+use redb::{Database, TableDefinition};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The writer's files besides redb: the journal (and the frame buffer it is written from), the
+/// record file (and the records not yet written to it), and the optional JSON Lines mirror.
+pub(super) struct Logs {
+    pub(super) mirror: Option<Mirror>,
+    pub(super) journal: Journal,
+    pub(super) frame: FrameBuf,
+    pub(super) records: RecordFile,
+    pub(super) pending: Pending,
+    /// The group's filter index entries, and those the index table does not hold yet.
+    pub(super) group_ix: Vec<(Tags, u64, u64)>,
+    pub(super) recent: index::Recent,
+    /// The group's gate changes, and who hears of them once committed.
+    pub(super) gates: Vec<(String, OrderGate, u64)>,
+    pub(super) gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
+}
+
+/// A transaction that only publishes the gathered records (see [`super::pending`]): when they
+/// are due and no work came, or when readers asked and nothing else was queued. Not durable in
+/// redb and not journalled: what it makes visible is already durable in the journal. Answers
+/// `replies` once it is visible.
+pub(super) fn publish_alone(
+    handle: &DbHandle,
+    broken: &mut bool,
+    chain: &mut Chain,
+    epoch: &AtomicU64,
+    stats: &WriterStats,
+    logs: &mut Logs,
+    replies: Vec<Reply>,
+) {
+    if logs.pending.is_empty() {
+        for r in replies {
+            let _ = r.send(Ok(Committed::default()));
+        }
+        return;
+    }
+    let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| {
+        let mut tx = db.begin_write()?;
+        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
+        tx.commit()?;
+        Ok(())
+    });
+    if let Err(e) = &result {
+        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        stats.metrics.failed_commits.inc();
+        tracing::error!(error = %e, "publishing activity records failed; recovery writes them from the journal");
+        *broken = true;
+        epoch.fetch_add(1, Ordering::AcqRel);
+    }
+    let msg = result.err().map(|e| e.to_string());
+    for r in replies {
+        let _ = r.send(match &msg {
+            None => Ok(Committed::default()),
+            Some(m) => Err(StoreError::CommitFailed(m.clone())),
+        });
+    }
+}
+
+/// The database to write to; after a failed commit, reopens it first and reloads the chain
+/// position from what is durable.
+pub(super) fn healthy(
+    handle: &DbHandle,
+    broken: &mut bool,
+    chain: &mut Chain,
+    epoch: &AtomicU64,
+    logs: &mut Logs,
+) -> Result<Arc<Database>, StoreError> {
+    if *broken {
+        // Recovery writes them from the journal.
+        logs.pending.clear();
+        handle.reopen()?;
+        let db = handle.get()?;
+        let frames = logs.journal.read_back()?;
+        logs.journal.restart(recover(&db, &frames, &mut logs.records)?);
+        // Recovery indexed every record the index table lacked.
+        logs.recent.clear();
+        let gate_version = chain.gate_version;
+        *chain = Chain { gate_version, ..load_chain(&db, logs.records.path())? };
+        *broken = false;
+        epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(next_seq = chain.next_seq, "store reopened after a failed commit");
+        return Ok(db);
+    }
+    handle.get()
+}
+
+/// Applies a group in one transaction; returns what each batch reports.
+///
+/// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is written and
+/// fsynced, then redb commits without an fsync of its own. Any other group, or one arriving when
+/// the journal is past [`CHECKPOINT_AT`], is a durable redb commit — which also makes every earlier
+/// journalled commit durable in redb, so the journal starts over after it.
+pub(super) fn apply(
+    db: &Database,
+    group: &mut [Batch],
+    chain: &mut Chain,
+    now_us: u64,
+    force_publish: bool,
+    logs: &mut Logs,
+    appended: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let mut tx = db.begin_write()?;
+    let mut results = Vec::with_capacity(group.len());
+    let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
+    logs.frame.clear();
+    logs.pending.start_group(chain.next_seq);
+    logs.group_ix.clear();
+    let keep = logs.mirror.is_some();
+    {
+        // A journalled group's ops touch only counters and records (`Op::is_hot`).
+        let mut links = if hot { None } else { Some(tx.open_table(LINKS)?) };
+        let mut spent = tx.open_table(SPENT)?;
+        let mut activity_at = tx.open_table(ACTIVITY_AT)?;
+        let mut kv = BTreeMap::new();
+        if !hot {
+            for name in KV_TABLES {
+                kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
+            }
+        }
+        let mut t = Tx {
+            links: links.as_mut(),
+            spent: &mut spent,
+            kv: &mut kv,
+            records: logs.pending.buf(),
+            activity_at: &mut activity_at,
+            ix: &mut logs.group_ix,
+            gates: &mut logs.gates,
+            base_offset: logs.records.len(),
+            chain,
+            now_us,
+            last_seq: None,
+            appended: keep.then_some(appended),
+            indexed_at: None,
+            at_text: (0, String::new()),
+            frame: hot.then_some(&mut logs.frame),
+            overlay: BTreeMap::new(),
+        };
+        for b in group.iter_mut() {
+            t.last_seq = None;
+            let mark = t.mark();
+            let mut output = None;
+            let mut failed = None;
+            for op in std::mem::take(&mut b.ops) {
+                match t.apply(op) {
+                    Ok(Some(o)) => output = Some(o),
+                    Ok(None) => {}
+                    // A batch that fails for its own reasons (a stored value that does not decode,
+                    // a broken invariant) fails alone, with nothing of it written; I/O fails the
+                    // group. A journalled group has no such ops (and its frame is not undone).
+                    Err(e) if !hot && !e.is_transient() => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match failed {
+                None => {
+                    t.keep()?;
+                    results.push(Ok(Committed { last_seq: t.last_seq, output }));
+                }
+                Some(e) => {
+                    tracing::error!(error = %e, "a batch failed and was rolled back; the rest of its group commits");
+                    t.roll_back(mark);
+                    results.push(Err(e));
+                }
+            }
+        }
+    }
+    let journalled = hot && logs.journal.fits(logs.frame.frame_len());
+    let at = std::time::Instant::now();
+    if !journalled || force_publish || logs.pending.due(at) {
+        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+    }
+    let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
+    // Written by journalled commits too: redb makes a pending non-durable commit durable when it
+    // closes cleanly, and that state must not claim fewer frames than it holds (a replay would
+    // count them twice).
+    set_journal_applied(&tx, applied)?;
+    if journalled {
+        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
+        // Durable before redb makes it visible: a reader never sees what a crash could take back.
+        logs.journal.append(&logs.frame)?;
+        tx.commit()?;
+        logs.recent.add(&logs.group_ix);
+        logs.pending.committed(at);
+    } else {
+        let flush = logs.recent.due();
+        if flush {
+            logs.recent.write_into(&tx, &logs.group_ix)?;
+        }
+        // Records first: redb's durable end must never cover bytes that are not on disk.
+        logs.records.keep_ahead();
+        logs.records.sync()?;
+        tx.commit()?;
+        if flush {
+            logs.recent.clear();
+        } else {
+            logs.recent.add(&logs.group_ix);
+        }
+        logs.journal.restart(applied);
+    }
+    Ok(results)
+}
