@@ -38,7 +38,6 @@
 //! absent. If a commit fails, the writer bumps [`Embedded::epoch`]; the ledger then drops its cache
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
-mod ahead;
 pub mod budgets;
 mod commands;
 mod commit;

@@ -23,9 +23,8 @@
 //! with the new records after it and zeros up to the block's end; past [`End::len`] the file holds
 //! only that padding, which readers never reach and the next append writes over.
 //!
-//! The file is kept written with zeros ahead of its end ([`RecordFile::keep_ahead`], asked for at
-//! each durable commit and written by a helper thread, `ahead`), so appends overwrite
-//! blocks it already has instead of growing it. A growing
+//! The file is kept written with zeros ahead of its end ([`RecordFile::keep_ahead`], at each
+//! durable commit), so appends overwrite blocks it already has instead of growing it. A growing
 //! file changes its inode on every append, and on ext4 the next `O_DSYNC` journal write then
 //! writes that inode's table block too — an extra synchronous device write per group commit (the
 //! README has the measurements). Readers never see the zeros: they stop at [`End`], and recovery
@@ -40,7 +39,6 @@
 //! is good up to: recovery writes the journal's records again from there (the same sealed bytes)
 //! and cuts the file at the new end, then fsyncs it before its durable commit.
 
-use super::ahead::Ahead;
 use super::disk::DiskSwitch;
 use super::journal::{aligned_window, BLOCK};
 use super::{StoreError, META};
@@ -246,8 +244,6 @@ pub struct RecordFile {
     tail: Vec<u8>,
     /// The block-aligned buffer appends are composed in.
     scratch: Vec<u8>,
-    /// The thread writing zeros ahead (direct mode only).
-    ahead: Option<Ahead>,
 }
 
 impl RecordFile {
@@ -258,10 +254,6 @@ impl RecordFile {
         let len = file.metadata()?.len();
         let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
         let direct = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(path).ok();
-        let ahead = match &direct {
-            Some(d) => Some(Ahead::start(d.try_clone()?)?),
-            None => None,
-        };
         let mut f = RecordFile {
             path: path.to_owned(),
             file,
@@ -274,7 +266,6 @@ impl RecordFile {
             direct,
             tail: Vec::new(),
             scratch: Vec::new(),
-            ahead,
         };
         f.load_tail(len)?;
         f.len = len;
@@ -302,10 +293,6 @@ impl RecordFile {
     pub fn append(&mut self, buf: &[u8]) -> std::io::Result<u64> {
         self.check()?;
         let at = self.len;
-        let end = (self.len + buf.len() as u64).div_ceil(BLOCK as u64) * BLOCK as u64;
-        if let Some(zeroed) = self.ahead.as_mut().and_then(|a| a.wait_if_reaching(end)) {
-            self.zeroed(zeroed);
-        }
         if self.direct.is_some() {
             self.append_direct(buf)?;
         } else {
@@ -316,41 +303,30 @@ impl RecordFile {
         Ok(at)
     }
 
-    /// Has zeros written past the end for the records to come (so their appends do not grow the
-    /// file; see the module docs): twice what was appended since the last call, between 64 KiB
-    /// and [`AHEAD`], topped up when less than half of that is left — an idle server writes
-    /// little, a busy one a few MiB per checkpoint. The helper thread of `ahead` writes
-    /// them; this only asks (and does nothing while an earlier request is still being written).
-    /// Best effort: a full disk or a refused write only means appends grow the file again. Called
-    /// at each durable commit; a later one's [`RecordFile::sync`] makes the new size durable.
+    /// Writes zeros past the end for the records to come (so their appends do not grow the file;
+    /// see the module docs): twice what was appended since the last call, between 64 KiB and
+    /// [`AHEAD`], topped up when less than half of that is left — an idle server writes little,
+    /// a busy one a few MiB per checkpoint. Best effort: a full disk or a refused write only
+    /// means appends grow the file again. Called before a durable commit's [`RecordFile::sync`],
+    /// which makes the new size durable.
     pub fn keep_ahead(&mut self) {
-        if let Some(zeroed) = self.ahead.as_mut().and_then(Ahead::poll) {
-            self.zeroed(zeroed);
-        }
         let want = (2 * self.len.saturating_sub(self.len_at_keep)).clamp(64 << 10, AHEAD);
         self.len_at_keep = self.len;
-        if self.check().is_err() || self.allocated >= self.len + want / 2 {
+        if self.direct.is_none() || self.check().is_err() || self.allocated >= self.len + want / 2 {
             return;
         }
         let from = self.allocated.div_ceil(BLOCK as u64) * BLOCK as u64;
-        let to = from + (self.len + want - from).div_ceil(BLOCK as u64) * BLOCK as u64;
-        if let Some(a) = self.ahead.as_mut().filter(|a| !a.busy()) {
-            a.request(from, to);
-        }
-    }
-
-    /// The helper finished writing zeros up to `end`.
-    fn zeroed(&mut self, end: u64) {
-        if end > self.allocated {
-            self.allocated = end;
-            self.grown = true;
-        }
-    }
-
-    /// Waits until zeros asked for are written (before the end moves anywhere but forward).
-    fn settle(&mut self) {
-        if let Some(zeroed) = self.ahead.as_mut().and_then(Ahead::wait) {
-            self.zeroed(zeroed);
+        let n = (self.len + want - from).div_ceil(BLOCK as u64) as usize * BLOCK;
+        let mut buf = Vec::new();
+        let zeros = aligned_window(&mut buf, n);
+        let written = self.direct.as_ref().map(|d| d.write_all_at(zeros, from));
+        match written {
+            Some(Ok(())) => {
+                self.allocated = from + n as u64;
+                self.grown = true;
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "activity.log: could not write zeros ahead"),
+            None => {}
         }
     }
 
@@ -410,7 +386,6 @@ impl RecordFile {
     /// commit left past it is written over. Fails if the file is shorter than that: records redb
     /// vouches for are gone, and the server must not carry on as if they were there.
     pub fn reset(&mut self, len: u64) -> Result<(), StoreError> {
-        self.settle();
         let actual = self.file.metadata()?.len();
         if actual < len {
             return Err(StoreError::Corrupt(format!(
@@ -427,7 +402,6 @@ impl RecordFile {
 
     /// Cuts off anything past the current end (left by a crash, or written again shorter).
     pub fn truncate(&mut self) -> std::io::Result<()> {
-        self.settle();
         if self.file.metadata()?.len() != self.len {
             self.check()?;
             self.file.set_len(self.len)?;
@@ -571,7 +545,6 @@ mod tests {
         f.reset(0).unwrap();
         commit(&db, &mut f, 1, &["a", "b"]);
         f.keep_ahead();
-        f.settle();
         f.sync().unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size >= f.len() + (32 << 10), "zeros written ahead: {size} bytes for {}", f.len());
@@ -592,7 +565,6 @@ mod tests {
             commit(&db, &mut f, seq, &[&big]);
         }
         f.keep_ahead();
-        f.settle();
         let grown = std::fs::metadata(&path).unwrap().len();
         assert!(grown >= f.len() + (f.len() - end), "{grown} bytes for {} (+{})", f.len(), f.len() - end);
 
@@ -603,36 +575,6 @@ mod tests {
         again.truncate().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), durable);
         assert_eq!(read(&db, &path, 92), [(92, big)]);
-    }
-
-    /// The helper writes zeros while the writer appends: an append reaching the range being
-    /// zeroed waits for it, so no zero lands on a record.
-    #[test]
-    fn appends_reaching_zeros_still_being_written_keep_every_byte() {
-        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
-        let path = dir.path().join(RECORDS_FILE);
-        let mut f = open_at(&path, 0, true);
-        let direct = f.direct.as_ref().expect("this test needs O_DIRECT where target/ is (ext4, xfs)");
-        // A helper that starts writing only when told: here, 100 ms after the append below began.
-        let (held, go) = Ahead::start_held(direct.try_clone().unwrap());
-        f.ahead = Some(held);
-        let mut expected = b"first\n".to_vec();
-        f.append(&expected).unwrap();
-        f.ahead.as_mut().unwrap().request(BLOCK as u64, BLOCK as u64 + (4 << 20));
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            go.send(()).unwrap();
-        });
-        let line: Vec<u8> = std::iter::repeat_n(b'r', 1 << 20).chain([b'\n']).collect();
-        f.append(&line).unwrap();
-        expected.extend_from_slice(&line);
-        release.join().unwrap();
-        f.settle();
-        f.sync().unwrap();
-        let on_disk = std::fs::read(&path).unwrap();
-        assert!(on_disk.len() as u64 >= BLOCK as u64 + (4 << 20), "the zeros were written: {}", on_disk.len());
-        assert!(on_disk[..expected.len()] == expected[..], "every appended byte is there");
-        assert!(on_disk[expected.len()..].iter().all(|&b| b == 0), "zeros after them");
     }
 
     #[test]
