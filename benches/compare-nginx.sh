@@ -14,6 +14,8 @@
 #                                                           for stacks through code without frame
 #                                                           pointers; PROFILE_FREQ=1999 for more
 #                                                           samples than the default 499 Hz)
+#   PROFILE=strace benches/compare-nginx.sh                (system calls by kind, `strace -c`,
+#                                                           over the first 4 KiB round: strace.txt)
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
@@ -281,6 +283,11 @@ run() { # name url listfile
   if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
     perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
+  fi
+  if [ "${PROFILE:-}" = strace ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/strace.txt" ]; then
+    # System calls by kind over the round (strace slows the server: the counts per request are
+    # what to read, not that round's rate).
+    timeout -s INT "$SECS" strace -c -f -p "$KD_PID" -o "$WORK/strace.txt" >/dev/null 2>&1 &
   fi
   local before=""
   case "$1" in keydrop-*) before=$(writer_totals) ;; esac
