@@ -215,7 +215,6 @@ pub(super) fn apply(
             logs.recent.write_into(&tx, &logs.group_ix)?;
         }
         // Records first: redb's durable end must never cover bytes that are not on disk.
-        logs.records.keep_ahead();
         logs.records.sync()?;
         tx.commit()?;
         if flush {

@@ -23,12 +23,12 @@
 //! with the new records after it and zeros up to the block's end; past [`End::len`] the file holds
 //! only that padding, which readers never reach and the next append writes over.
 //!
-//! The file is kept written with zeros ahead of its end ([`RecordFile::keep_ahead`], at each
-//! durable commit), so appends overwrite blocks it already has instead of growing it. A growing
-//! file changes its inode on every append, and on ext4 the next `O_DSYNC` journal write then
-//! writes that inode's table block too — an extra synchronous device write per group commit (the
-//! README has the measurements). Readers never see the zeros: they stop at [`End`], and recovery
-//! cuts them off.
+//! Appends grow the file. (From 2026-12-04 to 12-06 the writer kept it written with zeros a few
+//! MiB ahead of its end, at each checkpoint, because a growing file then cost an extra device
+//! write per group commit. Since records are appended in batches ([`super::pending`]) rather than
+//! in every group, that cost is gone, while writing the zeros made each checkpoint — a commit
+//! every download waiting on it waits for — 2.7 ms longer on average, up to 10 ms: the README
+//! has the measurements.)
 //!
 //! Durability follows the writer's two kinds of commit (see [`super::journal`]). A journalled
 //! group's records are also in its journal frame, so the file is not fsynced for it — nor even
@@ -219,10 +219,6 @@ pub(super) fn last(tx: &ReadTransaction, path: &Path) -> Result<Option<(u64, Vec
     Ok(out)
 }
 
-/// At most this far past the end is the file kept written with zeros
-/// ([`RecordFile::keep_ahead`]): what one journal can hold between two durable commits.
-pub const AHEAD: u64 = super::journal::CAPACITY;
-
 /// The writer's handle on the record file.
 pub struct RecordFile {
     path: PathBuf,
@@ -231,12 +227,6 @@ pub struct RecordFile {
     len: u64,
     /// How much of the file is known to be fsynced.
     synced: u64,
-    /// The file's length on disk: `len` plus the zeros written ahead of it.
-    allocated: u64,
-    /// The file grew by zeros since the last fsync (its size is not durable yet).
-    grown: bool,
-    /// `len` at the last [`RecordFile::keep_ahead`].
-    len_at_keep: u64,
     switch: Option<DiskSwitch>,
     /// The file opened `O_DIRECT`, if the filesystem allows it.
     direct: Option<File>,
@@ -259,9 +249,6 @@ impl RecordFile {
             file,
             len: 0,
             synced: 0,
-            allocated: len,
-            grown: false,
-            len_at_keep: len,
             switch,
             direct,
             tail: Vec::new(),
@@ -299,35 +286,7 @@ impl RecordFile {
             self.file.write_all_at(buf, at)?;
         }
         self.len += buf.len() as u64;
-        self.allocated = self.allocated.max(self.len.div_ceil(BLOCK as u64) * BLOCK as u64);
         Ok(at)
-    }
-
-    /// Writes zeros past the end for the records to come (so their appends do not grow the file;
-    /// see the module docs): twice what was appended since the last call, between 64 KiB and
-    /// [`AHEAD`], topped up when less than half of that is left — an idle server writes little,
-    /// a busy one a few MiB per checkpoint. Best effort: a full disk or a refused write only
-    /// means appends grow the file again. Called before a durable commit's [`RecordFile::sync`],
-    /// which makes the new size durable.
-    pub fn keep_ahead(&mut self) {
-        let want = (2 * self.len.saturating_sub(self.len_at_keep)).clamp(64 << 10, AHEAD);
-        self.len_at_keep = self.len;
-        if self.direct.is_none() || self.check().is_err() || self.allocated >= self.len + want / 2 {
-            return;
-        }
-        let from = self.allocated.div_ceil(BLOCK as u64) * BLOCK as u64;
-        let n = (self.len + want - from).div_ceil(BLOCK as u64) as usize * BLOCK;
-        let mut buf = Vec::new();
-        let zeros = aligned_window(&mut buf, n);
-        let written = self.direct.as_ref().map(|d| d.write_all_at(zeros, from));
-        match written {
-            Some(Ok(())) => {
-                self.allocated = from + n as u64;
-                self.grown = true;
-            }
-            Some(Err(e)) => tracing::debug!(error = %e, "activity.log: could not write zeros ahead"),
-            None => {}
-        }
     }
 
     /// The `O_DIRECT` append: the last partial block again, `buf`, zeros to the block's end.
@@ -373,11 +332,10 @@ impl RecordFile {
 
     /// Makes everything appended so far durable (a no-op if it already is).
     pub fn sync(&mut self) -> std::io::Result<()> {
-        if self.synced != self.len || self.grown {
+        if self.synced != self.len {
             self.check()?;
             self.file.sync_data()?;
             self.synced = self.len;
-            self.grown = false;
         }
         Ok(())
     }
@@ -395,7 +353,6 @@ impl RecordFile {
         }
         self.load_tail(len)?;
         self.len = len;
-        self.allocated = actual;
         self.synced = 0;
         Ok(())
     }
@@ -406,7 +363,6 @@ impl RecordFile {
             self.check()?;
             self.file.set_len(self.len)?;
         }
-        self.allocated = self.len;
         Ok(())
     }
 }
@@ -532,10 +488,10 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), expected, "direct: {direct}");
     }
 
-    /// Zeros written ahead: appends write over them instead of growing the file (see the module
-    /// docs for why), readers stop at the committed end, and a restart cuts them off.
+    /// `O_DIRECT` appends write whole blocks, so the file holds zeros past the end: readers stop
+    /// at the committed end, and a restart cuts the padding off.
     #[test]
-    fn zeros_written_ahead_keep_appends_from_growing_the_file_and_readers_never_see_them() {
+    fn the_padding_past_the_end_is_never_read_and_a_restart_cuts_it_off() {
         // `target/`, not the system temp dir: it may be a tmpfs, which refuses `O_DIRECT`.
         let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
         let db = Database::create(dir.path().join("db")).unwrap();
@@ -544,37 +500,24 @@ mod tests {
         assert!(f.direct.is_some(), "this test needs O_DIRECT where target/ is (ext4, xfs)");
         f.reset(0).unwrap();
         commit(&db, &mut f, 1, &["a", "b"]);
-        f.keep_ahead();
-        f.sync().unwrap();
-        let size = std::fs::metadata(&path).unwrap().len();
-        assert!(size >= f.len() + (32 << 10), "zeros written ahead: {size} bytes for {}", f.len());
         let line = "x".repeat(99);
         for seq in 3..53 {
             commit(&db, &mut f, seq, &[&line]);
         }
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "appends wrote over the zeros");
+        f.sync().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size > f.len() && size % BLOCK as u64 == 0, "{size} bytes on disk for {}", f.len());
         let all = read(&db, &path, 1);
         assert_eq!(all.len(), 52);
         assert_eq!(all.last().unwrap(), &(52, line.clone()));
         assert_eq!(last(&db.begin_read().unwrap(), &path).unwrap(), Some((52, line.clone().into_bytes())));
 
-        // Busier: what is written ahead follows what was appended since the last time.
-        let end = f.len();
-        let big = "y".repeat(4095);
-        for seq in 53..93 {
-            commit(&db, &mut f, seq, &[&big]);
-        }
-        f.keep_ahead();
-        let grown = std::fs::metadata(&path).unwrap().len();
-        assert!(grown >= f.len() + (f.len() - end), "{grown} bytes for {} (+{})", f.len(), f.len() - end);
-
-        // A restart places appends at the durable end and cuts the zeros off.
         let durable = f.len();
         drop(f);
         let mut again = open_at(&path, durable, true);
         again.truncate().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), durable);
-        assert_eq!(read(&db, &path, 92), [(92, big)]);
+        assert_eq!(read(&db, &path, 52), [(52, line)]);
     }
 
     #[test]
