@@ -80,20 +80,17 @@ pub fn confine(files_dir: &Path, rel: &str) -> Result<PathBuf, FileError> {
 pub struct ServedFile {
     pub rec: FileRecord,
     pub file: Arc<File>,
+    /// The entity tag as text, for matching `If-None-Match` and `If-Range` against.
     pub etag: String,
-    pub last_modified: String,
     pub content_type: &'static str,
-    pub content_disposition: String,
-    /// `sha-256=:<base64>:` once the digest is known.
-    pub repr_digest: Option<String>,
     /// The whole content of a small file (at most [`SMALL_FILE`] bytes), read once, so small
     /// downloads need no read at all.
     pub content: Option<bytes::Bytes>,
     /// A larger file's whole content as a read-only mapping ([`crate::mapped`]), when
     /// `storage.map_files` is on: chunks are slices of it, with no read and no copy.
     pub mapped: Option<bytes::Bytes>,
-    /// The header values above, checked and copied once: a response clones them (a reference
-    /// count) instead of validating and copying four strings per request.
+    /// The per-file header values, checked and copied once: a response clones them (a reference
+    /// count) instead of building, validating and copying four strings per request.
     pub values: HeaderValues,
 }
 
@@ -103,6 +100,7 @@ pub struct HeaderValues {
     pub etag: HeaderValue,
     pub last_modified: HeaderValue,
     pub content_disposition: HeaderValue,
+    /// `sha-256=:<base64>:` once the digest is known.
     pub repr_digest: Option<HeaderValue>,
 }
 
@@ -157,20 +155,15 @@ impl ServedFile {
             .and_then(|h| hex::decode(h).ok())
             .map(|raw| format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(raw)));
         let etag = representation::etag(rec.size, u128::from(rec.mtime_ns));
-        let last_modified = representation::http_date(u128::from(rec.mtime_ns));
-        let content_disposition = representation::content_disposition(&rec.filename);
         let values = HeaderValues {
             etag: header_value(&etag),
-            last_modified: header_value(&last_modified),
-            content_disposition: header_value(&content_disposition),
+            last_modified: header_value(&representation::http_date(u128::from(rec.mtime_ns))),
+            content_disposition: header_value(&representation::content_disposition(&rec.filename)),
             repr_digest: repr_digest.as_deref().map(header_value),
         };
         Ok(ServedFile {
             etag,
-            last_modified,
             content_type: representation::content_type(&rec.filename),
-            content_disposition,
-            repr_digest,
             values,
             content,
             mapped,
