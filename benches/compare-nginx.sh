@@ -6,6 +6,8 @@
 #   KEYDROP_BACKEND=postgres benches/compare-nginx.sh      (keydrop on a local PostgreSQL, fsync on)
 #   COMPARE_MODE=legacy benches/compare-nginx.sh           (the old mode: see below)
 #   SIZES=4k benches/compare-nginx.sh                      (only the 4 KiB rounds: no 1 MiB, no 1 GiB)
+#   ROUNDS=1 benches/compare-nginx.sh 45                   (wrk rounds per size, default 3; long rounds
+#                                                           need LINKS_4K × 50 above the downloads)
 #   PROFILE=perf benches/compare-nginx.sh                  (also `perf record -g` keydrop during
 #                                                           the first 4 KiB round; top entries in
 #                                                           perf-top.txt in the work dir;
@@ -19,7 +21,8 @@
 #
 # Installs nginx and wrk from Debian's packages if missing, serves the same 4 KiB and 1 MiB files
 # from nginx behind secure_link (signature + expiry, counts nothing) and from keydrop (signed,
-# durably counted and logged), and runs wrk against each in turn — A B A B, 3 rounds — with a Lua
+# durably counted and logged), and runs wrk against each in turn — A B A B, 3 rounds, each after a
+# `sync` so that no round waits on the page cache the one before it left dirty — with a Lua
 # script that walks a list of links. Prints every figure and the keydrop/nginx ratios.
 #
 # The default mode is the operators' (issue "speed as users run it"): every keydrop link is a
@@ -39,6 +42,7 @@ KD_ADMIN=18482
 SECRET=bench-secret
 MODE=${COMPARE_MODE:-realistic}
 SIZES=${SIZES:-4k 1m 1g}
+ROUNDS=${ROUNDS:-3}
 case "$MODE" in
   realistic) N4K=${LINKS_4K:-30000}; N1M=${LINKS_1M:-3000} ;;
   legacy) N4K=1000; N1M=1000 ;;
@@ -278,7 +282,21 @@ kd_threads() {
     echo " $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null)"
   done | awk '{t[$1] += $2; c[$1] += $3} END {for (k in t) print k, t[k], c[k]}'
 }
+# keydrop's group-commit histogram so far ("le count" lines).
+commit_buckets() {
+  curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | awk -F'[" ]' '/^keydrop_commit_duration_seconds_bucket/ {print $2, $NF}' || true
+}
+# Commits between two histogram snapshots that took more than 6.4 ms, and more than 12.8 ms.
+slow_commits() { # before after
+  paste -d' ' "$1" "$2" | awk '
+    {d = $4 - $2}
+    $1 == "0.0064" {a = d} $1 == "0.0128" {b = d} $1 == "+Inf" {t = d}
+    END {if (t != "") printf "    commits: %d over 6.4 ms, %d over 12.8 ms\n", t - a, t - b}'
+}
 run() { # name url listfile
+  # No dirty pages left by the round before (the other server's log, say): what this round's
+  # durable writes wait for is its own.
+  sync
   local perf_pid=""
   if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
     perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
@@ -290,14 +308,14 @@ run() { # name url listfile
     timeout -s INT "$SECS" strace -c -f -p "$KD_PID" -o "$WORK/strace.txt" >/dev/null 2>&1 &
   fi
   local before=""
-  case "$1" in keydrop-*) before=$(writer_totals) ;; esac
+  case "$1" in keydrop-*) before=$(writer_totals); commit_buckets >"$WORK/$1.commits0" ;; esac
   local cpu0 w0 th0=""; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
   case "$1" in keydrop-*) th0=$(kd_threads) ;; esac
   wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
   local cpu1 w1 th1=""; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
   case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
-    curl -s "http://127.0.0.1:$KD_ADMIN/metrics" | grep '^keydrop_commit_duration_seconds_bucket' >"$WORK/$1.commits.$(date +%s%N)" || true
+    commit_buckets >"$WORK/$1.commits.$(date +%s%N)"
     # The writer's groups in this run: how many requests shared a commit, and what one took.
     echo "$before $(writer_totals)" | awk '{g = $5 - $1; if (g > 0) printf "    writer: %d groups, mean %.1f batches per group (a download sends two), mean commit %.3f ms\n", g, ($6 - $2) / g, 1000 * ($8 - $4) / ($7 - $3)}' >"$WORK/$1.writer"
   fi
@@ -319,6 +337,11 @@ run() { # name url listfile
   printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes"
   echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
+  if [ -n "$before" ]; then
+    # The round's slow group commits (the tail's usual cause), from the histogram's buckets.
+    # shellcheck disable=SC2012
+    slow_commits "$WORK/$1.commits0" "$(ls -t "$WORK/$1".commits.* | head -1)"
+  fi
   if [ -n "$th0" ] && [ "${reqs:-0}" -gt 0 ]; then
     # Per request: each thread kind's CPU, and its context switches (voluntary and not).
     { echo "$th0" | sed 's/^/0 /'; echo "$th1" | sed 's/^/1 /'; } | awk -v n="$reqs" -v hz="$(getconf CLK_TCK)" '
@@ -329,8 +352,8 @@ run() { # name url listfile
 }
 
 echo
-echo "wrk -t2 -c64 -d${SECS}s, A B A B, 3 rounds"
-for round in 1 2 3; do
+echo "wrk -t2 -c64 -d${SECS}s, A B A B, $ROUNDS rounds"
+for round in $(seq 1 "$ROUNDS"); do
   for kind in $SIZES; do
     [ "$kind" = 1g ] && continue
     run "nginx-$kind" "http://127.0.0.1:$NGINX_PORT" "$WORK/ng-$kind.txt"

@@ -53,7 +53,9 @@ impl Drop for Gathered {
 /// Where lines go: stderr (in unit tests, a buffer per thread that the tests read).
 #[cfg(not(test))]
 fn sink(bytes: &[u8]) -> std::io::Result<()> {
-    std::io::stderr().lock().write_all(bytes)
+    let written = std::io::stderr().lock().write_all(bytes);
+    crate::logfile::stderr_wrote(bytes.len());
+    written
 }
 
 #[cfg(test)]
