@@ -307,7 +307,7 @@ run() { # name url listfile
     # what to read, not that round's rate).
     timeout -s INT "$SECS" strace -c -f -p "$KD_PID" -o "$WORK/strace.txt" >/dev/null 2>&1 &
   fi
-  local before=""
+  local before="" after=""
   case "$1" in keydrop-*) before=$(writer_totals); commit_buckets >"$WORK/$1.commits0" ;; esac
   local cpu0 w0 th0=""; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
   case "$1" in keydrop-*) th0=$(kd_threads) ;; esac
@@ -315,7 +315,8 @@ run() { # name url listfile
   local cpu1 w1 th1=""; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
   case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
-    commit_buckets >"$WORK/$1.commits.$(date +%s%N)"
+    after="$WORK/$1.commits.$(date +%s%N)"
+    commit_buckets >"$after"
     # The writer's groups in this run: how many requests shared a commit, and what one took.
     echo "$before $(writer_totals)" | awk '{g = $5 - $1; if (g > 0) printf "    writer: %d groups, mean %.1f batches per group (a download sends two), mean commit %.3f ms\n", g, ($6 - $2) / g, 1000 * ($8 - $4) / ($7 - $3)}' >"$WORK/$1.writer"
   fi
@@ -339,8 +340,7 @@ run() { # name url listfile
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   if [ -n "$before" ]; then
     # The round's slow group commits (the tail's usual cause), from the histogram's buckets.
-    # shellcheck disable=SC2012
-    slow_commits "$WORK/$1.commits0" "$(ls -t "$WORK/$1".commits.* | head -1)"
+    slow_commits "$WORK/$1.commits0" "$after"
   fi
   if [ -n "$th0" ] && [ "${reqs:-0}" -gt 0 ]; then
     # Per request: each thread kind's CPU, and its context switches (voluntary and not).
