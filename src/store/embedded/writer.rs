@@ -4,11 +4,12 @@
 //! send is synchronous and never blocks, so callers may send while holding a short lock (the
 //! ledger relies on this to keep memory's order and the channel's order the same). The thread
 //! blocks for the first batch, then takes whatever else is already waiting, up to [`MAX_BATCH`]
-//! (`gather`), applies all of it in one transaction and makes it durable — through the
-//! [`super::journal`] for a group of download ops, through a redb fsync otherwise
-//! (`commit`). Only then does it answer the reply slots — so "replied `Ok`" means "on disk".
-//! Under load many requests share one fsync; when idle a lone request pays one. A group nobody waits for (settlements, refusal
-//! records) first waits up to [`LINGER`] for a batch somebody does, and shares its commit.
+//! (`gather`; under load it first lets the group fill for [`FILL`]), applies all of it in one
+//! transaction and makes it durable — through the [`super::journal`] for a group of download ops,
+//! through a redb fsync otherwise (`commit`). Only then does it answer the reply slots — so
+//! "replied `Ok`" means "on disk". Under load many requests share one fsync; when idle a lone
+//! request pays one. A group nobody waits for (settlements, refusal records) first waits up to
+//! [`LINGER`] for a batch somebody does, and shares its commit.
 //!
 //! Records reach the record file in batches, after their journal frames ([`super::pending`]):
 //! the thread also wakes, with no work queued, when gathered records fall due.
@@ -21,7 +22,7 @@
 use super::commit::{apply, healthy, publish_alone, Logs};
 use super::disk::{DbHandle, DiskSwitch};
 use super::gather::{gather, Gathered, Msg};
-pub use super::gather::{LINGER, MAX_BATCH};
+pub use super::gather::{FILL, LINGER, MAX_BATCH};
 use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal};
 use super::pending::Pending;
@@ -253,7 +254,7 @@ fn run(
     let mut broken = false;
     while !stopping {
         // With records gathered, wait no longer than until they are due.
-        let force = match gather(&rx, logs.pending.deadline(), &mut group) {
+        let force = match gather(&rx, logs.pending.deadline(), &mut group, FILL) {
             Gathered::Due => {
                 publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, Vec::new());
                 continue;
