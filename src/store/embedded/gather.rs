@@ -55,25 +55,30 @@ pub(super) fn gather(
         },
     };
     let mut force = false;
-    let mut stopping = !first.is_some_and(|m| join(m, group, &mut force));
-    while !stopping && group.len() < MAX_BATCH {
+    let mut stopping = !first.is_some_and(|m| join(m, group, &mut force)) || take_waiting(rx, group, &mut force);
+    if !stopping && !force && group.iter().all(|b| b.reply.is_none()) {
+        stopping = linger(rx, group, &mut force);
+    } else if !stopping && !force && (FILL_FROM..MAX_BATCH).contains(&group.len()) {
+        std::thread::sleep(fill);
+        stopping = take_waiting(rx, group, &mut force);
+    }
+    Gathered::Group { force, stopping }
+}
+
+/// Takes what is already waiting, up to [`MAX_BATCH`] batches in the group. Returns `true` if the
+/// writer was told to stop.
+fn take_waiting(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bool) -> bool {
+    while group.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(m) => stopping = !join(m, group, &mut force),
+            Ok(m) => {
+                if !join(m, group, force) {
+                    return true;
+                }
+            }
             Err(_) => break,
         }
     }
-    if !stopping && !force && group.iter().all(|b| b.reply.is_none()) {
-        stopping = linger(rx, group, &mut force);
-    } else if !stopping && !force && group.len() >= FILL_FROM {
-        std::thread::sleep(fill);
-        while !stopping && group.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => stopping = !join(m, group, &mut force),
-                Err(_) => break,
-            }
-        }
-    }
-    Gathered::Group { force, stopping }
+    false
 }
 
 /// A group nobody waits for — settlements (a refund and a `download.finished` record) and
@@ -92,17 +97,7 @@ fn linger(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bool) ->
         }
         if awaited {
             // Whatever else came meanwhile goes too.
-            while group.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        if !join(m, group, force) {
-                            return true;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            return false;
+            return take_waiting(rx, group, force);
         }
     }
     false
