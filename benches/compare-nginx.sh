@@ -274,13 +274,15 @@ cpu_ticks() { # name
 write_calls() { # name
   for p in $(server_pids "$1"); do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
-# keydrop's CPU ticks and context switches so far, by thread name ("name ticks switches" lines):
-# which of its threads a request's CPU time goes to, and how often a thread gave up a core.
+# keydrop's CPU ticks, context switches and nanoseconds spent runnable but waiting for a core
+# (`schedstat`'s second field; 0 without scheduler statistics) so far, by thread name ("name ticks
+# switches waited" lines): which of its threads a request's CPU time goes to, how often a thread
+# gave up a core, and how long it waited for one.
 kd_threads() {
   for t in /proc/"$KD_PID"/task/*; do
     awk '{sub(/^[0-9]+ \(/, ""); sub(/\).*/, "", $0); print}' "$t/stat" 2>/dev/null | tr -d '\n'
-    echo " $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null)"
-  done | awk '{t[$1] += $2; c[$1] += $3} END {for (k in t) print k, t[k], c[k]}'
+    echo " $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null) $(awk '{print $2 + 0}' "$t/schedstat" 2>/dev/null)"
+  done | awk '{t[$1] += $2; c[$1] += $3; w[$1] += $4} END {for (k in t) print k, t[k], c[k], w[k] + 0}'
 }
 # keydrop's group-commit histogram so far ("le count" lines).
 commit_buckets() {
@@ -343,10 +345,11 @@ run() { # name url listfile
     slow_commits "$WORK/$1.commits0" "$after"
   fi
   if [ -n "$th0" ] && [ "${reqs:-0}" -gt 0 ]; then
-    # Per request: each thread kind's CPU, and its context switches (voluntary and not).
+    # Per request: each thread kind's CPU, its context switches (voluntary and not), and its time
+    # runnable but waiting for a core.
     { echo "$th0" | sed 's/^/0 /'; echo "$th1" | sed 's/^/1 /'; } | awk -v n="$reqs" -v hz="$(getconf CLK_TCK)" '
-      {s = ($1 == 0) ? -1 : 1; t[$2] += s * $3; c[$2] += s * $4}
-      END {printf "    threads:"; for (k in t) if (t[k] > 0 || c[k] > 0) printf " %s %.0f µs %.2f switches;", k, t[k] / hz * 1e6 / n, c[k] / n; print ""}'
+      {s = ($1 == 0) ? -1 : 1; t[$2] += s * $3; c[$2] += s * $4; w[$2] += s * $5}
+      END {printf "    threads:"; for (k in t) if (t[k] > 0 || c[k] > 0) printf " %s %.0f µs %.2f switches %.0f µs waiting;", k, t[k] / hz * 1e6 / n, c[k] / n, w[k] / 1e3 / n; print ""}'
   fi
   echo "$rps" >>"$WORK/$1.rps"
 }
