@@ -107,7 +107,7 @@ fn linger(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bool) ->
 /// what a refund or a `download.finished` record may lag on disk, a bound on what a crash in
 /// that window can take (a refund lost leaves the link charged for the bytes not sent; the
 /// download's `download.started` is durable before its first byte regardless).
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+pub const LINGER: Duration = Duration::from_millis(2);
 
 /// How long a group under load fills before it is committed (see the module's notes).
 pub const FILL: Duration = Duration::from_micros(300);
