@@ -248,19 +248,24 @@ impl Ledger {
             return Ok(None);
         };
         let gate = self.gate(&rec.order_id, rec.tenant_id.clone()).await?;
+        Ok(Some(self.cache(*id, rec, gate, spent)))
+    }
+
+    /// Caches a link's entry unless one is there already (two loaders may race: the first insert
+    /// wins and both use it), then evicts idle entries if the cache has grown past its bound.
+    fn cache(&self, id: LinkId, rec: LinkRecord, gate: Arc<Gate>, spent: u64) -> Arc<HotLink> {
         let hot = Arc::new(HotLink {
-            id: *id,
+            id,
             spent_key: crate::store::embedded::spent_key(&rec),
             rec,
             gate,
             spent: Mutex::new(spent),
         });
-        // Two loaders may race; the first insert wins and both use it.
-        let hot = self.links.entry(*id).or_insert(hot).clone();
+        let hot = self.links.entry(id).or_insert(hot).clone();
         if self.links.len() > self.max_hot {
             self.links.retain(|_, v| Arc::strong_count(v) > 1);
         }
-        Ok(Some(hot))
+        hot
     }
 
     /// The gate of an order (open if the store has none).
@@ -370,9 +375,17 @@ impl Ledger {
         *spent = spent.saturating_sub(refund);
     }
 
-    /// Registers a freshly issued link (durably, with its `link.issued` record).
-    pub async fn put_link(&self, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
-        self.store.issue_link(rec, issued).await
+    /// Registers a freshly issued link (durably, with its `link.issued` record), and caches it:
+    /// a link is usually downloaded soon after it is issued, and its first download then does
+    /// not read it back. Nothing is spent on it yet — nobody holds its token before this returns —
+    /// so its counter starts at zero; an entry already there (not possible without the token)
+    /// would win. A commit failing meanwhile moves the store's epoch and the next lookup drops the
+    /// cache, this entry with it.
+    pub async fn put_link(&self, id: LinkId, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
+        self.store.issue_link(rec.clone(), issued).await?;
+        let gate = self.gate(&rec.order_id, rec.tenant_id.clone()).await?;
+        self.cache(id, rec, gate, 0);
+        Ok(())
     }
 
     /// Sets an order's access durably (with its activity record); memory follows on commit
@@ -456,7 +469,7 @@ mod tests {
         let store = Arc::new(Store::Embedded(crate::store::Embedded::open(dir.path()).unwrap()));
         let ledger = Arc::new(Ledger::with_capacity(store.clone(), 4));
         for i in 0..10u8 {
-            ledger.put_link(record(i), Entry::new(Kind::LinkIssued)).await.unwrap();
+            ledger.put_link([i; 16], record(i), Entry::new(Kind::LinkIssued)).await.unwrap();
         }
         let held = ledger.link(&[0; 16]).await.unwrap().unwrap();
         let started = || Entry::new(Kind::DownloadStarted);
@@ -468,6 +481,13 @@ mod tests {
             ledger.reserve(&l, 100, started(), finished).await.unwrap().finish(100, Outcome::Complete);
         }
         assert!(ledger.hot_links() <= 5, "bounded: {}", ledger.hot_links());
+        // Issuing caches the new link with nothing spent; its budget holds as a loaded one's does.
+        ledger.put_link([42; 16], record(42), Entry::new(Kind::LinkIssued)).await.unwrap();
+        let fresh = ledger.link(&[42; 16]).await.unwrap().unwrap();
+        assert_eq!(fresh.spent(), 0);
+        assert!(matches!(ledger.reserve(&fresh, 201, started(), finished).await, Err(ReserveError::Exhausted)));
+        ledger.reserve(&fresh, 200, started(), finished).await.unwrap().finish(200, Outcome::Complete);
+        assert!(matches!(ledger.reserve(&fresh, 1, started(), finished).await, Err(ReserveError::Exhausted)));
         // The held entry was never evicted; an evicted one reloads with its durable spending.
         assert!(Arc::ptr_eq(&held, &ledger.link(&[0; 16]).await.unwrap().unwrap()));
         let again = ledger.link(&[1; 16]).await.unwrap().unwrap();
@@ -478,6 +498,19 @@ mod tests {
         drop(open);
         store.flush().await.unwrap();
         assert_eq!((held.spent(), again.spent()), (0, 100));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_issued_link_is_hot_before_its_first_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::Embedded(crate::store::Embedded::open(dir.path()).unwrap()));
+        let ledger = Arc::new(Ledger::new(store.clone()));
+        ledger.put_link([9; 16], record(9), Entry::new(Kind::LinkIssued)).await.unwrap();
+        assert_eq!(ledger.hot_links(), 1, "cached when issued, not when first downloaded");
+        let hot = ledger.link(&[9; 16]).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&hot, &ledger.link(&[9; 16]).await.unwrap().unwrap()));
+        assert_eq!(ledger.hot_links(), 1);
         store.close().await;
     }
 }

@@ -119,7 +119,7 @@ pub async fn issue_link(state: &AppState, req: IssueRequest) -> Result<IssuedLin
     e.file_id = Some(rec.file_id.clone());
     e.link_id = Some(link_id.clone());
     e.outcome = Some("issued".into());
-    state.ledger.put_link(rec, e).await?;
+    state.ledger.put_link(id, rec, e).await?;
     Ok(IssuedLink {
         url: link_url(&state.config.server.public_base_url, &token, &file.filename),
         link_id,

@@ -330,3 +330,32 @@ async fn a_settlement_rides_with_the_next_reservation_or_commits_alone_after_the
         db.begin_read().unwrap().open_table(SPENT).unwrap().get([9u8; 24].as_slice()).unwrap().map(|v| v.value());
     assert_eq!(spent, Some(100 - 4 + 10 - 4), "both settlements were applied");
 }
+
+/// On a multi-threaded runtime a group's answers are sent by a task of that runtime; a store
+/// whose runtime is gone (a tool, or a test that outlived its runtime) is answered by the writer
+/// itself — either way every durable batch is answered, with its own result, in order.
+#[test]
+fn answers_arrive_from_the_runtime_task_and_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store = first.block_on(async { Embedded::open(dir.path()).unwrap() });
+    let commit_three = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let w = store.writer();
+            let pending: Vec<_> = (0..3u8)
+                .map(|_| w.send_durable(vec![Op::Append(Entry::new(Kind::DownloadStarted))]).unwrap())
+                .collect();
+            let mut seqs = Vec::new();
+            for rx in pending {
+                let answered = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+                seqs.push(answered.expect("answered in time").unwrap().unwrap().last_seq.unwrap());
+            }
+            seqs
+        })
+    };
+    assert_eq!(commit_three(&first), vec![1, 2, 3]);
+    drop(first); // the answering task goes with its runtime
+    let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert_eq!(commit_three(&second), vec![4, 5, 6]);
+    second.block_on(store.close());
+}

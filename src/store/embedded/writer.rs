@@ -147,6 +147,7 @@ impl Writer {
         let held = recent.clone();
         let gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>> = Arc::default();
         let sink = gate_sink.clone();
+        let answers = Answers::start();
         let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
             let logs = Logs {
                 mirror,
@@ -159,7 +160,7 @@ impl Writer {
                 gates: Vec::new(),
                 gate_sink: sink,
             };
-            run(db, rx, chain, epoch, st, clock, logs)
+            run(db, rx, chain, epoch, st, clock, logs, answers)
         })?;
         Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, gate_sink })
     }
@@ -246,6 +247,7 @@ fn run(
     stats: Arc<WriterStats>,
     clock: crate::clock::Clock,
     mut logs: Logs,
+    answers: Answers,
 ) {
     let mut group: Vec<Batch> = Vec::with_capacity(256);
     let mut stopping = false;
@@ -296,11 +298,7 @@ fn run(
                         s.gate_committed(&order_id, &gate, version);
                     }
                 }
-                for (b, committed) in group.drain(..).zip(results) {
-                    if let Some(r) = b.reply {
-                        let _ = r.send(committed);
-                    }
-                }
+                answers.send(group.drain(..).zip(results).filter_map(|(b, c)| b.reply.map(|r| (r, c))).collect());
             }
             Err(e) => {
                 logs.gates.clear();
@@ -340,6 +338,48 @@ fn run(
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// Who answers a durable group's reply slots. Each answer wakes the request that waits for it;
+/// woken from the writer's thread, every one of them is a wake-up from outside the runtime (the
+/// scheduler's shared queue, under its lock, and perhaps a parked worker's futex). Handed to a
+/// task on the runtime instead, a group costs one such wake-up and its answers are sent from a
+/// worker, onto that worker's own queue. Without a multi-threaded runtime at start (tools, tests
+/// on a current-thread runtime), or once that runtime is gone, the writer answers itself.
+struct Answers(Option<tokio::sync::mpsc::UnboundedSender<Vec<(Reply, Result<Committed, StoreError>)>>>);
+
+impl Answers {
+    fn start() -> Answers {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return Answers(None) };
+        if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Answers(None);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(Reply, Result<Committed, StoreError>)>>();
+        rt.spawn(async move {
+            while let Some(group) = rx.recv().await {
+                for (r, c) in group {
+                    let _ = r.send(c);
+                }
+            }
+        });
+        Answers(Some(tx))
+    }
+
+    fn send(&self, group: Vec<(Reply, Result<Committed, StoreError>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let group = match &self.0 {
+            Some(tx) => match tx.send(group) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => group,
+        };
+        for (r, c) in group {
+            let _ = r.send(c);
+        }
+    }
 }
 
 impl Op {
