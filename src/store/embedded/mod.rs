@@ -5,7 +5,7 @@
 //! Exactly one thread, the writer ([`writer`]), opens write transactions. Everybody else sends it
 //! [`Op`]s in a [`Batch`] over one FIFO channel; it drains what is waiting (up to
 //! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, makes it durable, and
-//! only then answers each batch's reply slot. "Durable" is one of two things: a group made only of
+//! only then answers each batch's reply slot (through a task on the runtime, [`answers`]). "Durable" is one of two things: a group made only of
 //! the download path's ops (reservations, refunds, activity records) is written as one frame to
 //! the preallocated [`journal`] and fsynced there, then committed to redb without an fsync
 //! (`Durability::None`: visible to readers at once); any other group — and the first group after
@@ -38,6 +38,7 @@
 //! absent. If a commit fails, the writer bumps [`Embedded::epoch`]; the ledger then drops its cache
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
+mod answers;
 pub mod budgets;
 mod commands;
 mod commit;

@@ -19,6 +19,7 @@
 //! the last durable record, every reply in the group gets the error, and the store epoch is
 //! bumped so caches reload from disk.
 
+use super::answers::Answers;
 use super::commit::{apply, healthy, publish_alone, Logs};
 use super::disk::{DbHandle, DiskSwitch};
 use super::gather::{gather, Gathered, Msg};
@@ -160,7 +161,7 @@ impl Writer {
                 gates: Vec::new(),
                 gate_sink: sink,
             };
-            run(db, rx, chain, epoch, st, clock, logs, answers)
+            run(db, rx, chain, Shared { epoch, stats: st, clock, answers }, logs)
         })?;
         Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, gate_sink })
     }
@@ -239,16 +240,16 @@ pub(super) fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, St
     })
 }
 
-fn run(
-    handle: Arc<DbHandle>,
-    rx: mpsc::Receiver<Msg>,
-    mut chain: Chain,
+/// What the writer thread shares with the rest of the process besides its channel.
+struct Shared {
     epoch: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
     clock: crate::clock::Clock,
-    mut logs: Logs,
     answers: Answers,
-) {
+}
+
+fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared: Shared, mut logs: Logs) {
+    let Shared { epoch, stats, clock, answers } = shared;
     let mut group: Vec<Batch> = Vec::with_capacity(256);
     let mut stopping = false;
     // Set by a failed commit: redb refuses every later call on that database, so the next
@@ -338,48 +339,6 @@ fn run(
         }
     }
     tracing::debug!("store writer stopped");
-}
-
-/// Who answers a durable group's reply slots. Each answer wakes the request that waits for it;
-/// woken from the writer's thread, every one of them is a wake-up from outside the runtime (the
-/// scheduler's shared queue, under its lock, and perhaps a parked worker's futex). Handed to a
-/// task on the runtime instead, a group costs one such wake-up and its answers are sent from a
-/// worker, onto that worker's own queue. Without a multi-threaded runtime at start (tools, tests
-/// on a current-thread runtime), or once that runtime is gone, the writer answers itself.
-struct Answers(Option<tokio::sync::mpsc::UnboundedSender<Vec<(Reply, Result<Committed, StoreError>)>>>);
-
-impl Answers {
-    fn start() -> Answers {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return Answers(None) };
-        if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Answers(None);
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(Reply, Result<Committed, StoreError>)>>();
-        rt.spawn(async move {
-            while let Some(group) = rx.recv().await {
-                for (r, c) in group {
-                    let _ = r.send(c);
-                }
-            }
-        });
-        Answers(Some(tx))
-    }
-
-    fn send(&self, group: Vec<(Reply, Result<Committed, StoreError>)>) {
-        if group.is_empty() {
-            return;
-        }
-        let group = match &self.0 {
-            Some(tx) => match tx.send(group) {
-                Ok(()) => return,
-                Err(e) => e.0,
-            },
-            None => group,
-        };
-        for (r, c) in group {
-            let _ = r.send(c);
-        }
-    }
 }
 
 impl Op {
