@@ -6,6 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use keydrop::activity::{Entry, Kind, Record, GENESIS};
 use keydrop::ledger::Outcome;
 use keydrop::range::bytes_range;
+use keydrop::requester::Requester;
 use keydrop::store::{Embedded, LinkRecord, Store};
 use keydrop::token::KeyRing;
 use std::hint::black_box;
@@ -67,17 +68,10 @@ fn reservations(c: &mut Criterion) {
     };
     rt.block_on(store.issue_link(rec, Entry::new(Kind::LinkIssued))).unwrap();
     let link = rt.block_on(ledger.link(&id)).unwrap().unwrap();
-    let started = || {
-        let mut e = Entry::new(Kind::DownloadStarted);
-        e.bytes = Some(4096);
-        e
-    };
-    let finished = || Entry::new(Kind::DownloadFinished);
+    let who = || Requester::new(std::net::Ipv4Addr::LOCALHOST.into(), &http::HeaderMap::new(), None);
     // Each reservation is finished in full, as a completed download is (its record queued).
     c.bench_function("reserve_durable_alone", |b| {
-        b.iter(|| {
-            rt.block_on(ledger.reserve(&link, 4096, started(), finished)).unwrap().finish(4096, Outcome::Complete)
-        });
+        b.iter(|| rt.block_on(ledger.reserve(&link, 4096, 4096, who())).unwrap().finish(4096, Outcome::Complete));
     });
     c.bench_function("reserve_durable_64_concurrent", |b| {
         b.iter(|| {
@@ -86,7 +80,7 @@ fn reservations(c: &mut Criterion) {
                     .map(|_| {
                         let (ledger, link) = (ledger.clone(), link.clone());
                         tokio::spawn(async move {
-                            let r = ledger.reserve(&link, 4096, started(), finished).await.unwrap();
+                            let r = ledger.reserve(&link, 4096, 4096, who()).await.unwrap();
                             r.finish(4096, Outcome::Complete);
                         })
                     })

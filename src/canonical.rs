@@ -10,7 +10,7 @@
 //! `\\`, `\b`, `\f`, `\n`, `\r`, `\t` or `\u00xx` (lower-case hex); everything else, U+007F and
 //! all non-ASCII text included, is copied as it is.
 
-use crate::activity::Entry;
+use crate::activity::{Entry, Kind};
 
 /// `"kind":…}` for `entry`: its canonical JSON after `{"seq":…,"at":…,` (see [`crate::activity`]).
 pub fn entry_body(e: &Entry) -> Vec<u8> {
@@ -30,42 +30,91 @@ pub fn entry_body(e: &Entry) -> Vec<u8> {
     let text: usize = strings.iter().map(|s| s.as_ref().map_or(0, String::len)).sum();
     // Keys, quotes and numbers take under 200 bytes; escapes may need more, and then it grows.
     let mut out = Vec::with_capacity(text + 200);
+    kind_field(&mut out, e.kind);
+    subject_fields(
+        &mut out,
+        [&e.actor, &e.tenant_id, &e.order_id, &e.product_id, &e.file_id, &e.link_id].map(Option::as_deref),
+    );
+    requester_fields(&mut out, [&e.ip, &e.user_agent, &e.range].map(Option::as_deref));
+    tail(&mut out, e.bytes, e.outcome.as_deref(), e.count, e.node.as_deref());
+    out
+}
+
+/// The fields that name who acted on what — `actor`, `tenant_id`, `order_id`, `product_id`,
+/// `file_id`, `link_id` — as [`entry_body`] writes them after the kind: the same for every
+/// download of a link, so written once per link ([`download_body`]).
+pub fn subject_part(values: [Option<&str>; 6]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.iter().map(|v| v.map_or(0, str::len)).sum::<usize>() + 80);
+    subject_fields(&mut out, values);
+    out
+}
+
+/// A download record's body from its parts: exactly [`entry_body`] of the entry with those
+/// values (no `count`, no `node`: the embedded backend's download records have neither).
+pub fn download_body(
+    kind: Kind,
+    subject: &[u8],
+    requester: [Option<&str>; 3],
+    bytes: Option<u64>,
+    outcome: Option<&str>,
+) -> Vec<u8> {
+    let text: usize = requester.iter().map(|v| v.map_or(0, str::len)).sum();
+    let mut out = Vec::with_capacity(subject.len() + text + 120);
+    kind_field(&mut out, kind);
+    out.extend_from_slice(subject);
+    requester_fields(&mut out, requester);
+    tail(&mut out, bytes, outcome, None, None);
+    out
+}
+
+fn kind_field(out: &mut Vec<u8>, kind: Kind) {
     out.extend_from_slice(b"\"kind\":\"");
-    out.extend_from_slice(e.kind.name().as_bytes());
+    out.extend_from_slice(kind.name().as_bytes());
     out.push(b'"');
-    let fields: [(&[u8], &Option<String>); 9] = [
-        (b",\"actor\":", &e.actor),
-        (b",\"tenant_id\":", &e.tenant_id),
-        (b",\"order_id\":", &e.order_id),
-        (b",\"product_id\":", &e.product_id),
-        (b",\"file_id\":", &e.file_id),
-        (b",\"link_id\":", &e.link_id),
-        (b",\"ip\":", &e.ip),
-        (b",\"user_agent\":", &e.user_agent),
-        (b",\"range\":", &e.range),
+}
+
+fn subject_fields(out: &mut Vec<u8>, values: [Option<&str>; 6]) {
+    const KEYS: [&[u8]; 6] = [
+        b",\"actor\":",
+        b",\"tenant_id\":",
+        b",\"order_id\":",
+        b",\"product_id\":",
+        b",\"file_id\":",
+        b",\"link_id\":",
     ];
-    for (key, value) in fields {
+    for (key, value) in KEYS.into_iter().zip(values) {
         out.extend_from_slice(key);
-        opt_str(&mut out, value.as_deref());
+        opt_str(out, value);
     }
+}
+
+/// `ip`, `user_agent`, `range`.
+fn requester_fields(out: &mut Vec<u8>, values: [Option<&str>; 3]) {
+    const KEYS: [&[u8]; 3] = [b",\"ip\":", b",\"user_agent\":", b",\"range\":"];
+    for (key, value) in KEYS.into_iter().zip(values) {
+        out.extend_from_slice(key);
+        opt_str(out, value);
+    }
+}
+
+fn tail(out: &mut Vec<u8>, bytes: Option<u64>, outcome: Option<&str>, count: Option<u64>, node: Option<&str>) {
     out.extend_from_slice(b",\"bytes\":");
-    match e.bytes {
+    match bytes {
         Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"outcome\":");
-    opt_str(&mut out, e.outcome.as_deref());
+    opt_str(out, outcome);
     // Written only when present, so records from before they existed keep their hashes.
-    if let Some(n) = e.count {
+    if let Some(n) = count {
         out.extend_from_slice(b",\"count\":");
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
-    if let Some(node) = e.node.as_deref() {
+    if let Some(node) = node {
         out.extend_from_slice(b",\"node\":");
-        json_str(&mut out, node);
+        json_str(out, node);
     }
     out.push(b'}');
-    out
 }
 
 fn opt_str(out: &mut Vec<u8>, value: Option<&str>) {
@@ -120,7 +169,6 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activity::Kind;
     use proptest::prelude::*;
 
     /// What `serde_json` makes of the entry, without its opening brace: the reference.
@@ -183,6 +231,25 @@ mod tests {
             e.bytes = bytes;
             e.count = count;
             prop_assert_eq!(entry_body(&e), by_serde(&e));
+        }
+
+        #[test]
+        fn a_download_body_from_parts_is_the_entrys_body(
+            kind in 0usize..Kind::ALL.len(),
+            s in proptest::collection::vec(text(), 10),
+            bytes in proptest::option::of(any::<u64>()),
+        ) {
+            let mut e = Entry::new(Kind::ALL[kind]);
+            let mut s = s.into_iter();
+            let mut next = || s.next().unwrap();
+            (e.actor, e.tenant_id, e.order_id, e.product_id, e.file_id) = (next(), next(), next(), next(), next());
+            (e.link_id, e.ip, e.user_agent, e.range, e.outcome) = (next(), next(), next(), next(), next());
+            e.bytes = bytes;
+            let subject = subject_part(
+                [&e.actor, &e.tenant_id, &e.order_id, &e.product_id, &e.file_id, &e.link_id].map(Option::as_deref),
+            );
+            let requester = [&e.ip, &e.user_agent, &e.range].map(Option::as_deref);
+            prop_assert_eq!(download_body(e.kind, &subject, requester, e.bytes, e.outcome.as_deref()), by_serde(&e));
         }
     }
 }

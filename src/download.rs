@@ -18,6 +18,7 @@ use crate::ledger::{HotLink, Outcome, ReserveError};
 use crate::links::{closed, Closed};
 use crate::range::{bytes_range, RangeDecision};
 use crate::representation::{if_none_match_hits, if_range_matches, not_modified_since};
+use crate::requester::Requester;
 use crate::state::AppState;
 use crate::stream::{ConnDownloads, FileStream};
 use chrono::{DateTime, TimeZone, Utc};
@@ -39,43 +40,12 @@ impl Client<'_> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn entry(&self, kind: Kind, link: &HotLink) -> Entry {
-        let mut e = Entry::new(kind);
-        e.actor = Some("customer".into());
-        e.tenant_id = link.rec.tenant_id.clone().or_else(|| link.gate.tenant_id.clone());
-        e.order_id = Some(link.rec.order_id.clone());
-        e.product_id = Some(link.rec.product_id.clone());
-        e.file_id = Some(link.rec.file_id.clone());
-        e.link_id = Some(link.rec.link_id.clone());
-        e.ip = Some(ip_text(self.peer.ip()));
-        e.user_agent = self.headers.get(header::USER_AGENT).map(|v| {
-            let s = String::from_utf8_lossy(v.as_bytes());
-            // At most 512 characters; one of at most 512 bytes has no more, and is copied whole.
-            if s.len() <= 512 {
-                s.into_owned()
-            } else {
-                s.chars().take(512).collect()
-            }
-        });
+    /// A refusal's record: the requester as a download's records name it, and the raw `Range`.
+    fn refused(&self, link: &HotLink, code: &str) -> Entry {
+        let mut e = Requester::new(self.peer.ip(), self.headers, None).entry(Kind::DownloadRefused, link);
+        e.outcome = Some(code.to_owned());
+        e.range = self.header(header::RANGE).map(str::to_owned);
         e
-    }
-}
-
-/// An address as `IpAddr`'s `Display` writes it; an IPv4 address (the usual peer) without the
-/// formatting machinery, which costs more than the rest of the record's strings together.
-fn ip_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                s.push_str(itoa::Buffer::new().format(octet));
-            }
-            s
-        }
-        std::net::IpAddr::V6(v6) => v6.to_string(),
     }
 }
 
@@ -102,12 +72,8 @@ pub async fn handle(
     let link = state.ledger.link(&claims.link_id).await.map_err(ApiError::from)?.ok_or(ApiError::Invalid)?;
     let refuse = |err: ApiError| {
         let code = err.code();
-        let record = state.refusals.refused(claims.link_id, code, std::time::Instant::now(), || {
-            let mut e = client.entry(Kind::DownloadRefused, &link);
-            e.outcome = Some(code.to_owned());
-            e.range = client.header(header::RANGE).map(str::to_owned);
-            e
-        });
+        let record =
+            state.refusals.refused(claims.link_id, code, std::time::Instant::now(), || client.refused(&link, code));
         // A refusal record may lag: it never guards a byte.
         state.store.append_later(record.into_iter().collect());
         err
@@ -187,16 +153,8 @@ pub async fn handle(
     }
 
     let range = matches!(decision, RangeDecision::Partial { .. }).then(|| format!("bytes={start}-{}", start + len - 1));
-    let mut started = client.entry(Kind::DownloadStarted, &link);
-    started.bytes = Some(len);
-    started.range.clone_from(&range);
-    started.outcome = Some("reserved".into());
-    let finished = || {
-        let mut e = client.entry(Kind::DownloadFinished, &link);
-        e.range = range;
-        e
-    };
-    let reservation = match state.ledger.reserve(&link, cost, started, finished).await {
+    let who = Requester::new(client.peer.ip(), client.headers, range);
+    let reservation = match state.ledger.reserve(&link, cost, len, who).await {
         Ok(r) if size == 0 => r.no_refund(),
         Ok(r) => r,
         Err(ReserveError::Exhausted) => return Err(refuse(ApiError::Exhausted)),
@@ -220,20 +178,3 @@ pub async fn handle(
 
 /// `Repr-Digest` (RFC 9530), a name `http` has no constant for.
 const REPR_DIGEST: header::HeaderName = header::HeaderName::from_static("repr-digest");
-
-#[cfg(test)]
-mod tests {
-    use super::ip_text;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-    #[test]
-    fn an_address_reads_as_its_display_form() {
-        for v4 in [0u32, 1, 0x7f00_0001, 0x0a00_00ff, 0xc0a8_6401, 0x0102_0304, 0xffff_ffff] {
-            let ip = IpAddr::V4(Ipv4Addr::from(v4));
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
-        for v6 in [Ipv6Addr::LOCALHOST, "2001:db8::1".parse().unwrap(), "::ffff:10.0.0.1".parse().unwrap()] {
-            assert_eq!(ip_text(IpAddr::V6(v6)), v6.to_string());
-        }
-    }
-}

@@ -19,9 +19,11 @@
 //! refused; it also bumps a watch counter that every connection listens to, so downloads already
 //! streaming on that order are cut off at once (see [`crate::server`]).
 
-use crate::activity::Entry;
+use crate::activity::{Entry, Kind};
 use crate::metrics::LedgerMetrics;
+use crate::requester::Requester;
 use crate::store::embedded::budgets::Prepared;
+use crate::store::embedded::index::{self, Tags};
 use crate::store::pg::Admission;
 use crate::store::{Access, GateSink, LinkRecord, OrderGate, Store, StoreError};
 
@@ -75,6 +77,10 @@ pub struct HotLink {
     pub rec: LinkRecord,
     pub gate: Arc<Gate>,
     spent: Mutex<u64>,
+    /// Its download records' fixed part ([`crate::canonical::subject_part`]) and index tags
+    /// (the kind's left 0), made once here rather than per download ([`crate::requester`]).
+    subject: Box<[u8]>,
+    tags: Tags,
 }
 
 impl HotLink {
@@ -85,6 +91,53 @@ impl HotLink {
     /// `max_uses × unit` bytes.
     pub fn budget(&self) -> u64 {
         self.rec.budget()
+    }
+
+    /// The tenant its records name: the link's, else its order's.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.rec.tenant_id.as_deref().or(self.gate.tenant_id.as_deref())
+    }
+
+    /// Its download records' fixed part: `,"actor":…,"link_id":…`.
+    pub fn subject(&self) -> &[u8] {
+        &self.subject
+    }
+
+    fn new(id: LinkId, rec: LinkRecord, gate: Arc<Gate>, spent: u64) -> HotLink {
+        let tenant_id = rec.tenant_id.as_deref().or(gate.tenant_id.as_deref());
+        let subject = crate::canonical::subject_part([
+            Some(crate::requester::ACTOR),
+            tenant_id,
+            Some(&rec.order_id),
+            Some(&rec.product_id),
+            Some(&rec.file_id),
+            Some(&rec.link_id),
+        ]);
+        let tags = index::tags(None, tenant_id, Some(&rec.order_id));
+        HotLink {
+            id,
+            spent_key: crate::store::embedded::spent_key(&rec),
+            rec,
+            gate,
+            spent: Mutex::new(spent),
+            subject: subject.into_boxed_slice(),
+            tags,
+        }
+    }
+
+    /// One of its download records, ready for the writer.
+    fn prepared(&self, who: &Requester, kind: Kind, bytes: u64, outcome: &str) -> Prepared {
+        let mut tags = self.tags;
+        tags[0] = index::kind_tag(kind);
+        Prepared::body(who.body(kind, self, Some(bytes), Some(outcome)), tags)
+    }
+
+    /// One of its download records as an entry (PostgreSQL's).
+    fn entry(&self, who: &Requester, kind: Kind, bytes: u64, outcome: &str) -> Entry {
+        let mut e = who.entry(kind, self);
+        e.bytes = Some(bytes);
+        e.outcome = Some(outcome.to_owned());
+        e
     }
 }
 
@@ -122,7 +175,8 @@ pub struct Reservation {
     reserved: u64,
     /// False for a `GET` of an empty file, which costs its one unit whatever happens.
     refundable: bool,
-    finished: Option<Entry>,
+    /// Who the `download.finished` record names; taken when it is made.
+    requester: Option<Requester>,
 }
 
 impl Reservation {
@@ -138,13 +192,11 @@ impl Reservation {
     }
 
     fn settle(&mut self, sent: u64, outcome: Outcome) {
-        let Some(mut e) = self.finished.take() else { return };
+        let Some(who) = self.requester.take() else { return };
         let sent = sent.min(self.reserved);
         let refund = if self.refundable { self.reserved - sent } else { 0 };
-        e.bytes = Some(sent);
-        e.outcome = Some(outcome.as_str().to_owned());
         tracing::debug!(link_id = %self.link.rec.link_id, sent, refund, outcome = outcome.as_str(), "download ended");
-        self.ledger.settle(&self.link, refund, e);
+        self.ledger.settle(&self.link, refund, &who, sent, outcome.as_str());
     }
 }
 
@@ -175,6 +227,9 @@ pub enum ReserveError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The outcome a `download.started` record states.
+const RESERVED: &str = "reserved";
 
 /// Hot links kept before idle ones are evicted.
 pub const MAX_HOT_LINKS: usize = 100_000;
@@ -254,13 +309,7 @@ impl Ledger {
     /// Caches a link's entry unless one is there already (two loaders may race: the first insert
     /// wins and both use it), then evicts idle entries if the cache has grown past its bound.
     fn cache(&self, id: LinkId, rec: LinkRecord, gate: Arc<Gate>, spent: u64) -> Arc<HotLink> {
-        let hot = Arc::new(HotLink {
-            id,
-            spent_key: crate::store::embedded::spent_key(&rec),
-            rec,
-            gate,
-            spent: Mutex::new(spent),
-        });
+        let hot = Arc::new(HotLink::new(id, rec, gate, spent));
         let hot = self.links.entry(id).or_insert(hot).clone();
         if self.links.len() > self.max_hot {
             self.links.retain(|_, v| Arc::strong_count(v) > 1);
@@ -282,33 +331,35 @@ impl Ledger {
         Ok(self.gates.entry(order_id.to_owned()).or_insert(Arc::new(gate)).clone())
     }
 
-    /// Reserves `cost` bytes of a link's budget together with its `download.started` record, and
-    /// returns once both are durable. Refused with [`ReserveError::Exhausted`] if it does not fit.
-    /// The [`Reservation`] settles when it is finished or dropped: what was not sent goes back to
-    /// the budget and `finished` (built only once the reservation holds, so a refusal costs no
-    /// second record) is recorded with the bytes sent and the outcome.
+    /// Reserves `cost` bytes of a link's budget together with its `download.started` record
+    /// (promising `bytes`, naming `who`), and returns once both are durable. Refused with
+    /// [`ReserveError::Exhausted`] if it does not fit. The [`Reservation`] settles when it is
+    /// finished or dropped: what was not sent goes back to the budget and `download.finished`
+    /// (made only once the reservation holds, so a refusal costs no second record) is recorded
+    /// with the bytes sent and the outcome.
     pub async fn reserve(
         self: &Arc<Self>,
         link: &Arc<HotLink>,
         cost: u64,
-        started: Entry,
-        finished: impl FnOnce() -> Entry,
+        bytes: u64,
+        who: Requester,
     ) -> Result<Reservation, ReserveError> {
-        self.admit(link, cost, started).await?;
+        self.admit(link, cost, bytes, &who).await?;
         Ok(Reservation {
             ledger: self.clone(),
             link: link.clone(),
             reserved: cost,
             refundable: true,
-            finished: Some(finished()),
+            requester: Some(who),
         })
     }
 
-    async fn admit(&self, link: &Arc<HotLink>, cost: u64, started: Entry) -> Result<(), ReserveError> {
+    async fn admit(&self, link: &Arc<HotLink>, cost: u64, bytes: u64, who: &Requester) -> Result<(), ReserveError> {
         let store = match &*self.store {
             Store::Embedded(s) => s,
             Store::Postgres(pg) => {
                 // Admission is the database's: the group's conditional update decides.
+                let started = link.entry(who, Kind::DownloadStarted, bytes, RESERVED);
                 return match pg.reserve(link.id, cost, started).await? {
                     Admission::Granted { spent } => {
                         *link.spent.lock().expect("not poisoned") = spent;
@@ -321,7 +372,8 @@ impl Ledger {
                 };
             }
         };
-        let started = Prepared::new(started); // serialized before the lock, not under it
+        // Serialized before the lock, not under it.
+        let started = link.prepared(who, Kind::DownloadStarted, bytes, RESERVED);
         let sent = std::time::Instant::now();
         let pending = {
             let mut spent = link.spent.lock().expect("not poisoned");
@@ -350,8 +402,9 @@ impl Ledger {
         }
     }
 
-    /// Hands back `refund` unsent bytes and queues the `download.finished` record. Does not wait.
-    fn settle(&self, link: &HotLink, refund: u64, finished: Entry) {
+    /// Hands back `refund` unsent bytes and queues the `download.finished` record of `sent`
+    /// bytes. Does not wait.
+    fn settle(&self, link: &HotLink, refund: u64, who: &Requester, sent: u64, outcome: &str) {
         self.metrics.in_flight.dec();
         if refund > 0 {
             self.metrics.refunds.inc();
@@ -360,13 +413,14 @@ impl Ledger {
         let store = match &*self.store {
             Store::Embedded(s) => s,
             Store::Postgres(pg) => {
+                let finished = link.entry(who, Kind::DownloadFinished, sent, outcome);
                 if let Err(e) = pg.settle(link.id, refund, finished) {
                     tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
                 }
                 return;
             }
         };
-        let finished = Prepared::new(finished);
+        let finished = link.prepared(who, Kind::DownloadFinished, sent, outcome);
         let mut spent = link.spent.lock().expect("not poisoned");
         if let Err(e) = store.send_settlement(link.spent_key, refund, finished) {
             tracing::warn!(error = %e, "settle after the writer stopped; the bytes stay spent");
@@ -446,7 +500,6 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activity::Kind;
 
     fn record(i: u8) -> LinkRecord {
         LinkRecord {
@@ -472,28 +525,27 @@ mod tests {
             ledger.put_link([i; 16], record(i), Entry::new(Kind::LinkIssued)).await.unwrap();
         }
         let held = ledger.link(&[0; 16]).await.unwrap().unwrap();
-        let started = || Entry::new(Kind::DownloadStarted);
-        let finished = || Entry::new(Kind::DownloadFinished);
-        let mut open = vec![ledger.reserve(&held, 150, started(), finished).await.unwrap()];
+        let who = || Requester::new(std::net::Ipv4Addr::LOCALHOST.into(), &http::HeaderMap::new(), None);
+        let mut open = vec![ledger.reserve(&held, 150, 150, who()).await.unwrap()];
         for i in 1..10u8 {
             let l = ledger.link(&[i; 16]).await.unwrap().unwrap();
             // Finished in full: nothing handed back, and the entry is no longer held.
-            ledger.reserve(&l, 100, started(), finished).await.unwrap().finish(100, Outcome::Complete);
+            ledger.reserve(&l, 100, 100, who()).await.unwrap().finish(100, Outcome::Complete);
         }
         assert!(ledger.hot_links() <= 5, "bounded: {}", ledger.hot_links());
         // Issuing caches the new link with nothing spent; its budget holds as a loaded one's does.
         ledger.put_link([42; 16], record(42), Entry::new(Kind::LinkIssued)).await.unwrap();
         let fresh = ledger.link(&[42; 16]).await.unwrap().unwrap();
         assert_eq!(fresh.spent(), 0);
-        assert!(matches!(ledger.reserve(&fresh, 201, started(), finished).await, Err(ReserveError::Exhausted)));
-        ledger.reserve(&fresh, 200, started(), finished).await.unwrap().finish(200, Outcome::Complete);
-        assert!(matches!(ledger.reserve(&fresh, 1, started(), finished).await, Err(ReserveError::Exhausted)));
+        assert!(matches!(ledger.reserve(&fresh, 201, 201, who()).await, Err(ReserveError::Exhausted)));
+        ledger.reserve(&fresh, 200, 200, who()).await.unwrap().finish(200, Outcome::Complete);
+        assert!(matches!(ledger.reserve(&fresh, 1, 1, who()).await, Err(ReserveError::Exhausted)));
         // The held entry was never evicted; an evicted one reloads with its durable spending.
         assert!(Arc::ptr_eq(&held, &ledger.link(&[0; 16]).await.unwrap().unwrap()));
         let again = ledger.link(&[1; 16]).await.unwrap().unwrap();
         assert_eq!(again.spent(), 100);
-        assert!(matches!(ledger.reserve(&again, 101, started(), finished).await, Err(ReserveError::Exhausted)));
-        open.push(ledger.reserve(&again, 100, started(), finished).await.unwrap());
+        assert!(matches!(ledger.reserve(&again, 101, 101, who()).await, Err(ReserveError::Exhausted)));
+        open.push(ledger.reserve(&again, 100, 100, who()).await.unwrap());
         // Dropping a reservation unfinished hands its bytes back.
         drop(open);
         store.flush().await.unwrap();

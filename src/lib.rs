@@ -7,7 +7,7 @@
 //! |----------|---------|
 //! | face     | `main.rs` (CLI) · [`state`] (the composition root) · [`server`] (listeners, caps, shutdown) · [`h2_streams`] (HTTP/2 streams reset one by one) · [`tls`] (rustls, reload on SIGHUP) · [`observe`] (request log line, bytes sent) · [`logline`] (the plain-text line, formatted directly) · [`logbuf`] (log lines gathered per worker, written together) · [`logfile`] (a log file written back as it grows) · [`counted`] (bytes written per socket) · [`router`] (Endpoint + who may call it, the admin paths' table) · [`openapi`] (the admin API's document, from the router's table and the answers' types) · [`demo`] · [`verify`] · [`sender`] (`keydrop push revoke`) |
 //! | handlers | [`download`] (`GET`/`HEAD /d/…`) · [`stream`] (file body, finishes its reservation on drop) · [`admin`] (the admin API: auth, catalog, customers, orders, support; its answers' types in `admin::views`) · [`ui`] (the dashboard: sessions, pages in four languages, all through [`admin::call`]) · [`links`] (issuing, link state) · [`lifecycle`] (the clock that applies term changes on time) · [`catalog`] (files: attach, retire, the open-file cache) · [`mapped`] (read-only file mappings: the one `unsafe` module) · [`digest_check`] (a node's copy of a file is the catalog's, on a shared database) |
-//! | storage  | [`store`] (the interface, an enum over the backends chosen at start: named commands' results in [`store::commands`], reads, gates, the activity log) · [`store::embedded`] (redb, one node: group commit, journal, record file, filter index, recovery, migration) · [`store::pg`] (PostgreSQL, several nodes: group transactions, the chain head, the gate feed) · [`ledger`] (link budgets, reservations, gates; admission in memory on redb, by the database on PostgreSQL) |
+//! | storage  | [`store`] (the interface, an enum over the backends chosen at start: named commands' results in [`store::commands`], reads, gates, the activity log) · [`store::embedded`] (redb, one node: group commit, journal, record file, filter index, recovery, migration) · [`store::pg`] (PostgreSQL, several nodes: group transactions, the chain head, the gate feed) · [`ledger`] (link budgets, reservations, gates; admission in memory on redb, by the database on PostgreSQL) · [`requester`] (who a download's records name; their bodies from the link's fixed part) |
 //! | domain   | [`model`] (entities) · [`orders`] (lifecycle rules) · [`terms`] (subscription terms: calendar months, trials, renewals, retention) · [`token`] · [`range`] · [`representation`] · [`activity`] (records, hash chain) · [`canonical`] (an entry's canonical JSON, written directly) · [`refusals`] (refusal records coalesced) · [`keys`] (keys at rest) · [`push`] (push signatures) — pure: no I/O, `now` passed in |
 //! | shared   | [`config`] · [`clock`] · [`metrics`] (Prometheus `/metrics`) · [`error`] (problem bodies, status mapping) · [`body`] · [`pages`] (localized refusal pages) · [`secrets`] |
 //!
@@ -52,6 +52,7 @@ pub mod push;
 pub mod range;
 pub mod refusals;
 pub mod representation;
+pub mod requester;
 pub mod router;
 pub mod secrets;
 pub mod sender;

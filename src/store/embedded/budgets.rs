@@ -20,8 +20,9 @@ pub use super::writer::GateSink;
 pub struct Prepared(Op);
 
 impl Prepared {
-    pub fn new(entry: Entry) -> Prepared {
-        Prepared(Op::append(entry))
+    /// A record already serialized: its [`Entry::body`] and index tags.
+    pub fn body(body: Vec<u8>, tags: super::index::Tags) -> Prepared {
+        Prepared(Op::AppendBody { body, tags })
     }
 }
 

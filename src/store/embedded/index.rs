@@ -71,19 +71,20 @@ pub fn order_tag(order_id: &str) -> u64 {
     ORDER | (fnv1a(order_id) & LOW)
 }
 
-fn tags(kind: Kind, tenant_id: Option<&str>, order_id: Option<&str>) -> Tags {
-    [kind_tag(kind), tenant_id.map_or(0, tenant_tag), order_id.map_or(0, order_tag)]
+/// A record's tags from its kind (none: 0, to be filled in), tenant and order.
+pub fn tags(kind: Option<Kind>, tenant_id: Option<&str>, order_id: Option<&str>) -> Tags {
+    [kind.map_or(0, kind_tag), tenant_id.map_or(0, tenant_tag), order_id.map_or(0, order_tag)]
 }
 
 /// The tags of an entry (computed where the entry is made, like its serialization).
 pub fn tags_of(e: &Entry) -> Tags {
-    tags(e.kind, e.tenant_id.as_deref(), e.order_id.as_deref())
+    tags(Some(e.kind), e.tenant_id.as_deref(), e.order_id.as_deref())
 }
 
 /// The tags of a stored record.
 pub fn tags_of_stored(json: &[u8]) -> Result<Tags, StoreError> {
     let r: Record = serde_json::from_slice(json)?;
-    Ok(tags(r.kind, r.tenant_id.as_deref(), r.order_id.as_deref()))
+    Ok(tags(Some(r.kind), r.tenant_id.as_deref(), r.order_id.as_deref()))
 }
 
 /// Per tag, `(seq, offset)` in `seq` order.
