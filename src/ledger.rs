@@ -331,8 +331,11 @@ impl Ledger {
     /// cache, this entry with it.
     pub async fn put_link(&self, id: LinkId, rec: LinkRecord, issued: Entry) -> Result<(), StoreError> {
         self.store.issue_link(rec.clone(), issued).await?;
-        let gate = self.gate(&rec.order_id, rec.tenant_id.clone()).await?;
-        self.cache(id, rec, gate, 0);
+        // The link is issued; caching it is a head start only, so an order gate that cannot be
+        // read now leaves it to be loaded on first use.
+        if let Ok(gate) = self.gate(&rec.order_id, rec.tenant_id.clone()).await {
+            self.cache(id, rec, gate, 0);
+        }
         Ok(())
     }
 
