@@ -74,7 +74,7 @@ impl HotLink {
 
     /// The tenant its records name: the link's, else its order's.
     pub fn tenant_id(&self) -> Option<&str> {
-        self.rec.tenant_id.as_deref().or(self.gate.tenant_id.as_deref())
+        tenant_of(&self.rec, &self.gate)
     }
 
     /// Its download records' fixed part: `,"actor":…,"link_id":…`.
@@ -83,7 +83,7 @@ impl HotLink {
     }
 
     pub(super) fn new(id: LinkId, rec: LinkRecord, gate: Arc<Gate>, spent: u64) -> HotLink {
-        let tenant_id = rec.tenant_id.as_deref().or(gate.tenant_id.as_deref());
+        let tenant_id = tenant_of(&rec, &gate);
         let subject = crate::canonical::subject_part([
             Some(crate::requester::ACTOR),
             tenant_id,
@@ -118,4 +118,9 @@ impl HotLink {
         e.outcome = Some(outcome.to_owned());
         e
     }
+}
+
+/// The tenant a link's records name: the link's, else its order's.
+fn tenant_of<'a>(rec: &'a LinkRecord, gate: &'a Gate) -> Option<&'a str> {
+    rec.tenant_id.as_deref().or(gate.tenant_id.as_deref())
 }

@@ -24,9 +24,7 @@ impl Answers {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Answered>();
         rt.spawn(async move {
             while let Some(group) = rx.recv().await {
-                for (r, c) in group {
-                    let _ = r.send(c);
-                }
+                answer(group);
             }
         });
         Answers(Some(tx))
@@ -36,15 +34,20 @@ impl Answers {
         if group.is_empty() {
             return;
         }
-        let group = match &self.0 {
-            Some(tx) => match tx.send(group) {
-                Ok(()) => return,
-                Err(e) => e.0,
-            },
-            None => group,
-        };
-        for (r, c) in group {
-            let _ = r.send(c);
+        match &self.0 {
+            Some(tx) => {
+                if let Err(unsent) = tx.send(group) {
+                    answer(unsent.0);
+                }
+            }
+            None => answer(group),
         }
+    }
+}
+
+/// Sends each reply slot its batch's result (a waiter that gave up is no one's concern).
+fn answer(group: Answered) {
+    for (reply, result) in group {
+        let _ = reply.send(result);
     }
 }
