@@ -31,11 +31,52 @@ use tracing_subscriber::registry::LookupSpan;
 pub struct PlainFields;
 
 impl<'w> FormatFields<'w> for PlainFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut v = Pairs { writer, empty: true, result: Ok(()) };
-        fields.record(&mut v);
-        v.result
+    /// Formats into this thread's scratch buffer and writes the text in one piece: a span's
+    /// fields go into a new, empty `String`, which would otherwise grow — and reallocate — a few
+    /// bytes at a time, once per request.
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                pairs(Writer::new(&mut *buf), fields)?;
+                writer.write_str(&buf)
+            }
+            // Re-entered (a value's `Debug` that logs): straight into the writer.
+            Err(_) => pairs(writer, fields),
+        })
     }
+
+    /// Fields recorded after the span was created (`Span::record`): `tracing-subscriber`'s
+    /// default — a space, then the fields — with the string grown once.
+    fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {
+        SCRATCH.with(|s| {
+            let Ok(mut buf) = s.try_borrow_mut() else {
+                if !current.fields.is_empty() {
+                    current.fields.push(' ');
+                }
+                return pairs(current.as_writer(), fields);
+            };
+            buf.clear();
+            pairs(Writer::new(&mut *buf), fields)?;
+            current.fields.reserve(1 + buf.len());
+            if !current.fields.is_empty() {
+                current.fields.push(' ');
+            }
+            current.fields.push_str(&buf);
+            Ok(())
+        })
+    }
+}
+
+thread_local! {
+    /// Where [`PlainFields`] formats before writing.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn pairs<R: RecordFields>(writer: Writer<'_>, fields: R) -> fmt::Result {
+    let mut v = Pairs { writer, empty: true, result: Ok(()) };
+    fields.record(&mut v);
+    v.result
 }
 
 struct Pairs<'w> {

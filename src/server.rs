@@ -281,9 +281,11 @@ where
         .max_header_list_size(cfg.max_header_bytes as u32);
     let svc = {
         let (state, downloads) = (state.clone(), downloads.clone());
+        // The peer's text for every request's span, formatted once per connection.
+        let peer_text: Arc<str> = peer.to_string().into();
         service_fn(move |req| {
-            let (state, downloads) = (state.clone(), downloads.clone());
-            async move { Ok::<_, Infallible>(handle(req, kind, peer, &state, &downloads).await) }
+            let (state, downloads, peer_text) = (state.clone(), downloads.clone(), peer_text.clone());
+            async move { Ok::<_, Infallible>(handle(req, kind, (peer, &peer_text), &state, &downloads).await) }
         })
     };
     let conn = builder.serve_connection(io, svc);
@@ -329,7 +331,7 @@ where
 async fn handle(
     req: Request<Incoming>,
     kind: Listener,
-    peer: SocketAddr,
+    (peer, peer_text): (SocketAddr, &str),
     state: &Arc<AppState>,
     downloads: &ConnDownloads,
 ) -> Response<Observed> {
@@ -341,7 +343,7 @@ async fn handle(
         "request",
         method = %req.method(),
         route = endpoint.name(),
-        %peer,
+        peer = %peer_text,
         link_id = tracing::field::Empty,
         principal = tracing::field::Empty,
     );
