@@ -41,7 +41,8 @@ impl<'w> FormatFields<'w> for PlainFields {
                 pairs(Writer::new(&mut *buf), fields)?;
                 writer.write_str(&buf)
             }
-            // Re-entered (a value's `Debug` that logs): straight into the writer.
+            // Re-entered: not expected (tracing does not dispatch an event logged from inside a
+            // subscriber), but a formatter must not panic; straight into the writer.
             Err(_) => pairs(writer, fields),
         })
     }
@@ -309,12 +310,13 @@ mod tests {
 
     /// Spans and events of every shape the server writes, and some it does not.
     fn emit() {
-        let peer: std::net::SocketAddr = "127.0.0.1:50416".parse().unwrap();
+        // As the server writes it: the peer's text formatted once per connection.
+        let peer = "127.0.0.1:50416".parse::<std::net::SocketAddr>().unwrap().to_string();
         let span = tracing::info_span!(
             "request",
             method = %http::Method::GET,
             route = "download",
-            %peer,
+            peer = %peer,
             link_id = tracing::field::Empty,
             principal = tracing::field::Empty,
         );
@@ -341,6 +343,20 @@ mod tests {
         tracing::info!(message = "esc \x1b[31m and \u{85} C1");
         tracing::debug!(flag = false, "no spans");
         tracing::info!(empty = "", "");
+        // A value whose `Debug` logs while a span's fields are being formatted (into this
+        // thread's scratch buffer), and fields recorded later.
+        let noisy = tracing::info_span!("noisy", v = ?Loud, w = 3u64);
+        noisy.record("w", 4u64);
+        noisy.in_scope(|| tracing::info!("inside"));
+    }
+
+    struct Loud;
+
+    impl std::fmt::Debug for Loud {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            tracing::info!(inner = "x", n = 1u64, "from a Debug impl");
+            f.write_str("loud")
+        }
     }
 
     fn run(plain: bool) -> Vec<String> {
@@ -360,7 +376,7 @@ mod tests {
     #[test]
     fn lines_match_the_default_plain_format_after_the_timestamp() {
         let (ours, theirs) = (run(true), run(false));
-        assert_eq!(ours.len(), 7, "{ours:#?}");
+        assert_eq!(ours.len(), 8, "{ours:#?}");
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(&theirs) {
             assert_eq!(a[27..], b[27..], "\nours:    {a}\ndefault: {b}");
@@ -368,6 +384,9 @@ mod tests {
         assert!(ours[0].ends_with(
             "  INFO request{method=GET route=\"download\" peer=127.0.0.1:50416 link_id=\"f1d814d98043aa23d503a2a9ed37716e\"}: keydrop::logline::tests: request status=200 bytes=4096 micros=52 complete=true"
         ), "{}", ours[0]);
+        // (The line the `Debug` impl logs is dropped: tracing does not dispatch from inside a
+        // subscriber.)
+        assert!(ours[7].ends_with("  INFO noisy{v=loud w=3 w=4}: keydrop::logline::tests: inside"), "{}", ours[7]);
     }
 
     #[test]
