@@ -35,35 +35,22 @@ impl<'w> FormatFields<'w> for PlainFields {
     /// fields go into a new, empty `String`, which would otherwise grow — and reallocate — a few
     /// bytes at a time, once per request.
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                pairs(Writer::new(&mut *buf), fields)?;
-                writer.write_str(&buf)
-            }
-            // Re-entered: not expected (tracing does not dispatch an event logged from inside a
-            // subscriber), but a formatter must not panic; straight into the writer.
-            Err(_) => pairs(writer, fields),
+        with_scratch(|buf| {
+            pairs(Writer::new(buf), fields)?;
+            writer.write_str(buf)
         })
     }
 
     /// Fields recorded after the span was created (`Span::record`): `tracing-subscriber`'s
     /// default — a space, then the fields — with the string grown once.
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {
-        SCRATCH.with(|s| {
-            let Ok(mut buf) = s.try_borrow_mut() else {
-                if !current.fields.is_empty() {
-                    current.fields.push(' ');
-                }
-                return pairs(current.as_writer(), fields);
-            };
-            buf.clear();
-            pairs(Writer::new(&mut *buf), fields)?;
+        with_scratch(|buf| {
+            pairs(Writer::new(buf), fields)?;
             current.fields.reserve(1 + buf.len());
             if !current.fields.is_empty() {
                 current.fields.push(' ');
             }
-            current.fields.push_str(&buf);
+            current.fields.push_str(buf);
             Ok(())
         })
     }
@@ -72,6 +59,19 @@ impl<'w> FormatFields<'w> for PlainFields {
 thread_local! {
     /// Where [`PlainFields`] formats before writing.
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer, emptied — or with a new one if it is in use (not
+/// expected: tracing does not dispatch an event logged from inside a subscriber; but a formatter
+/// must not panic).
+fn with_scratch<T>(f: impl FnOnce(&mut String) -> T) -> T {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            f(&mut buf)
+        }
+        Err(_) => f(&mut String::new()),
+    })
 }
 
 fn pairs<R: RecordFields>(writer: Writer<'_>, fields: R) -> fmt::Result {
