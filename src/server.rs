@@ -285,7 +285,7 @@ where
         let peer_text: Arc<str> = peer.to_string().into();
         service_fn(move |req| {
             let (state, downloads, peer_text) = (state.clone(), downloads.clone(), peer_text.clone());
-            async move { Ok::<_, Infallible>(handle(req, kind, (peer, &peer_text), &state, &downloads).await) }
+            async move { Ok::<_, Infallible>(handle(req, kind, peer, &peer_text, &state, &downloads).await) }
         })
     };
     let conn = builder.serve_connection(io, svc);
@@ -331,7 +331,9 @@ where
 async fn handle(
     req: Request<Incoming>,
     kind: Listener,
-    (peer, peer_text): (SocketAddr, &str),
+    peer: SocketAddr,
+    // `peer` as text, for the span (formatted once per connection).
+    peer_text: &str,
     state: &Arc<AppState>,
     downloads: &ConnDownloads,
 ) -> Response<Observed> {

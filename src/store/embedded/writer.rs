@@ -8,8 +8,8 @@
 //! transaction and makes it durable — through the [`super::journal`] for a group of download ops,
 //! through a redb fsync otherwise (`commit`). Only then are the reply slots answered (by a task on
 //! the runtime, [`super::answers`]) — so "replied `Ok`" means "on disk". Under load many requests
-//! share one fsync; when idle a lone request pays one. A group nobody waits for (settlements, refusal records) first waits up to
-//! [`LINGER`] for a batch somebody does, and shares its commit.
+//! share one fsync; when idle a lone request pays one. A group nobody waits for (settlements,
+//! refusal records) first waits up to [`LINGER`] for a batch somebody does, and shares its commit.
 //!
 //! Records reach the record file in batches, after their journal frames ([`super::pending`]):
 //! the thread also wakes, with no work queued, when gathered records fall due.
