@@ -226,6 +226,9 @@ for kind in $SIZES; do
     set -- $pair
     code=$(curl -s -o /dev/null -w '%{http_code}' "$1$(head -1 "$WORK/$2-$kind.txt")")
     [ "$code" = 200 ] || { echo "sanity check failed: $2 $kind answered $code" >&2; exit 1; }
+    # What wrk parses besides the body: the response's status line and headers.
+    curl -s -D "$WORK/$2-$kind.headers" -o /dev/null "$1$(sed -n 2p "$WORK/$2-$kind.txt")"
+    echo "$2 $kind: $(wc -c <"$WORK/$2-$kind.headers") bytes of status line and headers"
   done
 done
 
@@ -313,7 +316,10 @@ run() { # name url listfile
   case "$1" in keydrop-*) before=$(writer_totals); commit_buckets >"$WORK/$1.commits0" ;; esac
   local cpu0 w0 th0=""; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
   case "$1" in keydrop-*) th0=$(kd_threads) ;; esac
-  wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
+  # wrk shares the machine: its own CPU per request (user + system seconds, from time(1)) is the
+  # load generator's share of the two cores, which differs between servers if their answers do.
+  /usr/bin/time -f '%U %S' -o "$WORK/$1.wrktime" \
+    wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
   local cpu1 w1 th1=""; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
   case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
@@ -332,12 +338,13 @@ run() { # name url listfile
   tps=$(awk '/Transfer\/sec/ {print $2}' "$WORK/$1.out")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$1.out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$1.out")
-  local reqs cpu_us writes
+  local reqs cpu_us writes wrk_us
   reqs=$(awk '/requests in/ {print $1}' "$WORK/$1.out")
+  wrk_us=$(awk -v n="${reqs:-0}" 'NF == 2 && n > 0 {printf "%.0f", ($1 + $2) * 1e6 / n; ok = 1} END {if (!ok) print "-"}' "$WORK/$1.wrktime" 2>/dev/null)
   cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n > 0) printf "%.0f", (b - a) / hz * 1e6 / n; else print "-" }')
   writes=$(awk -v a="$w0" -v b="$w1" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
-  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes"
+  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req  wrk %s µs/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes" "$wrk_us"
   echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   if [ -n "$before" ]; then

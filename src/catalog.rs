@@ -13,6 +13,9 @@ use crate::representation;
 use crate::store::{FileRecord, Store, StoreError};
 use base64::Engine;
 use dashmap::DashMap;
+/// The served files' hasher (looked up by every download; the keys are the catalog's, set by
+/// admins): foldhash rather than the default SipHash.
+type Fast = foldhash::fast::RandomState;
 use http::HeaderValue;
 use std::fs::File;
 use std::io::Read;
@@ -193,7 +196,7 @@ pub struct Catalog {
     store: Arc<Store>,
     files_dir: PathBuf,
     /// product_id → file_id → open file: two lookups by `&str`, no key to build per request.
-    served: DashMap<String, DashMap<String, Arc<ServedFile>>>,
+    served: DashMap<String, DashMap<String, Arc<ServedFile>, Fast>, Fast>,
     /// On a shared database: whether this node's copy of each file is the catalog's.
     digests: crate::digest_check::DigestChecks,
     /// `storage.map_files`: serve larger files from read-only mappings.
@@ -202,7 +205,13 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(store: Arc<Store>, files_dir: PathBuf, map_files: bool) -> Catalog {
-        Catalog { store, files_dir, served: DashMap::new(), digests: Default::default(), map_files }
+        Catalog {
+            store,
+            files_dir,
+            served: DashMap::with_hasher(Fast::default()),
+            digests: Default::default(),
+            map_files,
+        }
     }
 
     pub fn files_dir(&self) -> &Path {

@@ -28,6 +28,10 @@ use crate::store::{Access, GateSink, LinkRecord, OrderGate, Store, StoreError};
 
 use crate::token::LinkId;
 use dashmap::DashMap;
+/// The hot maps' hasher: every lookup of a download hashes a link id and an order id, and
+/// SipHash (the default) guards against keys an attacker picks — a link id is found only after
+/// its token's signature checks, and order ids are the admin API's. foldhash is seeded per map.
+type Fast = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -130,9 +134,9 @@ pub const MAX_HOT_LINKS: usize = 100_000;
 
 pub struct Ledger {
     store: Arc<Store>,
-    links: DashMap<LinkId, Arc<HotLink>>,
+    links: DashMap<LinkId, Arc<HotLink>, Fast>,
     max_hot: usize,
-    gates: DashMap<String, Arc<Gate>>,
+    gates: DashMap<String, Arc<Gate>, Fast>,
     /// The store epoch this cache was loaded under.
     epoch: AtomicU64,
     revocations: watch::Sender<u64>,
@@ -155,9 +159,9 @@ impl Ledger {
         let epoch = AtomicU64::new(store.epoch());
         Ledger {
             store,
-            links: DashMap::new(),
+            links: DashMap::with_hasher(Fast::default()),
             max_hot,
-            gates: DashMap::new(),
+            gates: DashMap::with_hasher(Fast::default()),
             epoch,
             revocations: watch::channel(0).0,
             fresh: Arc::new(AtomicBool::new(true)),

@@ -267,10 +267,18 @@ where
     // hyper's buffer cap bounds request heads (larger ones get 431) and what hyper queues of a
     // body; the default 64 KiB keeps about one chunk queued, which bounds what a cut-off
     // download can be charged beyond what it received.
+    //
+    // `half_close`: a client that shuts down its sending side after its request still gets the
+    // response (RFC 9112 §9.6), and hyper does not read the socket while a response is being
+    // made. Without it, hyper reads mid-message to notice a client gone early — and first
+    // reserves 8 KiB of read buffer, which is a new allocation per request while the request's
+    // head (held by the handler) shares the old one. A client that goes away is noticed when the
+    // response's bytes cannot be written (see "How a download is counted" for what that costs).
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs))
+        .half_close(true)
         .keep_alive(true)
         .max_headers(cfg.max_headers)
         .max_buf_size(cfg.max_header_bytes);

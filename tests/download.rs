@@ -577,3 +577,28 @@ async fn a_download_records_its_user_agent_cut_to_512_characters() {
     assert_eq!(started, vec![short.clone(), "é".repeat(512)]);
     s.stop().await;
 }
+
+/// RFC 9112 §9.6: a client may shut down its sending side once its request is sent (some
+/// scripts and proxies do); the server still answers in full, and the download costs one use.
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_whole_file() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await;
+    let bytes = s.add_file("half", "half.bin", 300_000).await;
+    s.open_order("o").await;
+    let link = s.issue("o", "half", 2).await;
+    let rest = link.url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = within(10, "connect", tokio::net::TcpStream::connect(host)).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    within(30, "read to the end", stream.read_to_end(&mut got)).await.unwrap();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&got[..split]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(got[split..] == bytes[..], "body of {} bytes, want the file's {}", got.len() - split, bytes.len());
+    assert!((s.settled(&link).await.downloads_used - 1.0).abs() < 1e-9);
+    s.stop().await;
+}
