@@ -9,13 +9,11 @@
 //! links keep serving it. The open file handle is cached, so replacing the file on disk under the
 //! same path does not change what an already-loaded entry serves until restart.
 
+use crate::ledger::Fast;
 use crate::representation;
 use crate::store::{FileRecord, Store, StoreError};
 use base64::Engine;
 use dashmap::DashMap;
-/// The served files' hasher (looked up by every download; the keys are the catalog's, set by
-/// admins): foldhash rather than the default SipHash.
-type Fast = foldhash::fast::RandomState;
 use http::HeaderValue;
 use std::fs::File;
 use std::io::Read;

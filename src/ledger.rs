@@ -28,13 +28,15 @@ use crate::store::{Access, GateSink, LinkRecord, OrderGate, Store, StoreError};
 
 use crate::token::LinkId;
 use dashmap::DashMap;
-/// The hot maps' hasher: every lookup of a download hashes a link id and an order id, and
-/// SipHash (the default) guards against keys an attacker picks — a link id is found only after
-/// its token's signature checks, and order ids are the admin API's. foldhash is seeded per map.
-type Fast = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// The hasher of the maps every download looks up (links and gates here, served files in
+/// [`crate::catalog`]): foldhash, seeded per map, instead of the default SipHash, whose strength
+/// is against keys an attacker picks. None of these are: a link is looked up only after its
+/// token's signature checks, and order, product and file ids come from the admin API.
+pub type Fast = foldhash::fast::RandomState;
 
 mod hot;
 pub use hot::{Gate, HotLink};
