@@ -49,10 +49,10 @@ case "$MODE" in
   *) echo "COMPARE_MODE must be realistic or legacy" >&2; exit 2 ;;
 esac
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  echo "installing nginx and wrk from Debian's packages…"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || [ ! -x /usr/bin/time ]; then
+  echo "installing nginx, wrk and time from Debian's packages…"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk time >/dev/null
 fi
 nginx -V 2>&1 | grep -q secure_link || { echo "this nginx lacks http_secure_link_module" >&2; exit 1; }
 

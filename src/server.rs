@@ -273,7 +273,7 @@ where
     // made. Without it, hyper reads mid-message to notice a client gone early — and first
     // reserves 8 KiB of read buffer, which is a new allocation per request while the request's
     // head (held by the handler) shares the old one. A client that goes away is noticed when the
-    // response's bytes cannot be written (see "How a download is counted" for what that costs).
+    // response's bytes cannot be written (README, "Decisions where the contract is silent").
     builder
         .http1()
         .timer(TokioTimer::new())
