@@ -391,6 +391,16 @@ for kind in $SIZES; do
   kd=$(awk '{s+=$1} END {print s/NR}' "$WORK/keydrop-$kind.rps")
   unit="req/s"; [ "$kind" = 1g ] && unit="B/s"
   awk -v k="$kind" -v n="$ng" -v d="$kd" -v u="$unit" 'BEGIN { printf "%s: nginx %.0f %s, keydrop %.0f %s, keydrop/nginx = %.2f\n", k, n, u, d, u, d / n }'
+  # Each round's own ratio (keydrop's round over the nginx round just before it) and their median,
+  # the form the speed issue's table uses.
+  paste -d' ' "$WORK/nginx-$kind.rps" "$WORK/keydrop-$kind.rps" | awk '
+    $1 > 0 {r[++n] = $2 / $1}
+    END {
+      if (n == 0) exit
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) {t = r[i]; r[i] = r[j]; r[j] = t}
+      m = (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+      printf "    ratio by round: %.2f–%.2f, median %.2f\n", r[1], r[n], m
+    }'
   if [ -s "$WORK/nginx-$kind.cpu" ]; then
     awk '{s+=$1} END {printf "    server CPU per request (mean of rounds): nginx %.0f µs, ", s/NR}' "$WORK/nginx-$kind.cpu"
     awk '{s+=$1} END {printf "keydrop %.0f µs\n", s/NR}' "$WORK/keydrop-$kind.cpu"
