@@ -204,12 +204,17 @@ async fn parallel_ranges_and_a_resumed_download_cost_four_uses() {
     s.stop().await;
 }
 
+/// `http://host:port/path` → (`host:port`, `/path`), for requests written by hand.
+fn host_and_path(url: &str) -> (&str, &str) {
+    let rest = url.strip_prefix("http://").unwrap();
+    rest.split_at(rest.find('/').unwrap())
+}
+
 /// A raw HTTP/1.1 GET over a socket with a small receive buffer; returns the first `want` body
 /// bytes (or a little more) and closes the connection.
 async fn cut_off_get(url: &str, want: u64) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let (host, path) = host_and_path(url);
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(64 * 1024).unwrap();
     let mut stream = within(10, "connect", sock.connect(host.parse().unwrap())).await.unwrap();
@@ -587,8 +592,7 @@ async fn a_client_that_half_closes_after_its_request_gets_the_whole_file() {
     let bytes = s.add_file("half", "half.bin", 300_000).await;
     s.open_order("o").await;
     let link = s.issue("o", "half", 2).await;
-    let rest = link.url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let (host, path) = host_and_path(&link.url);
     let mut stream = within(10, "connect", tokio::net::TcpStream::connect(host)).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
