@@ -15,7 +15,9 @@
 #                                                           PROFILE_CALLGRAPH="--call-graph dwarf"
 #                                                           for stacks through code without frame
 #                                                           pointers; PROFILE_FREQ=1999 for more
-#                                                           samples than the default 499 Hz)
+#                                                           samples than the default 499 Hz;
+#                                                           PROFILE_SYSTEM=1 records every process
+#                                                           and kernel thread, not only keydrop)
 #   PROFILE=strace benches/compare-nginx.sh                (system calls by kind, `strace -c`,
 #                                                           over the first 4 KiB round: strace.txt)
 #
@@ -273,6 +275,11 @@ server_pids() { # name
 cpu_ticks() { # name
   for p in $(server_pids "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
+# The machine's CPU ticks so far, all and idle (idle + iowait, from /proc/stat's "cpu" line): a
+# round whose cores sat idle was held back by waiting (a commit, the network), not by CPU.
+machine_ticks() {
+  awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6}' /proc/stat
+}
 # Write-type system calls (write, writev, pwrite, sendfile: `syscw` in /proc/<pid>/io) so far.
 write_calls() { # name
   for p in $(server_pids "$1"); do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
@@ -304,7 +311,9 @@ run() { # name url listfile
   sync
   local perf_pid=""
   if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
-    perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} -p "$KD_PID" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    local scope=(-p "$KD_PID")
+    [ -n "${PROFILE_SYSTEM:-}" ] && scope=(-a)
+    perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} "${scope[@]}" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   if [ "${PROFILE:-}" = strace ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/strace.txt" ]; then
@@ -314,13 +323,13 @@ run() { # name url listfile
   fi
   local before="" after=""
   case "$1" in keydrop-*) before=$(writer_totals); commit_buckets >"$WORK/$1.commits0" ;; esac
-  local cpu0 w0 th0=""; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1")
+  local cpu0 w0 th0="" m0; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1"); m0=$(machine_ticks)
   case "$1" in keydrop-*) th0=$(kd_threads) ;; esac
   # wrk shares the machine: its own CPU per request (user + system seconds, from time(1)) is the
   # load generator's share of the two cores, which differs between servers if their answers do.
   /usr/bin/time -f '%U %S' -o "$WORK/$1.wrktime" \
     wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
-  local cpu1 w1 th1=""; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1")
+  local cpu1 w1 th1="" m1; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1"); m1=$(machine_ticks)
   case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
     after="$WORK/$1.commits.$(date +%s%N)"
@@ -344,7 +353,8 @@ run() { # name url listfile
   cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n > 0) printf "%.0f", (b - a) / hz * 1e6 / n; else print "-" }')
   writes=$(awk -v a="$w0" -v b="$w1" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
-  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req  wrk %s µs/req\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes" "$wrk_us"
+  local idle; idle=$(echo "$m0 $m1" | awk '{t = $3 - $1; if (t > 0) printf "%.0f", 100 * ($4 - $2) / t; else print "-"}')
+  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req  wrk %s µs/req  idle %s %%\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes" "$wrk_us" "$idle"
   echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   if [ -n "$before" ]; then
