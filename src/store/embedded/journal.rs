@@ -16,11 +16,17 @@
 //!
 //! ## Frame layout (little-endian)
 //!
-//! `magic "KDJ1" | frame number u64 | payload length u32 | SHA-256(number ‖ length ‖ payload)[..16]
-//! | payload`, where the payload is a sequence of ops: `1 key[24] bytes u64` (reserve), `2 key[24]
-//! bytes u64` (refund), `3 seq u64 at_us u64 len u32 json[len]` (a sealed record). Reading stops at
-//! the first frame that is torn, fails its checksum or does not carry the next number — so stale
-//! frames from before the last restart at offset 0 (all numbered lower) are never replayed.
+//! `magic "KDJ2" | frame number u64 | payload length u32 | CRC-32(number ‖ length ‖ payload) u32 |
+//! 12 zero bytes | payload`, where the payload is a sequence of ops: `1 key[24] bytes u64`
+//! (reserve), `2 key[24] bytes u64` (refund), `3 seq u64 at_us u64 len u32 json[len]` (a sealed
+//! record). Reading stops at the first frame that is torn, fails its checksum or does not carry the
+//! next number — so stale frames from before the last restart at offset 0 (all numbered lower) are
+//! never replayed.
+//!
+//! The checksum only tells a torn or damaged frame from a whole one (what a WAL's CRC does); the
+//! records inside carry their own SHA-256 chain, which is what makes the log tamper-evident. Frames
+//! written before this layout (`"KDJ1"`: the first 16 bytes of SHA-256 over the same bytes, a
+//! cryptographic hash where none is needed) are still read, so a journal an older build left replays.
 //!
 //! Each frame starts on a [`BLOCK`] boundary and is padded with zeros to the next one, because
 //! the file is written with `O_DIRECT | O_DSYNC` where the filesystem allows it: one write that
@@ -40,7 +46,10 @@ pub const CAPACITY: u64 = 8 << 20;
 /// Past this offset the writer makes redb durable and starts the journal over.
 pub const CHECKPOINT_AT: u64 = 4 << 20;
 
-const MAGIC: &[u8; 4] = b"KDJ1";
+/// The layout written: a CRC-32 checksum.
+const MAGIC: &[u8; 4] = b"KDJ2";
+/// The layout of older builds, still read: a truncated SHA-256 checksum.
+const MAGIC_SHA: &[u8; 4] = b"KDJ1";
 const HEADER: usize = 4 + 8 + 4 + 16;
 /// Frames start on this boundary and are padded to it (the alignment `O_DIRECT` asks for).
 pub const BLOCK: usize = 4096;
@@ -246,7 +255,19 @@ pub fn read_file(path: &Path) -> std::io::Result<Vec<Frame>> {
     read_frames(&file, len)
 }
 
+/// A frame's checksum field: CRC-32 of its number, length and payload, then zeros.
 fn checksum(number: u64, len: u32, payload: &[u8]) -> [u8; 16] {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&number.to_le_bytes());
+    crc.update(&len.to_le_bytes());
+    crc.update(payload);
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    out
+}
+
+/// The checksum field of an older build's frame (`"KDJ1"`).
+fn checksum_sha(number: u64, len: u32, payload: &[u8]) -> [u8; 16] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(&number.to_le_bytes());
     ctx.update(&len.to_le_bytes());
@@ -264,13 +285,15 @@ fn read_frames(file: &File, len: u64) -> std::io::Result<Vec<Frame>> {
     let mut at = 0usize;
     while at + HEADER <= data.len() {
         let h = &data[at..at + HEADER];
-        if &h[..4] != MAGIC {
-            break;
-        }
+        let sum: fn(u64, u32, &[u8]) -> [u8; 16] = match &h[..4] {
+            m if m == MAGIC => checksum,
+            m if m == MAGIC_SHA => checksum_sha,
+            _ => break,
+        };
         let number = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
         let plen = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
         let Some(payload) = data.get(at + HEADER..at + HEADER + plen as usize) else { break };
-        if h[16..32] != checksum(number, plen, payload) || frames.last().is_some_and(|f| f.number + 1 != number) {
+        if h[16..32] != sum(number, plen, payload) || frames.last().is_some_and(|f| f.number + 1 != number) {
             break;
         }
         let Some(ops) = decode(payload) else { break };
@@ -387,6 +410,47 @@ mod tests {
         f.write_all_at(&[b[0] ^ 1], third_at + HEADER as u64 + 3).unwrap();
         let frames = Journal::open(&path, None).unwrap().read_back().unwrap();
         assert_eq!(frames.iter().map(|f| f.number).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    /// A frame as a build before the CRC layout wrote it (`"KDJ1"`, truncated SHA-256).
+    fn old_layout_frame(number: u64, payload: &FrameBuf) -> Vec<u8> {
+        let len = payload.buf.len();
+        let mut out = vec![0u8; padded(len)];
+        out[..4].copy_from_slice(MAGIC_SHA);
+        out[4..12].copy_from_slice(&number.to_le_bytes());
+        out[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+        out[16..HEADER].copy_from_slice(&checksum_sha(number, len as u32, &payload.buf));
+        out[HEADER..HEADER + len].copy_from_slice(&payload.buf);
+        out
+    }
+
+    #[test]
+    fn frames_an_older_build_wrote_still_read_back_and_new_ones_follow_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        drop(open(&path));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&old_layout_frame(1, &payload(1)), 0).unwrap();
+        f.write_all_at(&old_layout_frame(2, &payload(2)), BLOCK as u64).unwrap();
+        drop(f);
+        let mut j = Journal::open(&path, None).unwrap();
+        let frames = j.read_back().unwrap();
+        assert_eq!(frames.iter().map(|f| (f.number, f.ops.clone())).collect::<Vec<_>>(), vec![(1, ops(1)), (2, ops(2))]);
+        // This build appends after them (in practice it replays them and restarts at offset 0).
+        j.offset = 2 * BLOCK as u64;
+        assert_eq!(j.append(&payload(3)).unwrap(), 3);
+        let mut head = [0u8; 4];
+        j.file.read_exact_at(&mut head, 2 * BLOCK as u64).unwrap();
+        assert_eq!(&head, b"KDJ2", "new frames carry the CRC layout");
+        drop(j);
+        let frames = Journal::open(&path, None).unwrap().read_back().unwrap();
+        assert_eq!(frames.iter().map(|f| f.number).collect::<Vec<_>>(), vec![1, 2, 3]);
+        // An old-layout frame whose bytes changed fails its (SHA) checksum like a new one.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"X", BLOCK as u64 + HEADER as u64 + 1).unwrap();
+        drop(f);
+        let frames = Journal::open(&path, None).unwrap().read_back().unwrap();
+        assert_eq!(frames.iter().map(|f| f.number).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
