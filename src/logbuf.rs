@@ -3,22 +3,29 @@
 //! Every request writes one `info` line ([`crate::observe`]). Written one by one, each line is a
 //! `write(2)` of its own on the worker that served the request — a system call per request, as
 //! much as the formatting of the line. Here a worker thread of the runtime appends its `info`,
-//! `debug` and `trace` lines to a buffer of its own, which goes out in one write when:
+//! `debug` and `trace` lines to a buffer of its own, which it writes out itself when:
 //!
 //! - it holds [`LIMIT`] bytes,
 //! - its oldest line has waited [`MAX_AGE`] (checked as the next line comes),
-//! - the worker runs out of work and parks ([`worker_parked`], from tokio's `on_thread_park`),
-//!   so an idle server's lines are never held back,
 //! - a `warn` or `error` line comes (written right after what was gathered before it),
 //! - the thread stops (runtime shutdown).
+//!
+//! When the worker runs out of work and parks ([`worker_parked`], from tokio's `on_thread_park`)
+//! it does not write: it hands its lines to one shared buffer, and the log's own thread writes
+//! that out [`HANDOFF_DELAY`] after the first lines reach it, all workers' lines in one `write(2)`.
+//! A loaded worker parks thousands of times a second; a system call at each park was a request
+//! worker's largest single item after the request itself. An idle server's lines still go out
+//! within [`HANDOFF_DELAY`].
 //!
 //! Lines stay whole and in order within a thread; across threads they interleave by buffer, and
 //! each line carries its own time. Any other thread (the store's writer, the blocking pool) and any
 //! line the buffer cannot take writes straight to stderr. What a crash loses is what is gathered,
-//! under [`LIMIT`] per worker; the activity log, not this log, is the record of downloads.
+//! under [`LIMIT`] per worker plus what waits for the log's thread; the activity log, not this
+//! log, is the record of downloads.
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
@@ -27,6 +34,76 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const LIMIT: usize = 32 * 1024;
 /// ... or once the oldest of them has waited this long.
 pub const MAX_AGE: Duration = Duration::from_millis(100);
+/// How long lines handed off at a park wait for others before the log's thread writes them.
+pub const HANDOFF_DELAY: Duration = Duration::from_millis(5);
+
+/// Lines handed off by parking workers, and the log's thread that writes them.
+///
+/// Two locks keep a thread's lines in order: `pending` is where workers append (held only for a
+/// copy); `writing` is held by whoever writes handed-off lines out, from taking them until the
+/// write returns — so a worker's urgent line, or its stop, which first writes out what is pending,
+/// cannot overtake lines the log's thread already took.
+struct Handoff {
+    pending: Mutex<Vec<u8>>,
+    ready: Condvar,
+    writing: Mutex<Vec<u8>>,
+}
+
+impl Handoff {
+    /// Appends `bytes`; wakes the log's thread if they are the first to wait.
+    fn give(&'static self, bytes: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let first = pending.is_empty();
+        pending.extend_from_slice(bytes);
+        drop(pending);
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Writes out what is pending, in order after anything being written. Returns the `writing`
+    /// lock held, so the caller's own lines follow.
+    fn drain(&'static self) -> std::sync::MutexGuard<'static, Vec<u8>> {
+        let mut out = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *out, &mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if !out.is_empty() {
+            let _ = sink(&out);
+            out.clear();
+        }
+        out
+    }
+
+    /// The log's thread: waits for lines, lets others join them for [`HANDOFF_DELAY`], writes.
+    fn run(&'static self) {
+        loop {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let pending = self.ready.wait_while(pending, |p| p.is_empty()).unwrap_or_else(|e| e.into_inner());
+            drop(pending);
+            std::thread::sleep(HANDOFF_DELAY);
+            drop(self.drain());
+        }
+    }
+}
+
+/// The process's handoff, and its thread started on first use (`None` if it could not start:
+/// workers then write at each park, as a thread that cannot hand off does).
+fn handoff() -> Option<&'static Handoff> {
+    static HANDOFF: OnceLock<Option<Handoff>> = OnceLock::new();
+    HANDOFF
+        .get_or_init(|| {
+            let started = std::thread::Builder::new().name("keydrop-log".into()).spawn(|| {
+                if let Some(h) = handoff() {
+                    h.run();
+                }
+            });
+            started.ok().map(|_| Handoff {
+                pending: Mutex::default(),
+                ready: Condvar::new(),
+                writing: Mutex::default(),
+            })
+        })
+        .as_ref()
+}
 
 /// One thread's gathered lines.
 struct Gathered {
@@ -35,9 +112,24 @@ struct Gathered {
 }
 
 impl Gathered {
+    /// Writes out what is handed off (this thread's earlier lines may be among it), then these.
     fn write_out(&mut self) {
+        let order = handoff().map(Handoff::drain);
         if !self.bytes.is_empty() {
             let _ = sink(&self.bytes);
+            self.bytes.clear();
+        }
+        drop(order);
+        self.since = None;
+    }
+
+    /// Hands these lines to the log's thread (or, without one, writes them).
+    fn hand_off(&mut self) {
+        if !self.bytes.is_empty() {
+            match handoff() {
+                Some(h) => h.give(&self.bytes),
+                None => drop(sink(&self.bytes)),
+            }
             self.bytes.clear();
         }
         self.since = None;
@@ -60,7 +152,11 @@ fn sink(bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 fn sink(bytes: &[u8]) -> std::io::Result<()> {
-    tests::SUNK.with(|s| s.borrow_mut().extend_from_slice(bytes));
+    if std::thread::current().name() == Some("keydrop-log") {
+        tests::HANDED.lock().unwrap().extend_from_slice(bytes);
+    } else {
+        tests::SUNK.with(|s| s.borrow_mut().extend_from_slice(bytes));
+    }
     Ok(())
 }
 
@@ -69,12 +165,19 @@ thread_local! {
     static GATHERED: RefCell<Option<Gathered>> = const { RefCell::new(None) };
 }
 
-/// A request worker has run out of work (tokio's `on_thread_park`): writes out what it gathered,
-/// and from now on gathers its lines. Only the runtime's workers park, so only their lines are
-/// gathered; the blocking pool's threads, which may sit idle for seconds, write straight through.
+/// A request worker has run out of work (tokio's `on_thread_park`): hands what it gathered to
+/// the log's thread, and from now on gathers its lines. Only the runtime's workers park, so only
+/// their lines are gathered; the blocking pool's threads, which may sit idle for seconds, write
+/// straight through.
 pub fn worker_parked() {
     gather_on_this_thread();
-    flush_this_thread();
+    let _ = GATHERED.try_with(|g| {
+        if let Ok(mut g) = g.try_borrow_mut() {
+            if let Some(g) = g.as_mut() {
+                g.hand_off();
+            }
+        }
+    });
 }
 
 /// From now on, this thread's lines below `warn` are gathered.
@@ -86,7 +189,8 @@ fn gather_on_this_thread() {
     });
 }
 
-/// Writes out what this thread has gathered (also from tokio's `on_thread_stop`).
+/// Writes out what this thread has gathered, after every line handed off so far (tokio's
+/// `on_thread_stop`: the last worker to stop leaves nothing behind).
 pub fn flush_this_thread() {
     let _ = GATHERED.try_with(|g| {
         if let Ok(mut g) = g.try_borrow_mut() {
@@ -160,12 +264,34 @@ mod tests {
         pub(super) static SUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
 
+    /// What the log's thread wrote out, in order.
+    pub(super) static HANDED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
     fn written() -> String {
         SUNK.with(|s| String::from_utf8(s.borrow().clone()).unwrap())
     }
 
-    /// Runs `f` on a thread of its own (each test starts with that thread's buffers empty).
+    fn handed() -> String {
+        String::from_utf8(HANDED.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Waits (up to 5 s) until the log's thread has written `text`.
+    fn handed_eventually(text: &str) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if handed().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Runs `f` on a thread of its own (each test starts with that thread's buffers empty), one
+    /// test at a time: the handoff is shared by the process.
     fn on_a_new_thread(f: impl FnOnce() + Send + 'static) {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(f).join().unwrap();
     }
 
@@ -174,16 +300,56 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_that_never_parked_writes_through_and_a_worker_holds_its_lines_until_it_parks_again() {
+    fn a_thread_that_never_parked_writes_through_and_a_worker_hands_its_lines_off_when_it_parks() {
         on_a_new_thread(|| {
             line(true, "through\n");
             assert_eq!(written(), "through\n", "never parked: written at once");
             worker_parked();
-            line(true, "held 1\n");
-            line(true, "held 2\n");
+            line(true, "held 1 (park test)\n");
+            line(true, "held 2 (park test)\n");
             assert_eq!(written(), "through\n", "marked: held");
             worker_parked();
-            assert_eq!(written(), "through\nheld 1\nheld 2\n", "written out, in order, at the park");
+            assert_eq!(written(), "through\n", "a park writes nothing itself");
+            assert!(
+                handed_eventually("held 1 (park test)\nheld 2 (park test)\n"),
+                "the log's thread writes them, in order: {:?}",
+                handed()
+            );
+        });
+    }
+
+    #[test]
+    fn a_warning_comes_after_the_lines_its_thread_handed_off_before_it() {
+        on_a_new_thread(|| {
+            worker_parked();
+            line(true, "handed (warn test)\n");
+            worker_parked();
+            line(true, "gathered (warn test)\n");
+            line(false, "warn (warn test)\n");
+            let mine = written();
+            if handed().contains("handed (warn test)") {
+                // The log's thread took it first: already written, before the warning.
+                assert_eq!(mine, "gathered (warn test)\nwarn (warn test)\n");
+            } else {
+                assert_eq!(mine, "handed (warn test)\ngathered (warn test)\nwarn (warn test)\n");
+            }
+        });
+    }
+
+    #[test]
+    fn a_stopping_worker_leaves_nothing_handed_off_behind() {
+        on_a_new_thread(|| {
+            worker_parked();
+            line(true, "handed (stop test)\n");
+            worker_parked();
+            line(true, "last (stop test)\n");
+            flush_this_thread();
+            let mine = written();
+            assert!(mine.ends_with("last (stop test)\n"), "{mine:?}");
+            assert!(
+                mine.contains("handed (stop test)") || handed().contains("handed (stop test)"),
+                "written by the stop or by the log's thread before it"
+            );
         });
     }
 

@@ -435,7 +435,10 @@ mod tests {
         drop(f);
         let mut j = Journal::open(&path, None).unwrap();
         let frames = j.read_back().unwrap();
-        assert_eq!(frames.iter().map(|f| (f.number, f.ops.clone())).collect::<Vec<_>>(), vec![(1, ops(1)), (2, ops(2))]);
+        assert_eq!(
+            frames.iter().map(|f| (f.number, f.ops.clone())).collect::<Vec<_>>(),
+            vec![(1, ops(1)), (2, ops(2))]
+        );
         // This build appends after them (in practice it replays them and restarts at offset 0).
         j.offset = 2 * BLOCK as u64;
         assert_eq!(j.append(&payload(3)).unwrap(), 3);
