@@ -13,9 +13,9 @@
 //! When the worker runs out of work and parks ([`worker_parked`], from tokio's `on_thread_park`)
 //! it does not write: it hands its lines to one shared buffer, and the log's own thread writes
 //! that out [`HANDOFF_DELAY`] after the first lines reach it, all workers' lines in one `write(2)`.
-//! A loaded worker parks thousands of times a second; a system call at each park was a request
-//! worker's largest single item after the request itself. An idle server's lines still go out
-//! within [`HANDOFF_DELAY`].
+//! A loaded worker parks between bursts of work, many times a second, and a system call at each
+//! park showed in its profile (README, "Benchmarks"). An idle server's lines still go out within
+//! [`HANDOFF_DELAY`].
 //!
 //! Lines stay whole and in order within a thread; across threads they interleave by buffer, and
 //! each line carries its own time. Any other thread (the store's writer, the blocking pool) and any
