@@ -93,15 +93,7 @@ links b 18611 &
 lb=$!
 wait "$la" && wait "$lb" || { echo "issuing links failed" >&2; exit 1; }
 
-cat >"$WORK/walk.lua" <<'LUA'
-local paths, i, threads = {}, 0, 0
-function setup(thread) thread:set("id", threads); threads = threads + 1 end
-function init(args)
-  for line in io.lines(args[1]) do paths[#paths + 1] = line end
-  i = math.floor((id or 0) * #paths / 2)
-end
-function request() i = (i % #paths) + 1; return wrk.format("GET", paths[i]) end
-LUA
+WALK="$(dirname "$(realpath "$0")")/walk.lua"   # the compare script's walker
 
 ticks() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
 # round NAME PORT: one wrk round; appends "rate" to NAME.rps and prints the round.
@@ -109,7 +101,7 @@ round() {
   sync
   local t0 t1
   t0=$(ticks "$1")
-  wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "http://127.0.0.1:$2" -- "$WORK/$1/links.txt" >"$WORK/$1.out" 2>&1
+  wrk -t2 -c64 -d"${SECS}s" --latency -s "$WALK" "http://127.0.0.1:$2" -- "$WORK/$1/links.txt" >"$WORK/$1.out" 2>&1
   t1=$(ticks "$1")
   local rps p99 reqs non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.out")

@@ -234,24 +234,7 @@ for kind in $SIZES; do
   done
 done
 
-cat >"$WORK/walk.lua" <<'LUA'
-local paths = {}
-local i = 0
-local threads = 0
-function setup(thread)
-  thread:set("id", threads)
-  threads = threads + 1
-end
-function init(args)
-  for line in io.lines(args[1]) do paths[#paths + 1] = line end
-  -- Each thread starts at its own place, so the threads do not walk the same links in step.
-  i = math.floor((id or 0) * #paths / 2)
-end
-function request()
-  i = (i % #paths) + 1
-  return wrk.format("GET", paths[i])
-end
-LUA
+WALK="$ROOT/benches/walk.lua"   # wrk's walker over the list of paths
 
 # wrk's Lua state is per thread; each thread walks the whole list from its own start. A round
 # restarts the walk; in the realistic mode a keydrop link gets about
@@ -328,7 +311,7 @@ run() { # name url listfile
   # wrk shares the machine: its own CPU per request (user + system seconds, from time(1)) is the
   # load generator's share of the two cores, which differs between servers if their answers do.
   /usr/bin/time -f '%U %S' -o "$WORK/$1.wrktime" \
-    wrk -t2 -c64 -d"${SECS}s" --latency -s "$WORK/walk.lua" "$2" -- "$3" >"$WORK/$1.out" 2>&1
+    wrk -t2 -c64 -d"${SECS}s" --latency -s "$WALK" "$2" -- "$3" >"$WORK/$1.out" 2>&1
   local cpu1 w1 th1="" m1; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1"); m1=$(machine_ticks)
   case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
