@@ -1,7 +1,7 @@
 //! Catalog files served from a read-only memory mapping, so a download's bytes go from the page
-//! cache straight into the socket (one copy, as with nginx's `sendfile`) instead of page cache →
-//! a user buffer → the socket. This is the crate's one module with `unsafe` code, and why it is
-//! sound to use:
+//! cache into the socket without a user buffer between them — by `sendfile(2)` on plain TCP (as
+//! nginx sends), copied from the mapping where the socket writer cannot (TLS, which encrypts
+//! them first). This is the crate's one module with `unsafe` code, and why it is sound to use:
 //!
 //! - **Mapping** ([`map`]) is `unsafe` because the file could change under the mapping. Catalog
 //!   files are immutable by contract (a file is attached with its size and mtime, hashed, and a
@@ -14,7 +14,14 @@
 //!   place; `map_files = false` turns mapping off.
 //! - **Residency** ([`resident`]) asks the kernel with `mincore(2)` whether a span's pages are in
 //!   the page cache, so an async worker only touches mapped pages that cannot block on the disk;
-//!   spans that are not resident are faulted in on the blocking pool ([`fault_in`]).
+//!   spans that are not resident are faulted in on the blocking pool ([`fault_in`]). The same
+//!   holds for `sendfile`, which reads the same pages.
+//! - **Sending** ([`locate`]): every live mapping is listed with its file, so the socket writer
+//!   ([`crate::counted`]) can tell that a slice hyper hands it lies in a mapping and send those
+//!   bytes with `sendfile(2)` from the file at the same offset — the same bytes, since the file
+//!   does not change (above), without copying them through this process (the copy nginx's
+//!   `sendfile` also avoids). A mapping leaves the list before it is unmapped, and a slice being
+//!   written borrows its mapping, so an address found in the list is that file's bytes.
 //!
 //! The mapping is owned by the [`Bytes`] it is wrapped in: slices handed to hyper keep it alive,
 //! and it is unmapped when the last slice is dropped.
@@ -22,6 +29,42 @@
 
 use bytes::Bytes;
 use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A live mapping's address range and the file it maps (from offset 0).
+struct Region {
+    start: usize,
+    end: usize,
+    file: Arc<File>,
+}
+
+/// Every live mapping. Mappings are made once per served file and dropped when it is, so the
+/// list is short and changes rarely; writers of a socket only read it.
+static REGIONS: RwLock<Vec<Region>> = RwLock::new(Vec::new());
+/// `REGIONS.len()`, read without the lock: with no mapping, a write costs one load.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// A mapping as the owner of its [`Bytes`]: listed in [`REGIONS`] while it lives.
+struct Mapping {
+    map: memmap2::Mmap,
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Mapping {
+    // Runs before `map` is unmapped: the address range leaves the list first.
+    fn drop(&mut self) {
+        let start = self.map.as_ptr() as usize;
+        let mut regions = REGIONS.write().unwrap_or_else(|e| e.into_inner());
+        regions.retain(|r| r.start != start);
+        LIVE.store(regions.len(), Ordering::Release);
+    }
+}
 
 /// The whole of `file` (of `len` bytes, `len > 0`), mapped read-only, as [`Bytes`].
 pub fn map(file: &File, len: u64) -> std::io::Result<Bytes> {
@@ -29,7 +72,35 @@ pub fn map(file: &File, len: u64) -> std::io::Result<Bytes> {
     // SAFETY: catalog files are not modified while served (module docs); the mapping is
     // read-only and its length is the size the catalog checked at open.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
-    Ok(Bytes::from_owner(map))
+    let region = Region { start: map.as_ptr() as usize, end: map.as_ptr() as usize + len, file: Arc::new(file.try_clone()?) };
+    let mut regions = REGIONS.write().unwrap_or_else(|e| e.into_inner());
+    regions.push(region);
+    LIVE.store(regions.len(), Ordering::Release);
+    drop(regions);
+    Ok(Bytes::from_owner(Mapping { map }))
+}
+
+/// If `span` lies within one live mapping from [`map`]: the mapped file and the offset of
+/// `span`'s first byte in it. While `span` is borrowed its mapping lives, so the file's bytes
+/// at that offset are `span`'s bytes.
+pub fn locate(span: &[u8]) -> Option<(Arc<File>, u64)> {
+    if span.is_empty() || LIVE.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
+    let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
+    let r = regions.iter().find(|r| r.start <= start && end <= r.end)?;
+    Some((r.file.clone(), (start - r.start) as u64))
+}
+
+/// Whether `span` lies within one live mapping (see [`locate`]).
+pub fn is_mapped(span: &[u8]) -> bool {
+    if span.is_empty() || LIVE.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
+    let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
+    regions.iter().any(|r| r.start <= start && end <= r.end)
 }
 
 /// True if every page of `span` (a slice of a mapping from [`map`]) is in the page cache, so
@@ -107,5 +178,22 @@ mod tests {
         fault_in(&fresh[..]);
         assert!(resident(&fresh[..]), "faulted in");
         assert_eq!(&fresh[..], &data[..]);
+    }
+
+    #[test]
+    fn a_slice_of_a_live_mapping_is_located_at_its_offset_and_a_dropped_mapping_is_not() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![5u8; 100_000]).unwrap();
+        let m = map(&f, 100_000).unwrap();
+        let (file, offset) = locate(&m[4_000..9_000]).expect("a slice of a mapping");
+        assert_eq!(offset, 4_000);
+        assert_eq!(file.metadata().unwrap().len(), 100_000);
+        assert!(is_mapped(&m[99_999..]));
+        let copy = m[4_000..9_000].to_vec();
+        assert!(locate(&copy).is_none() && !is_mapped(&copy), "a copy lies outside every mapping");
+        let range = (m.as_ptr() as usize, m.len());
+        drop(m);
+        let still = REGIONS.read().unwrap().iter().any(|r| r.start == range.0 && r.end == range.0 + range.1);
+        assert!(!still, "an unmapped range has left the list");
     }
 }
