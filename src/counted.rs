@@ -86,13 +86,23 @@ impl Counted {
     }
 
     /// The write itself: `bufs` up to the first mapped slice by `writev` (with `MSG_MORE` when a
-    /// mapped slice follows), or the first slice by `sendfile` when it is mapped.
+    /// mapped slice follows), or, when the first slice is mapped, it and the slices continuing
+    /// it in the same mapping by `sendfile`.
     fn poll_write_bufs(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
             return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         };
-        if let Some((file, offset)) = crate::mapped::locate(&bufs[first]) {
-            return self.poll_sendfile(cx, &file, offset, bufs[first].len());
+        if let Some((file, offset, room)) = crate::mapped::locate(&bufs[first]) {
+            // Chunks hyper queued one after another in the same mapping go in the same call.
+            let at = bufs[first].as_ptr() as usize;
+            let mut len = bufs[first].len();
+            for b in bufs[first + 1..].iter().filter(|b| !b.is_empty()) {
+                if b.as_ptr() as usize != at + len || len + b.len() > room {
+                    break;
+                }
+                len += b.len();
+            }
+            return self.poll_sendfile(cx, &file, offset, len);
         }
         match bufs[first..].iter().position(|b| crate::mapped::is_mapped(b)) {
             None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),

@@ -29,15 +29,26 @@
 
 use bytes::Bytes;
 use std::fs::File;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// A live mapping's address range and the file it maps (from offset 0).
+/// A live mapping's address range, the file it maps (from offset 0), and which of its
+/// [`BLOCK`]s [`resident`] has entered into the page tables.
 struct Region {
     start: usize,
     end: usize,
     file: Arc<File>,
+    entered: Box<[AtomicU64]>,
 }
+
+impl Region {
+    fn holds(&self, start: usize, end: usize) -> bool {
+        self.start <= start && end <= self.end
+    }
+}
+
+/// The unit in which a mapping's pages are entered into the page tables (see [`resident`]).
+const BLOCK: usize = 64 * 1024;
 
 /// Every live mapping. Mappings are made once per served file and dropped when it is, so the
 /// list is short and changes rarely; writers of a socket only read it.
@@ -72,7 +83,13 @@ pub fn map(file: &File, len: u64) -> std::io::Result<Bytes> {
     // SAFETY: catalog files are not modified while served (module docs); the mapping is
     // read-only and its length is the size the catalog checked at open.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
-    let region = Region { start: map.as_ptr() as usize, end: map.as_ptr() as usize + len, file: Arc::new(file.try_clone()?) };
+    let blocks = len.div_ceil(BLOCK).div_ceil(64);
+    let region = Region {
+        start: map.as_ptr() as usize,
+        end: map.as_ptr() as usize + len,
+        file: Arc::new(file.try_clone()?),
+        entered: (0..blocks).map(|_| AtomicU64::new(0)).collect(),
+    };
     let mut regions = REGIONS.write().unwrap_or_else(|e| e.into_inner());
     regions.push(region);
     LIVE.store(regions.len(), Ordering::Release);
@@ -80,17 +97,17 @@ pub fn map(file: &File, len: u64) -> std::io::Result<Bytes> {
     Ok(Bytes::from_owner(Mapping { map }))
 }
 
-/// If `span` lies within one live mapping from [`map`]: the mapped file and the offset of
-/// `span`'s first byte in it. While `span` is borrowed its mapping lives, so the file's bytes
-/// at that offset are `span`'s bytes.
-pub fn locate(span: &[u8]) -> Option<(Arc<File>, u64)> {
+/// If `span` lies within one live mapping from [`map`]: the mapped file, the offset of `span`'s
+/// first byte in it, and how many bytes the mapping holds from there. While `span` is borrowed
+/// its mapping lives, so the file's bytes at that offset are `span`'s bytes.
+pub fn locate(span: &[u8]) -> Option<(Arc<File>, u64, usize)> {
     if span.is_empty() || LIVE.load(Ordering::Acquire) == 0 {
         return None;
     }
     let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
     let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
-    let r = regions.iter().find(|r| r.start <= start && end <= r.end)?;
-    Some((r.file.clone(), (start - r.start) as u64))
+    let r = regions.iter().find(|r| r.holds(start, end))?;
+    Some((r.file.clone(), (start - r.start) as u64, r.end - start))
 }
 
 /// Whether `span` lies within one live mapping (see [`locate`]).
@@ -100,15 +117,63 @@ pub fn is_mapped(span: &[u8]) -> bool {
     }
     let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
     let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
-    regions.iter().any(|r| r.start <= start && end <= r.end)
+    regions.iter().any(|r| r.holds(start, end))
+}
+
+/// After `span` was found resident: its pages entered into this process's page tables, once
+/// per [`BLOCK`]. `mincore` answers from the page tables for pages entered there, but for pages
+/// the process never touched it searches the page cache page by page — and bytes sent by
+/// `sendfile` are never touched through the mapping. Only blocks `span` covers whole are
+/// marked; a range's ragged edges are entered again, which costs a walk of page tables.
+fn enter(span: &[u8]) {
+    let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
+    let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
+    let Some(r) = regions.iter().find(|r| r.holds(start, end)) else {
+        return;
+    };
+    let (from, to) = (start - r.start, end - r.start);
+    let bit = |b: usize| (&r.entered[b / 64], 1u64 << (b % 64));
+    if (from / BLOCK..=(to - 1) / BLOCK).all(|b| {
+        let (word, mask) = bit(b);
+        word.load(Ordering::Relaxed) & mask != 0
+    }) {
+        return;
+    }
+    let page = rustix::param::page_size();
+    let aligned = start & !(page - 1);
+    // SAFETY: [aligned, end) lies within the live mapping `span` borrows (mappings are page
+    // aligned). MADV_POPULATE_READ only enters pages into the page tables, reading them in if
+    // needed — `span` was just found resident, so it does not wait for the disk.
+    let entered = unsafe { rustix::mm::madvise(aligned as *mut _, end - aligned, rustix::mm::Advice::LinuxPopulateRead) };
+    if entered.is_err() {
+        // Kernels before 5.14: touching each page enters it too.
+        fault_in(span);
+    }
+    for b in from / BLOCK..=(to - 1) / BLOCK {
+        let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(r.end - r.start));
+        if from <= lo && hi <= to {
+            let (word, mask) = bit(b);
+            word.fetch_or(mask, Ordering::Relaxed);
+        }
+    }
 }
 
 /// True if every page of `span` (a slice of a mapping from [`map`]) is in the page cache, so
-/// reading it cannot wait for the disk. An error from `mincore` counts as not resident.
+/// reading it cannot wait for the disk; its pages are then entered into the page tables
+/// ([`enter`]). An error from `mincore` counts as not resident.
 pub fn resident(span: &[u8]) -> bool {
     if span.is_empty() {
         return true;
     }
+    if !in_page_cache(span) {
+        return false;
+    }
+    enter(span);
+    true
+}
+
+/// The `mincore(2)` check of [`resident`].
+fn in_page_cache(span: &[u8]) -> bool {
     let page = rustix::param::page_size();
     let addr = span.as_ptr() as usize;
     let mut start = addr & !(page - 1);
@@ -185,8 +250,8 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&vec![5u8; 100_000]).unwrap();
         let m = map(&f, 100_000).unwrap();
-        let (file, offset) = locate(&m[4_000..9_000]).expect("a slice of a mapping");
-        assert_eq!(offset, 4_000);
+        let (file, offset, room) = locate(&m[4_000..9_000]).expect("a slice of a mapping");
+        assert_eq!((offset, room), (4_000, 96_000));
         assert_eq!(file.metadata().unwrap().len(), 100_000);
         assert!(is_mapped(&m[99_999..]));
         let copy = m[4_000..9_000].to_vec();
@@ -195,5 +260,27 @@ mod tests {
         drop(m);
         let still = REGIONS.read().unwrap().iter().any(|r| r.start == range.0 && r.end == range.0 + range.1);
         assert!(!still, "an unmapped range has left the list");
+    }
+
+    /// Resident size of the mapping starting at `addr`, from `/proc/self/smaps`, in KiB.
+    fn rss_kib(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{addr:x}-");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head)).skip(1);
+        let rss = lines.find(|l| l.starts_with("Rss:")).expect("the mapping is listed");
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_resident_span_is_entered_into_the_page_tables_so_later_checks_read_them() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![3u8; 1 << 20]).unwrap();
+        let m = map(&f, 1 << 20).unwrap();
+        assert_eq!(rss_kib(m.as_ptr() as usize), 0, "a fresh mapping has no page in the page tables");
+        assert!(resident(&m[..256 * 1024]));
+        // At least the span checked (the kernel may map cached neighbours along with it).
+        assert!(rss_kib(m.as_ptr() as usize) >= 256, "the span checked resident is entered");
+        assert!(resident(&m[..]));
+        assert_eq!(rss_kib(m.as_ptr() as usize), 1024);
     }
 }
