@@ -10,7 +10,7 @@
 //! the yielded count.
 //!
 //! It is also where a download's bytes leave without a copy: a slice hyper hands over that lies
-//! in a catalog file's mapping ([`crate::mapped::locate`]) is sent with `sendfile(2)` from the
+//! in a catalog file's mapping ([`crate::mapped::first_mapped`]) is sent with `sendfile(2)` from the
 //! file itself, and what comes before it (the response head) is sent with `MSG_MORE`, so head and
 //! body still share their first segment. Every other write is the socket's own.
 
@@ -89,28 +89,23 @@ impl Counted {
     /// mapped slice follows), or, when the first slice is mapped, it and the slices continuing
     /// it in the same mapping by `sendfile`.
     fn poll_write_bufs(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
+        let Some(found) = crate::mapped::first_mapped(bufs) else {
             return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         };
-        if let Some((file, offset, room)) = crate::mapped::locate(&bufs[first]) {
-            // Chunks hyper queued one after another in the same mapping go in the same call.
-            let at = bufs[first].as_ptr() as usize;
-            let mut len = bufs[first].len();
-            for b in bufs[first + 1..].iter().filter(|b| !b.is_empty()) {
-                if b.as_ptr() as usize != at + len || len + b.len() > room {
-                    break;
-                }
-                len += b.len();
-            }
-            return self.poll_sendfile(cx, &file, offset, len);
+        let head = &bufs[..found.index];
+        if head.iter().any(|b| !b.is_empty()) {
+            return self.poll_send(cx, || socket2::SockRef::from(&self.inner).send_vectored_with_flags(head, libc::MSG_MORE));
         }
-        match bufs[first..].iter().position(|b| crate::mapped::is_mapped(b)) {
-            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
-            Some(k) => {
-                let head = &bufs[..first + k];
-                self.poll_send(cx, || socket2::SockRef::from(&self.inner).send_vectored_with_flags(head, libc::MSG_MORE))
+        // Chunks hyper queued one after another in the same mapping go in the same call.
+        let at = bufs[found.index].as_ptr() as usize;
+        let mut len = bufs[found.index].len();
+        for b in bufs[found.index + 1..].iter().filter(|b| !b.is_empty()) {
+            if b.as_ptr() as usize != at + len || len + b.len() > found.room {
+                break;
             }
+            len += b.len();
         }
+        self.poll_sendfile(cx, &found.file, found.offset, len)
     }
 }
 
@@ -222,5 +217,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got)).await.unwrap().unwrap();
         assert_eq!(&got[..300], &a[..]);
         assert_eq!(&got[300..], &b[..]);
+    }
+
+    #[tokio::test]
+    async fn chunks_that_continue_each_other_in_a_mapping_go_in_one_call_and_others_do_not() {
+        let (body, data) = mapped(1 << 17);
+        let (mut counted, written, mut client) = pair().await;
+        let (a, b, c) = (body.slice(0..10_000), body.slice(10_000..30_000), body.slice(60_000..70_000));
+        let bufs = [IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(&c)];
+        let n = tokio::time::timeout(Duration::from_secs(10), counted.write_vectored(&bufs)).await.unwrap().unwrap();
+        assert_eq!(n, 30_000, "two chunks that continue each other in one call, the third apart");
+        let n = tokio::time::timeout(Duration::from_secs(10), counted.write_vectored(&bufs[2..])).await.unwrap().unwrap();
+        assert_eq!(n, 10_000);
+        assert_eq!(written.get(), 40_000);
+        let mut got = vec![0u8; 40_000];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got)).await.unwrap().unwrap();
+        assert!(got[..30_000] == data[..30_000] && got[30_000..] == data[60_000..70_000]);
     }
 }

@@ -16,7 +16,7 @@
 //!   the page cache, so an async worker only touches mapped pages that cannot block on the disk;
 //!   spans that are not resident are faulted in on the blocking pool ([`fault_in`]). The same
 //!   holds for `sendfile`, which reads the same pages.
-//! - **Sending** ([`locate`]): every live mapping is listed with its file, so the socket writer
+//! - **Sending** ([`first_mapped`]): every live mapping is listed with its file, so the socket writer
 //!   ([`crate::counted`]) can tell that a slice hyper hands it lies in a mapping and send those
 //!   bytes with `sendfile(2)` from the file at the same offset — the same bytes, since the file
 //!   does not change (above), without copying them through this process (the copy nginx's
@@ -29,6 +29,7 @@
 
 use bytes::Bytes;
 use std::fs::File;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -97,27 +98,30 @@ pub fn map(file: &File, len: u64) -> std::io::Result<Bytes> {
     Ok(Bytes::from_owner(Mapping { map }))
 }
 
-/// If `span` lies within one live mapping from [`map`]: the mapped file, the offset of `span`'s
-/// first byte in it, and how many bytes the mapping holds from there. While `span` is borrowed
-/// its mapping lives, so the file's bytes at that offset are `span`'s bytes.
-pub fn locate(span: &[u8]) -> Option<(Arc<File>, u64, usize)> {
-    if span.is_empty() || LIVE.load(Ordering::Acquire) == 0 {
-        return None;
-    }
-    let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
-    let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
-    let r = regions.iter().find(|r| r.holds(start, end))?;
-    Some((r.file.clone(), (start - r.start) as u64, r.end - start))
+/// The first non-empty slice of `bufs` that lies within one live mapping from [`map`].
+pub struct Found {
+    /// Its index in `bufs`.
+    pub index: usize,
+    /// The mapped file; the file's bytes at `offset` are the slice's bytes (while the slice is
+    /// borrowed its mapping lives).
+    pub file: Arc<File>,
+    pub offset: u64,
+    /// How many bytes the mapping holds from the slice's first byte on.
+    pub room: usize,
 }
 
-/// Whether `span` lies within one live mapping (see [`locate`]).
-pub fn is_mapped(span: &[u8]) -> bool {
-    if span.is_empty() || LIVE.load(Ordering::Acquire) == 0 {
-        return false;
+/// Finds the first slice of `bufs` that lies in a mapping (one look at the list for all of them;
+/// none at all while nothing is mapped).
+pub fn first_mapped(bufs: &[IoSlice<'_>]) -> Option<Found> {
+    if LIVE.load(Ordering::Acquire) == 0 {
+        return None;
     }
-    let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
     let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
-    regions.iter().any(|r| r.holds(start, end))
+    bufs.iter().enumerate().filter(|(_, b)| !b.is_empty()).find_map(|(index, b)| {
+        let (start, end) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len());
+        let r = regions.iter().find(|r| r.holds(start, end))?;
+        Some(Found { index, file: r.file.clone(), offset: (start - r.start) as u64, room: r.end - start })
+    })
 }
 
 /// After `span` was found resident: its pages entered into this process's page tables, once
@@ -250,12 +254,13 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&vec![5u8; 100_000]).unwrap();
         let m = map(&f, 100_000).unwrap();
-        let (file, offset, room) = locate(&m[4_000..9_000]).expect("a slice of a mapping");
-        assert_eq!((offset, room), (4_000, 96_000));
-        assert_eq!(file.metadata().unwrap().len(), 100_000);
-        assert!(is_mapped(&m[99_999..]));
         let copy = m[4_000..9_000].to_vec();
-        assert!(locate(&copy).is_none() && !is_mapped(&copy), "a copy lies outside every mapping");
+        let bufs = [IoSlice::new(b""), IoSlice::new(&copy), IoSlice::new(&m[4_000..9_000]), IoSlice::new(&m[99_999..])];
+        let found = first_mapped(&bufs).expect("a slice of a mapping");
+        assert_eq!((found.index, found.offset, found.room), (2, 4_000, 96_000), "the copy lies outside every mapping");
+        assert_eq!(found.file.metadata().unwrap().len(), 100_000);
+        assert!(first_mapped(&bufs[..2]).is_none());
+        assert_eq!(first_mapped(&bufs[3..]).map(|f| (f.offset, f.room)), Some((99_999, 1)));
         let range = (m.as_ptr() as usize, m.len());
         drop(m);
         let still = REGIONS.read().unwrap().iter().any(|r| r.start == range.0 && r.end == range.0 + range.1);
