@@ -66,7 +66,11 @@ impl AsyncRead for Counted {
 impl Counted {
     /// Runs the non-blocking send `f` once the socket is writable, again each time it finds the
     /// socket full.
-    fn poll_send(&self, cx: &mut Context<'_>, mut f: impl FnMut() -> std::io::Result<usize>) -> Poll<std::io::Result<usize>> {
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut() -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
         loop {
             std::task::ready!(self.inner.poll_write_ready(cx))?;
             match self.inner.try_io(Interest::WRITABLE, &mut f) {
@@ -78,7 +82,13 @@ impl Counted {
 
     /// Up to `len` bytes of `file` from `offset`, by `sendfile(2)`. `Ok(0)` if the file ended
     /// early (shrunk in place): hyper then ends the connection.
-    fn poll_sendfile(&self, cx: &mut Context<'_>, file: &File, offset: u64, len: usize) -> Poll<std::io::Result<usize>> {
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
         self.poll_send(cx, || {
             let mut at = offset;
             Ok(rustix::fs::sendfile(&self.inner, file, Some(&mut at), len)?)
@@ -94,7 +104,8 @@ impl Counted {
         };
         let head = &bufs[..found.index];
         if head.iter().any(|b| !b.is_empty()) {
-            return self.poll_send(cx, || socket2::SockRef::from(&self.inner).send_vectored_with_flags(head, libc::MSG_MORE));
+            return self
+                .poll_send(cx, || socket2::SockRef::from(&self.inner).send_vectored_with_flags(head, libc::MSG_MORE));
         }
         // Chunks hyper queued one after another in the same mapping go in the same call.
         let at = bufs[found.index].as_ptr() as usize;
@@ -207,10 +218,13 @@ mod tests {
         let _keep = mapped(1 << 16); // a live mapping elsewhere changes nothing for other buffers
         let (mut counted, written, mut client) = pair().await;
         let (a, b) = (vec![1u8; 300], vec![2u8; 5000]);
-        let n = tokio::time::timeout(Duration::from_secs(10), counted.write_vectored(&[IoSlice::new(&a), IoSlice::new(&b)]))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            counted.write_vectored(&[IoSlice::new(&a), IoSlice::new(&b)]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(n, 5300, "one writev took both");
         assert_eq!(written.get(), 5300);
         let mut got = vec![0u8; 5300];
@@ -227,7 +241,8 @@ mod tests {
         let bufs = [IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(&c)];
         let n = tokio::time::timeout(Duration::from_secs(10), counted.write_vectored(&bufs)).await.unwrap().unwrap();
         assert_eq!(n, 30_000, "two chunks that continue each other in one call, the third apart");
-        let n = tokio::time::timeout(Duration::from_secs(10), counted.write_vectored(&bufs[2..])).await.unwrap().unwrap();
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), counted.write_vectored(&bufs[2..])).await.unwrap().unwrap();
         assert_eq!(n, 10_000);
         assert_eq!(written.get(), 40_000);
         let mut got = vec![0u8; 40_000];

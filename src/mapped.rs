@@ -148,7 +148,8 @@ fn enter(span: &[u8]) {
     // SAFETY: [aligned, end) lies within the live mapping `span` borrows (mappings are page
     // aligned). MADV_POPULATE_READ only enters pages into the page tables, reading them in if
     // needed — `span` was just found resident, so it does not wait for the disk.
-    let entered = unsafe { rustix::mm::madvise(aligned as *mut _, end - aligned, rustix::mm::Advice::LinuxPopulateRead) };
+    let entered =
+        unsafe { rustix::mm::madvise(aligned as *mut _, end - aligned, rustix::mm::Advice::LinuxPopulateRead) };
     if entered.is_err() {
         // Kernels before 5.14: touching each page enters it too.
         fault_in(span);
