@@ -43,8 +43,15 @@ struct Region {
 }
 
 impl Region {
-    fn holds(&self, start: usize, end: usize) -> bool {
-        self.start <= start && end <= self.end
+    /// The live region `span` lies in, if any, among `regions`.
+    fn holding<'a>(regions: &'a [Region], span: &[u8]) -> Option<&'a Region> {
+        let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
+        regions.iter().find(|r| r.start <= start && end <= r.end)
+    }
+
+    /// `span`'s offset in this region's file (`span` lies in it).
+    fn offset_of(&self, span: &[u8]) -> usize {
+        span.as_ptr() as usize - self.start
     }
 }
 
@@ -118,9 +125,9 @@ pub fn first_mapped(bufs: &[IoSlice<'_>]) -> Option<Found> {
     }
     let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
     bufs.iter().enumerate().filter(|(_, b)| !b.is_empty()).find_map(|(index, b)| {
-        let (start, end) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len());
-        let r = regions.iter().find(|r| r.holds(start, end))?;
-        Some(Found { index, file: r.file.clone(), offset: (start - r.start) as u64, room: r.end - start })
+        let r = Region::holding(&regions, b)?;
+        let offset = r.offset_of(b);
+        Some(Found { index, file: r.file.clone(), offset: offset as u64, room: r.end - r.start - offset })
     })
 }
 
@@ -130,12 +137,12 @@ pub fn first_mapped(bufs: &[IoSlice<'_>]) -> Option<Found> {
 /// `sendfile` are never touched through the mapping. Only blocks `span` covers whole are
 /// marked; a range's ragged edges are entered again, which costs a walk of page tables.
 fn enter(span: &[u8]) {
-    let (start, end) = (span.as_ptr() as usize, span.as_ptr() as usize + span.len());
     let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
-    let Some(r) = regions.iter().find(|r| r.holds(start, end)) else {
+    let Some(r) = Region::holding(&regions, span) else {
         return;
     };
-    let (from, to) = (start - r.start, end - r.start);
+    let (from, to) = (r.offset_of(span), r.offset_of(span) + span.len());
+    let (start, end) = (r.start + from, r.start + to);
     let bit = |b: usize| (&r.entered[b / 64], 1u64 << (b % 64));
     if (from / BLOCK..=(to - 1) / BLOCK).all(|b| {
         let (word, mask) = bit(b);
