@@ -1,10 +1,11 @@
 //! How a gathered group becomes durable: journalled, or a durable redb commit (a checkpoint).
 //!
-//! [`apply`] runs a group's batches in one redb transaction. A group made only of the download
-//! path's ops is journalled: one frame written and fsynced ([`super::journal`]), then redb
-//! commits without an fsync. Any other group — and the first one after the journal passes
-//! [`CHECKPOINT_AT`] — is a durable redb commit, after the record file is fsynced, and the
-//! journal starts over. [`publish_alone`] makes gathered records visible when nothing else is
+//! [`apply`] runs a group's batches. A group made only of the download path's ops is journalled:
+//! one frame written and fsynced ([`super::journal`]); its records, counter changes and time
+//! index entries reach redb when they are published, in a commit without an fsync, every few
+//! groups ([`super::pending`], [`super::unapplied`]). Any other group — and the first one after
+//! the journal passes [`CHECKPOINT_AT`] — runs in one redb transaction committed durably, after
+//! the record file is fsynced, and the journal starts over. [`publish_alone`] makes gathered records visible when nothing else is
 //! queued; [`healthy`] reopens the database after a failed commit.
 
 use super::disk::DbHandle;
@@ -13,9 +14,9 @@ use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
 use super::mirror::Mirror;
 use super::pending::Pending;
 use super::records::RecordFile;
-use super::recover::{recover, set_journal_applied};
+use super::recover::recover;
 use super::writer::{load_chain, Batch, Chain, Committed, Op, Reply, Tx};
-use super::{OrderGate, StoreError, ACTIVITY_AT, KV_TABLES, LINKS, SPENT};
+use super::{OrderGate, StoreError, KV_TABLES, LINKS, SPENT};
 use crate::store::stats::WriterStats;
 use crate::store::GateSink;
 use redb::{Database, TableDefinition};
@@ -60,9 +61,11 @@ pub(super) fn publish_alone(
     }
     let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| {
         let mut tx = db.begin_write()?;
-        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+        let applied = logs.journal.next_frame() - 1;
+        logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
         tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
         tx.commit()?;
+        logs.pending.published(applied);
         Ok(())
     });
     if let Err(e) = &result {
@@ -96,7 +99,9 @@ pub(super) fn healthy(
         handle.reopen()?;
         let db = handle.get()?;
         let frames = logs.journal.read_back()?;
-        logs.journal.restart(recover(&db, &frames, &mut logs.records)?);
+        let applied = recover(&db, &frames, &mut logs.records)?;
+        logs.journal.restart(applied);
+        logs.pending.published(applied);
         // Recovery indexed every record the index table lacked.
         logs.recent.clear();
         let gate_version = chain.gate_version;
@@ -109,12 +114,14 @@ pub(super) fn healthy(
     handle.get()
 }
 
-/// Applies a group in one transaction; returns what each batch reports.
+/// Applies a group; returns what each batch reports.
 ///
 /// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is written and
-/// fsynced, then redb commits without an fsync of its own. Any other group, or one arriving when
-/// the journal is past [`CHECKPOINT_AT`], is a durable redb commit — which also makes every earlier
-/// journalled commit durable in redb, so the journal starts over after it.
+/// fsynced, and redb sees nothing of it until the records are due for publication (see
+/// [`super::pending`]) — its counter changes wait in [`super::unapplied`], where readers add them.
+/// Any other group, or one arriving when the journal is past [`CHECKPOINT_AT`] (or whose frame
+/// would not fit), is a durable redb commit — which also makes every earlier journalled group
+/// durable in redb, so the journal starts over after it.
 pub(super) fn apply(
     db: &Database,
     group: &mut [Batch],
@@ -124,105 +131,128 @@ pub(super) fn apply(
     logs: &mut Logs,
     appended: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
-    let mut tx = db.begin_write()?;
-    let mut results = Vec::with_capacity(group.len());
     let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
     logs.frame.clear();
     logs.pending.start_group(chain.next_seq);
     logs.group_ix.clear();
-    let keep = logs.mirror.is_some();
-    {
-        // A journalled group's ops touch only counters and records (`Op::is_hot`).
-        let mut links = if hot { None } else { Some(tx.open_table(LINKS)?) };
-        let mut spent = tx.open_table(SPENT)?;
-        let mut activity_at = tx.open_table(ACTIVITY_AT)?;
-        let mut kv = BTreeMap::new();
-        if !hot {
-            for name in KV_TABLES {
-                kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
-            }
-        }
-        let mut t = Tx {
-            links: links.as_mut(),
-            spent: &mut spent,
-            kv: &mut kv,
-            records: logs.pending.buf(),
-            activity_at: &mut activity_at,
-            ix: &mut logs.group_ix,
-            gates: &mut logs.gates,
-            base_offset: logs.records.len(),
-            chain,
-            now_us,
-            last_seq: None,
-            appended: keep.then_some(appended),
-            indexed_at: None,
-            at_text: (0, String::new()),
-            frame: hot.then_some(&mut logs.frame),
-            overlay: BTreeMap::new(),
-        };
-        for b in group.iter_mut() {
-            t.last_seq = None;
-            let mark = t.mark();
-            let mut output = None;
-            let mut failed = None;
-            for op in std::mem::take(&mut b.ops) {
-                match t.apply(op) {
-                    Ok(Some(o)) => output = Some(o),
-                    Ok(None) => {}
-                    // A batch that fails for its own reasons (a stored value that does not decode,
-                    // a broken invariant) fails alone, with nothing of it written; I/O fails the
-                    // group. A journalled group has no such ops (and its frame is not undone).
-                    Err(e) if !hot && !e.is_transient() => {
-                        failed = Some(e);
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            match failed {
-                None => {
-                    t.keep()?;
-                    results.push(Ok(Committed { last_seq: t.last_seq, output }));
-                }
-                Some(e) => {
-                    tracing::error!(error = %e, "a batch failed and was rolled back; the rest of its group commits");
-                    t.roll_back(mark);
-                    results.push(Err(e));
-                }
-            }
-        }
+    if !hot {
+        let tx = db.begin_write()?;
+        let results = run_group(Some(&tx), group, chain, now_us, logs, appended)?;
+        checkpoint(tx, chain, logs)?;
+        return Ok(results);
     }
-    let journalled = hot && logs.journal.fits(logs.frame.frame_len());
+    let results = run_group(None, group, chain, now_us, logs, appended)?;
+    if !logs.journal.fits(logs.frame.frame_len()) {
+        checkpoint(db.begin_write()?, chain, logs)?;
+        return Ok(results);
+    }
+    // Durable before redb makes any of it visible: a reader never sees what a crash could take back.
+    logs.journal.append(&logs.frame)?;
     let at = std::time::Instant::now();
-    if !journalled || force_publish || logs.pending.due(at) {
-        logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
-    }
-    let applied = if journalled { logs.journal.next_frame() } else { logs.journal.next_frame() - 1 };
-    // Written by journalled commits too: redb makes a pending non-durable commit durable when it
-    // closes cleanly, and that state must not claim fewer frames than it holds (a replay would
-    // count them twice).
-    set_journal_applied(&tx, applied)?;
-    if journalled {
+    if force_publish || logs.pending.due(at) {
+        let mut tx = db.begin_write()?;
+        let applied = logs.journal.next_frame() - 1;
+        logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
         tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
-        // Durable before redb makes it visible: a reader never sees what a crash could take back.
-        logs.journal.append(&logs.frame)?;
         tx.commit()?;
-        logs.recent.add(&logs.group_ix);
-        logs.pending.committed(at);
-    } else {
-        let flush = logs.recent.due();
-        if flush {
-            logs.recent.write_into(&tx, &logs.group_ix)?;
+        logs.pending.published(applied);
+    }
+    logs.recent.add(&logs.group_ix);
+    logs.pending.committed(at);
+    Ok(results)
+}
+
+/// Runs a group's batches: in `tx` (a durable commit's, with every table open), or — a journalled
+/// group, `None` — into its journal frame and [`super::pending`] only.
+fn run_group(
+    tx: Option<&redb::WriteTransaction>,
+    group: &mut [Batch],
+    chain: &mut Chain,
+    now_us: u64,
+    logs: &mut Logs,
+    appended: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let hot = tx.is_none();
+    let mut results = Vec::with_capacity(group.len());
+    let mut links = tx.map(|t| t.open_table(LINKS)).transpose()?;
+    let mut spent = tx.map(|t| t.open_table(SPENT)).transpose()?;
+    let mut kv = BTreeMap::new();
+    if let Some(tx) = tx {
+        for name in KV_TABLES {
+            kv.insert(name, tx.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
         }
-        // Records first: redb's durable end must never cover bytes that are not on disk.
-        logs.records.sync()?;
-        tx.commit()?;
-        if flush {
-            logs.recent.clear();
-        } else {
-            logs.recent.add(&logs.group_ix);
+    }
+    let keep = logs.mirror.is_some();
+    let (records, changes) = logs.pending.parts();
+    let mut t = Tx {
+        links: links.as_mut(),
+        spent: spent.as_mut(),
+        kv: &mut kv,
+        records,
+        changes,
+        ix: &mut logs.group_ix,
+        gates: &mut logs.gates,
+        base_offset: logs.records.len(),
+        chain,
+        now_us,
+        last_seq: None,
+        appended: keep.then_some(appended),
+        at_text: (0, String::new()),
+        frame: hot.then_some(&mut logs.frame),
+        overlay: BTreeMap::new(),
+    };
+    for b in group.iter_mut() {
+        t.last_seq = None;
+        let mark = t.mark();
+        let mut output = None;
+        let mut failed = None;
+        for op in std::mem::take(&mut b.ops) {
+            match t.apply(op) {
+                Ok(Some(o)) => output = Some(o),
+                Ok(None) => {}
+                // A batch that fails for its own reasons (a stored value that does not decode,
+                // a broken invariant) fails alone, with nothing of it written; I/O fails the
+                // group. A journalled group has no such ops (and its frame is not undone).
+                Err(e) if !hot && !e.is_transient() => {
+                    failed = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        logs.journal.restart(applied);
+        match failed {
+            None => {
+                t.keep()?;
+                results.push(Ok(Committed { last_seq: t.last_seq, output }));
+            }
+            Some(e) => {
+                tracing::error!(error = %e, "a batch failed and was rolled back; the rest of its group commits");
+                t.roll_back(mark);
+                results.push(Err(e));
+            }
+        }
     }
     Ok(results)
+}
+
+/// Commits `tx` durably with everything gathered (a checkpoint): redb then holds every frame
+/// written so far, and the journal starts over.
+fn checkpoint(tx: redb::WriteTransaction, chain: &Chain, logs: &mut Logs) -> Result<(), StoreError> {
+    let applied = logs.journal.next_frame() - 1;
+    logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
+    let flush = logs.recent.due();
+    if flush {
+        logs.recent.write_into(&tx, &logs.group_ix)?;
+    }
+    // Records first: redb's durable end must never cover bytes that are not on disk.
+    logs.records.sync()?;
+    tx.commit()?;
+    logs.pending.published(applied);
+    if flush {
+        logs.recent.clear();
+    } else {
+        logs.recent.add(&logs.group_ix);
+    }
+    logs.journal.restart(applied);
+    Ok(())
 }

@@ -53,6 +53,7 @@ mod pending;
 pub mod records;
 mod recover;
 pub mod tx;
+pub mod unapplied;
 pub mod writer;
 
 use crate::activity::Record;
@@ -68,6 +69,7 @@ pub use disk::DiskSwitch;
 use migrate::migrate;
 pub use offline::scan_activity_offline;
 use offline::scan_records;
+use recover::journal_applied;
 
 /// The hot-path journal's file in `data_dir` (see [`journal`]).
 pub const JOURNAL_FILE: &str = "journal.wal";
@@ -197,14 +199,20 @@ impl Embedded {
         self.writer.stop().await;
     }
 
+    /// A link and its spent bytes: redb's counter plus the journalled changes redb lacks
+    /// ([`unapplied`]).
     pub fn link(&self, id: &LinkId) -> Result<Option<(LinkRecord, u64)>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let Some(raw) = tx.open_table(LINKS)?.get(id.as_slice())? else {
-            return Ok(None);
-        };
-        let rec: LinkRecord = serde_json::from_slice(raw.value())?;
-        let spent = tx.open_table(SPENT)?.get(spent_key(&rec).as_slice())?.map_or(0, |v| v.value());
-        Ok(Some((rec, spent)))
+        let (rec, spent) = self.writer.unapplied.spent(|| {
+            let tx = self.db.get()?.begin_read()?;
+            let Some(raw) = tx.open_table(LINKS)?.get(id.as_slice())? else {
+                return Ok::<_, StoreError>((None, Vec::new(), 0));
+            };
+            let rec: LinkRecord = serde_json::from_slice(raw.value())?;
+            let key = spent_key(&rec);
+            let spent = tx.open_table(SPENT)?.get(key.as_slice())?.map_or(0, |v| v.value());
+            Ok((Some(rec), vec![(key, spent)], journal_applied(&tx.open_table(META)?)?))
+        })?;
+        Ok(rec.map(|r| (r, spent[0])))
     }
 
     pub fn file(&self, product_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
@@ -353,18 +361,22 @@ impl Embedded {
         scan_records(&self.db.get()?.begin_read()?, &self.records, f)
     }
 
-    /// Every link with its spent bytes (for `move-store`).
+    /// Every link with its spent bytes (for `move-store`), journalled changes included.
     pub fn all_links(&self) -> Result<Vec<(LinkRecord, u64)>, StoreError> {
-        let tx = self.db.get()?.begin_read()?;
-        let (links, spent) = (tx.open_table(LINKS)?, tx.open_table(SPENT)?);
-        let mut out = Vec::new();
-        for item in links.iter()? {
-            let (_, raw) = item?;
-            let rec: LinkRecord = serde_json::from_slice(raw.value())?;
-            let s = spent.get(spent_key(&rec).as_slice())?.map_or(0, |v| v.value());
-            out.push((rec, s));
-        }
-        Ok(out)
+        let (recs, spent) = self.writer.unapplied.spent(|| {
+            let tx = self.db.get()?.begin_read()?;
+            let (links, spent) = (tx.open_table(LINKS)?, tx.open_table(SPENT)?);
+            let (mut recs, mut stored) = (Vec::new(), Vec::new());
+            for item in links.iter()? {
+                let (_, raw) = item?;
+                let rec: LinkRecord = serde_json::from_slice(raw.value())?;
+                let key = spent_key(&rec);
+                stored.push((key, spent.get(key.as_slice())?.map_or(0, |v| v.value())));
+                recs.push(rec);
+            }
+            Ok::<_, StoreError>((recs, stored, journal_applied(&tx.open_table(META)?)?))
+        })?;
+        Ok(recs.into_iter().zip(spent).collect())
     }
 
     /// Every row of a key/value table (for `move-store`).

@@ -359,3 +359,59 @@ fn answers_arrive_from_the_runtime_task_and_without_it() {
     assert_eq!(commit_three(&second), vec![4, 5, 6]);
     second.block_on(store.close());
 }
+
+/// A journalled group's counter changes reach redb only when its records are published (see
+/// [`unapplied`]); until then a reader of the link gets them from memory, exactly once — before
+/// the publication, after it, and after a failed commit, when the journal's replay holds them.
+#[tokio::test]
+async fn journalled_counter_changes_are_read_back_exactly_once_before_and_after_they_reach_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskSwitch::default();
+    let store = Embedded::open_with(dir.path(), Default::default(), None, Some(disk.clone())).unwrap();
+    let rec = LinkRecord {
+        link_id: hex::encode([5u8; 16]),
+        order_id: "o".into(),
+        tenant_id: None,
+        product_id: "p".into(),
+        file_id: "f".into(),
+        key_id: 1,
+        issued_at: 1_700_000_000,
+        expires_at: i64::MAX,
+        max_uses: 50,
+        unit: 100,
+    };
+    let key = spent_key(&rec);
+    let in_redb = || {
+        let tx = store.database().unwrap().begin_read().unwrap();
+        tx.open_table(SPENT).unwrap().get(key.as_slice()).unwrap().map(|v| v.value())
+    };
+    let spent = || store.link(&[5; 16]).unwrap().expect("the link is stored").1;
+    let download = |bytes| vec![Op::Reserve { key, bytes }, Op::append(Entry::new(Kind::DownloadStarted))];
+
+    // Issuing is a durable redb commit: nothing is left unpublished after it, so the next
+    // journalled group does not publish.
+    store.writer().commit(vec![Op::PutLink(rec.clone())]).await.unwrap();
+    store.writer().commit(download(100)).await.unwrap();
+    assert_eq!(in_redb(), Some(0), "redb does not hold the journalled reservation yet");
+    assert_eq!(spent(), 100);
+
+    store.publish().await.unwrap();
+    assert_eq!(in_redb(), Some(100), "published with the records");
+    assert_eq!(spent(), 100, "not counted twice");
+
+    store.writer().commit(download(100)).await.unwrap();
+    store.writer().send(vec![Op::Refund { key, bytes: 30 }, Op::append(Entry::new(Kind::DownloadFinished))]).unwrap();
+    store.writer().flush().await.unwrap();
+    assert_eq!(spent(), 170);
+
+    // A failed commit: the writer reopens redb and replays the journal, whose frames hold every
+    // change answered so far; the failed group's reservation is not among them.
+    disk.set_full(true);
+    assert!(store.writer().commit(download(100)).await.is_err());
+    disk.set_full(false);
+    store.writer().commit(download(100)).await.unwrap();
+    assert_eq!(spent(), 270);
+    store.publish().await.unwrap();
+    assert_eq!((in_redb(), spent()), (Some(270), 270));
+    store.close().await;
+}

@@ -5,6 +5,7 @@
 
 use super::index::{self, Tags};
 use super::journal::FrameBuf;
+use super::pending::GroupChanges;
 use super::writer::{Chain, Op};
 use super::{FileRecord, OrderGate, SpentKey, StoreError};
 use crate::activity::{Entry, Record};
@@ -18,12 +19,15 @@ use std::collections::BTreeMap;
 pub struct Tx<'a, 't> {
     /// Not opened for a journalled group, whose ops never write a link.
     pub(super) links: Option<&'a mut Table<'t, &'static [u8], &'static [u8]>>,
-    pub(super) spent: &'a mut Table<'t, &'static [u8], u64>,
+    /// Not opened for a journalled group either: its counter changes go to `changes`.
+    pub(super) spent: Option<&'a mut Table<'t, &'static [u8], u64>>,
     pub(super) kv: &'a mut BTreeMap<&'static str, Table<'t, &'static str, &'static [u8]>>,
     /// The records not yet in the record file, this group's last, one per line (see
     /// [`super::pending`]).
     pub(super) records: &'a mut Vec<u8>,
-    pub(super) activity_at: &'a mut Table<'t, (u64, u64), ()>,
+    /// Counter changes and time index entries, applied to redb when the records are published
+    /// (see [`super::pending`]).
+    pub(super) changes: GroupChanges<'a>,
     /// The group's filter index entries — `(tags, seq, offset)` — and the record file's length,
     /// where `records` will start (see [`index`]).
     pub(super) ix: &'a mut Vec<(Tags, u64, u64)>,
@@ -33,8 +37,6 @@ pub struct Tx<'a, 't> {
     pub(super) last_seq: Option<u64>,
     /// Records appended in this transaction, as stored: for the JSON Lines mirror (if any).
     pub(super) appended: Option<&'a mut Vec<(u64, Vec<u8>)>>,
-    /// The `at` the time index already has an entry for in this transaction.
-    pub(super) indexed_at: Option<u64>,
     /// The last `at` formatted, and its text (a group's records share one).
     pub(super) at_text: (u64, String),
     /// The journal frame being built, when this group is journalled rather than fsynced by redb.
@@ -184,7 +186,7 @@ impl<'t> Tx<'_, 't> {
         self.ix.push((*tags, seq, self.base_offset + self.records.len() as u64));
         self.records.extend_from_slice(&json);
         self.records.push(b'\n');
-        index_at(self.activity_at, &mut self.indexed_at, seq, at_us)?;
+        self.changes.at(seq, at_us);
         if let Some(f) = self.frame.as_deref_mut() {
             f.record(seq, at_us, &json);
         }
@@ -201,13 +203,13 @@ impl<'t> Tx<'_, 't> {
     pub(super) fn apply(&mut self, op: Op) -> Result<Option<Box<dyn Any + Send>>, StoreError> {
         match op {
             Op::Reserve { key, bytes } => {
-                add_spent(self.spent, &key, bytes, true)?;
+                self.changes.counter(&key, bytes as i64);
                 if let Some(f) = self.frame.as_deref_mut() {
                     f.reserve(&key, bytes);
                 }
             }
             Op::Refund { key, bytes } => {
-                add_spent(self.spent, &key, bytes, false)?;
+                self.changes.counter(&key, -(bytes as i64));
                 if let Some(f) = self.frame.as_deref_mut() {
                     f.refund(&key, bytes);
                 }
@@ -216,7 +218,8 @@ impl<'t> Tx<'_, 't> {
                 let id = hex::decode(&rec.link_id).map_err(|e| StoreError::Bug(e.to_string()))?;
                 let links = self.links.as_deref_mut().ok_or_else(|| StoreError::Bug("links table not open".into()))?;
                 links.insert(id.as_slice(), serde_json::to_vec(&rec)?.as_slice())?;
-                self.spent.insert(super::spent_key(&rec).as_slice(), 0)?;
+                let spent = self.spent.as_deref_mut().ok_or_else(|| StoreError::Bug("spent table not open".into()))?;
+                spent.insert(super::spent_key(&rec).as_slice(), 0)?;
                 self.put_raw(ORDER_LINKS, &format!("{}\0{}", rec.order_id, rec.link_id), b"")?;
             }
             Op::PutFile(rec) => self.put_json(FILES_KV, &super::file_key(&rec.product_id, &rec.file_id), &rec)?,

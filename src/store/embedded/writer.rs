@@ -28,6 +28,7 @@ use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal};
 use super::pending::Pending;
 use super::records::{self, RecordFile};
+use super::unapplied::Unapplied;
 use super::{FileRecord, LinkRecord, OrderGate, SpentKey, StoreError};
 use crate::activity::{at_micros, Entry, Record, GENESIS};
 pub use crate::store::stats::WriterStats;
@@ -113,6 +114,8 @@ pub struct Writer {
     pub stats: Arc<WriterStats>,
     /// Filter index entries the index table does not hold yet (see [`index`]).
     pub(super) recent: index::Recent,
+    /// Counter changes durable in the journal that redb does not hold yet (see [`Unapplied`]).
+    pub(super) unapplied: Arc<Unapplied>,
     gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
 }
 
@@ -135,7 +138,12 @@ impl Writer {
         let mut journal = Journal::open(&files.journal, files.disk.clone())?;
         let mut records = RecordFile::open(&files.records, files.disk)?;
         let frames = journal.read_back()?;
-        journal.restart(recover(&*db.get()?, &frames, &mut records)?);
+        let applied = recover(&*db.get()?, &frames, &mut records)?;
+        journal.restart(applied);
+        let unapplied = Arc::new(Unapplied::default());
+        unapplied.rebase(applied);
+        let mut pending = Pending::default();
+        pending.unapplied = unapplied.clone();
         let chain = load_chain(&*db.get()?, records.path())?;
         let mut mirror = jsonl.map(|path| Mirror::open(path, records.path().to_owned())).transpose()?;
         if let Some(m) = mirror.as_mut() {
@@ -155,7 +163,7 @@ impl Writer {
                 journal,
                 frame: FrameBuf::default(),
                 records,
-                pending: Pending::default(),
+                pending,
                 group_ix: Vec::new(),
                 recent: held,
                 gates: Vec::new(),
@@ -163,7 +171,7 @@ impl Writer {
             };
             run(db, rx, chain, Shared { epoch, stats: st, clock, answers }, logs)
         })?;
-        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, gate_sink })
+        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, unapplied, gate_sink })
     }
 
     /// Names who hears of committed gate changes (once; later calls change nothing).
@@ -328,10 +336,12 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
     if !broken && (!logs.pending.is_empty() || !logs.recent.is_empty()) {
         let flushed = handle.get().and_then(|db| {
             let tx = db.begin_write()?;
-            logs.pending.publish(&tx, &mut logs.records, chain.next_seq)?;
+            let applied = logs.journal.next_frame() - 1;
+            logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
             logs.records.sync()?;
             logs.recent.write_into(&tx, &[])?;
             tx.commit()?;
+            logs.pending.published(applied);
             Ok(())
         });
         if let Err(e) = flushed {

@@ -1,0 +1,124 @@
+//! Counter changes that are durable in the journal but not yet in redb, and how readers add them.
+//!
+//! A journalled group's reservations and refunds are on disk once its journal frame is (see
+//! [`super::journal`]). Writing them into redb's spent table too, in every group, cost the writer
+//! a B-tree update per download and a redb commit per group, on every request's path. So the
+//! writer keeps them here instead and applies them to redb together with the records' publication
+//! ([`super::pending`]): one transaction every few groups, one update per link however many
+//! downloads it had meanwhile.
+//!
+//! ## How a reader stays exact
+//!
+//! The changes here sit on top of the redb state whose `meta/journal_applied` is [`Unapplied`]'s
+//! `base`: they are the frames numbered past it. A reader ([`Unapplied::spent`]) holds the read
+//! lock while it opens its read transaction and reads the counter and the marker; the writer takes
+//! the write lock only to add a durable group's changes, and — after the transaction that applied
+//! them all has committed — to empty the set and move `base` to that transaction's marker. So a
+//! reader's snapshot either is from before that commit (its marker equals `base`, and the changes
+//! it lacks are all here) or from after it (its marker is past `base`, and the snapshot has them
+//! all): it adds them exactly when its snapshot lacks them. A change is added only once its frame
+//! is durable, before anyone is answered; after a failed commit the writer replays the journal
+//! into redb and starts the set over at the marker recovery reports.
+
+use super::SpentKey;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Changes to counters journalled past `base`, shared by the writer and readers.
+#[derive(Default)]
+pub struct Unapplied {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The `meta/journal_applied` of the redb state these changes sit on.
+    base: u64,
+    deltas: HashMap<SpentKey, i64, crate::ledger::Fast>,
+}
+
+impl Unapplied {
+    /// Starts over on top of the redb state whose marker is `base` (at open, after recovery).
+    pub(super) fn rebase(&self, base: u64) {
+        let mut g = self.inner.write().expect("not poisoned");
+        g.base = base;
+        g.deltas.clear();
+    }
+
+    /// Adds a durable group's changes.
+    pub(super) fn add(&self, changes: &[(SpentKey, i64)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut g = self.inner.write().expect("not poisoned");
+        for (k, d) in changes {
+            *g.deltas.entry(*k).or_default() += d;
+        }
+    }
+
+    /// Calls `f` for every held change (the writer, applying them in a transaction).
+    pub(super) fn for_each(
+        &self,
+        mut f: impl FnMut(&SpentKey, i64) -> Result<(), super::StoreError>,
+    ) -> Result<(), super::StoreError> {
+        let g = self.inner.read().expect("not poisoned");
+        g.deltas.iter().filter(|(_, d)| **d != 0).try_for_each(|(k, d)| f(k, *d))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.inner.read().expect("not poisoned").deltas.is_empty()
+    }
+
+    /// Counters as the journal has them. `read` opens a read transaction and returns what it
+    /// read, the counters redb holds (by key) and that snapshot's `journal_applied`; it runs
+    /// while the writer cannot move `base` (see the module's notes).
+    pub fn spent<T, E>(
+        &self,
+        read: impl FnOnce() -> Result<(T, Vec<(SpentKey, u64)>, u64), E>,
+    ) -> Result<(T, Vec<u64>), E> {
+        let g = self.inner.read().expect("not poisoned");
+        let (value, stored, marker) = read()?;
+        let now = stored
+            .iter()
+            .map(|(k, s)| apply(*s, if marker == g.base { g.deltas.get(k).copied().unwrap_or(0) } else { 0 }))
+            .collect();
+        Ok((value, now))
+    }
+}
+
+/// `stored` changed by `delta` (never below zero).
+pub(super) fn apply(stored: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        stored.saturating_add(delta as u64)
+    } else {
+        stored.saturating_sub(delta.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(stored: u64, marker: u64) -> impl FnOnce() -> Result<((), Vec<(SpentKey, u64)>, u64), ()> {
+        move || Ok(((), vec![([1; 24], stored), ([3; 24], stored)], marker))
+    }
+
+    #[test]
+    fn a_snapshot_at_the_base_gets_the_changes_and_a_later_one_does_not() {
+        let u = Unapplied::default();
+        u.rebase(7);
+        u.add(&[([1; 24], 300), ([1; 24], -100), ([2; 24], 50)]);
+        assert_eq!(u.spent(read(1000, 7)), Ok(((), vec![1200, 1000])));
+        // The transaction that applied them has committed (marker 9), the set not yet emptied.
+        assert_eq!(u.spent(read(1200, 9)), Ok(((), vec![1200, 1200])));
+        u.rebase(9);
+        assert!(u.is_empty());
+        assert_eq!(u.spent(read(1200, 9)), Ok(((), vec![1200, 1200])));
+    }
+
+    #[test]
+    fn a_refund_never_takes_a_counter_below_zero() {
+        assert_eq!(apply(100, -300), 0);
+        assert_eq!(apply(100, 50), 150);
+    }
+}
