@@ -99,7 +99,9 @@ pub(super) fn apply(stored: u64, delta: i64) -> u64 {
 mod tests {
     use super::*;
 
-    fn read(stored: u64, marker: u64) -> impl FnOnce() -> Result<((), Vec<(SpentKey, u64)>, u64), ()> {
+    type Read = Result<((), Vec<(SpentKey, u64)>, u64), ()>;
+
+    fn read(stored: u64, marker: u64) -> impl FnOnce() -> Read {
         move || Ok(((), vec![([1; 24], stored), ([3; 24], stored)], marker))
     }
 
