@@ -7,8 +7,9 @@
 //! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, makes it durable, and
 //! only then answers each batch's reply slot (through a task on the runtime, [`answers`]). "Durable" is one of two things: a group made only of
 //! the download path's ops (reservations, refunds, activity records) is written as one frame to
-//! the preallocated [`journal`] and fsynced there, then committed to redb without an fsync
-//! (`Durability::None`: visible to readers at once); any other group — and the first group after
+//! the preallocated [`journal`] and fsynced there, and reaches redb later, with its records'
+//! publication ([`pending`]), in a commit without an fsync (`Durability::None`) — until then
+//! readers of a link's counter add the journalled changes from memory ([`unapplied`]); any other group — and the first group after
 //! the journal passes [`journal::CHECKPOINT_AT`] — is a redb `Durability::Immediate` commit, which
 //! also makes every journalled commit before it durable in redb and lets the journal start over.
 //! A crash loses only redb's non-durable commits, and the next open replays them from the journal
