@@ -59,15 +59,7 @@ pub(super) fn publish_alone(
         }
         return;
     }
-    let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| {
-        let mut tx = db.begin_write()?;
-        let applied = logs.journal.next_frame() - 1;
-        logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
-        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
-        tx.commit()?;
-        logs.pending.published(applied);
-        Ok(())
-    });
+    let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| publish(&db, chain, logs));
     if let Err(e) = &result {
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
         stats.metrics.failed_commits.inc();
@@ -150,16 +142,23 @@ pub(super) fn apply(
     logs.journal.append(&logs.frame)?;
     let at = std::time::Instant::now();
     if force_publish || logs.pending.due(at) {
-        let mut tx = db.begin_write()?;
-        let applied = logs.journal.next_frame() - 1;
-        logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
-        tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
-        tx.commit()?;
-        logs.pending.published(applied);
+        publish(db, chain, logs)?;
     }
     logs.recent.add(&logs.group_ix);
     logs.pending.committed(at);
     Ok(results)
+}
+
+/// Publishes what journalled groups left (records, counter changes, time index entries) in a
+/// redb commit without an fsync: every frame it covers is durable in the journal already.
+fn publish(db: &Database, chain: &Chain, logs: &mut Logs) -> Result<(), StoreError> {
+    let mut tx = db.begin_write()?;
+    let applied = logs.journal.next_frame() - 1;
+    logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
+    tx.set_durability(redb::Durability::None).map_err(|e| StoreError::Bug(e.to_string()))?;
+    tx.commit()?;
+    logs.pending.published(applied);
+    Ok(())
 }
 
 /// Runs a group's batches: in `tx` (a durable commit's, with every table open), or — a journalled
