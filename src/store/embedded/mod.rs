@@ -4,7 +4,7 @@
 //!
 //! Exactly one thread, the writer ([`writer`]), opens write transactions. Everybody else sends it
 //! [`Op`]s in a [`Batch`] over one FIFO channel; it drains what is waiting (up to
-//! [`writer::MAX_BATCH`] batches), applies all of it in one transaction, makes it durable, and
+//! [`writer::MAX_BATCH`] batches), applies all of it together, makes it durable, and
 //! only then answers each batch's reply slot (through a task on the runtime, [`answers`]). "Durable" is one of two things: a group made only of
 //! the download path's ops (reservations, refunds, activity records) is written as one frame to
 //! the preallocated [`journal`] and fsynced there, and reaches redb later, with its records'

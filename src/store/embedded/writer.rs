@@ -4,9 +4,10 @@
 //! send is synchronous and never blocks, so callers may send while holding a short lock (the
 //! ledger relies on this to keep memory's order and the channel's order the same). The thread
 //! blocks for the first batch, then takes whatever else is already waiting, up to [`MAX_BATCH`]
-//! (`gather`; under load it first lets the group fill for [`FILL`]), applies all of it in one
-//! transaction and makes it durable — through the [`super::journal`] for a group of download ops,
-//! through a redb fsync otherwise (`commit`). Only then are the reply slots answered (by a task on
+//! (`gather`; under load it first lets the group fill for [`FILL`]), applies all of it together
+//! and makes it durable — as one [`super::journal`] frame for a group of download ops (redb gets
+//! it later, with the records' publication), in one redb transaction and its fsync otherwise
+//! (`commit`). Only then are the reply slots answered (by a task on
 //! the runtime, [`super::answers`]) — so "replied `Ok`" means "on disk". Under load many requests
 //! share one fsync; when idle a lone request pays one. A group nobody waits for (settlements,
 //! refusal records) first waits up to [`LINGER`] for a batch somebody does, and shares its commit.
