@@ -27,9 +27,9 @@
 
 use super::records::{self, RecordFile, ACTIVITY_POS};
 use super::recover::set_journal_applied;
-use super::unapplied::{self, Unapplied};
+use super::tx::add_spent;
+use super::unapplied::Unapplied;
 use super::{SpentKey, StoreError, ACTIVITY_AT, SPENT};
-use redb::ReadableTable;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -130,11 +130,7 @@ impl Pending {
     ) -> Result<(), StoreError> {
         if !self.group.is_empty() || !self.unapplied.is_empty() {
             let mut spent = tx.open_table(SPENT)?;
-            let mut change = |key: &SpentKey, delta: i64| -> Result<(), StoreError> {
-                let cur = spent.get(key.as_slice())?.map_or(0, |v| v.value());
-                spent.insert(key.as_slice(), unapplied::apply(cur, delta))?;
-                Ok(())
-            };
+            let mut change = |key: &SpentKey, delta: i64| add_spent(&mut spent, key, delta.unsigned_abs(), delta >= 0);
             self.unapplied.for_each(&mut change)?;
             self.group.drain(..).try_for_each(|(k, d)| change(&k, d))?;
         }
