@@ -17,7 +17,9 @@
 #                                                           pointers; PROFILE_FREQ=1999 for more
 #                                                           samples than the default 499 Hz;
 #                                                           PROFILE_SYSTEM=1 records every process
-#                                                           and kernel thread, not only keydrop)
+#                                                           and kernel thread, not only keydrop;
+#                                                           PROFILE_SERVER=nginx records nginx's
+#                                                           processes in its round instead)
 #   PROFILE=strace benches/compare-nginx.sh                (system calls by kind, `strace -c`,
 #                                                           over the first 4 KiB round: strace.txt)
 #
@@ -267,6 +269,12 @@ machine_ticks() {
 write_calls() { # name
   for p in $(server_pids "$1"); do awk '/^syscw/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
 }
+# IP packets sent on the machine so far (`IpOutRequests`: one per skb handed to IP, a GSO skb of
+# up to 64 KiB counting once): per request, both directions of loopback — the server's data and
+# wrk's ACKs — so it tells whether a server sends its bytes in fewer, larger packets.
+ip_packets() {
+  nstat -asz 2>/dev/null | awk '$1 == "IpOutRequests" {print $2}' || echo 0
+}
 # keydrop's CPU ticks, context switches and nanoseconds spent runnable but waiting for a core
 # (`schedstat`'s second field; 0 without scheduler statistics) so far, by thread name ("name ticks
 # switches waited" lines): which of its threads a request's CPU time goes to, how often a thread
@@ -293,8 +301,8 @@ run() { # name url listfile
   # durable writes wait for is its own.
   sync
   local perf_pid=""
-  if [ "${PROFILE:-}" = perf ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
-    local scope=(-p "$KD_PID")
+  if [ "${PROFILE:-}" = perf ] && [ "$1" = "${PROFILE_SERVER:-keydrop}-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
+    local scope=(-p "$(server_pids "$1" | xargs | tr ' ' ,)")
     [ -n "${PROFILE_SYSTEM:-}" ] && scope=(-a)
     perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} "${scope[@]}" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
@@ -306,13 +314,13 @@ run() { # name url listfile
   fi
   local before="" after=""
   case "$1" in keydrop-*) before=$(writer_totals); commit_buckets >"$WORK/$1.commits0" ;; esac
-  local cpu0 w0 th0="" m0; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1"); m0=$(machine_ticks)
+  local cpu0 w0 th0="" m0 p0; cpu0=$(cpu_ticks "$1"); w0=$(write_calls "$1"); m0=$(machine_ticks); p0=$(ip_packets)
   case "$1" in keydrop-*) th0=$(kd_threads) ;; esac
   # wrk shares the machine: its own CPU per request (user + system seconds, from time(1)) is the
   # load generator's share of the two cores, which differs between servers if their answers do.
   /usr/bin/time -f '%U %S' -o "$WORK/$1.wrktime" \
     wrk -t2 -c64 -d"${SECS}s" --latency -s "$WALK" "$2" -- "$3" >"$WORK/$1.out" 2>&1
-  local cpu1 w1 th1="" m1; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1"); m1=$(machine_ticks)
+  local cpu1 w1 th1="" m1 p1; cpu1=$(cpu_ticks "$1"); w1=$(write_calls "$1"); m1=$(machine_ticks); p1=$(ip_packets)
   case "$1" in keydrop-*) th1=$(kd_threads) ;; esac
   if [ -n "$before" ]; then
     after="$WORK/$1.commits.$(date +%s%N)"
@@ -336,8 +344,9 @@ run() { # name url listfile
   cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n > 0) printf "%.0f", (b - a) / hz * 1e6 / n; else print "-" }')
   writes=$(awk -v a="$w0" -v b="$w1" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
+  local packets; packets=$(awk -v a="$p0" -v b="$p1" -v n="${reqs:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.1f", (b - a) / n; else print "-" }')
   local idle; idle=$(echo "$m0 $m1" | awk '{t = $3 - $1; if (t > 0) printf "%.0f", 100 * ($4 - $2) / t; else print "-"}')
-  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req  wrk %s µs/req  idle %s %%\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes" "$wrk_us" "$idle"
+  printf '%-22s %12s req/s %12s/s  p99 %8s  non-2xx %s  cpu %s µs/req  writes %s/req  packets %s/req  wrk %s µs/req  idle %s %%\n' "$1" "$rps" "$tps" "$p99" "${non2xx:-0}" "$cpu_us" "$writes" "$packets" "$wrk_us" "$idle"
   echo "$cpu_us" >>"$WORK/$1.cpu"
   [ -s "$WORK/$1.writer" ] && cat "$WORK/$1.writer"
   if [ -n "$before" ]; then

@@ -190,8 +190,8 @@ fn in_page_cache(span: &[u8]) -> bool {
     let addr = span.as_ptr() as usize;
     let mut start = addr & !(page - 1);
     let end = addr + span.len();
-    // One byte per page, on the stack: up to 128 pages (512 KiB) per call, no allocation.
-    let mut vec = [0u8; 128];
+    // One byte per page, on the stack: up to 512 pages (2 MiB) per call, no allocation.
+    let mut vec = [0u8; 512];
     while start < end {
         let len = (end - start).min(vec.len() * page);
         let pages = len.div_ceil(page);

@@ -9,7 +9,13 @@
 //! read starts ahead of time, so disk and network overlap. When hyper is slow to ask (a slow or
 //! stalled client), reads shrink to [`MIN_CHUNK`] and nothing is read ahead. Memory per download
 //! is therefore at most two large chunks for a fast client and one small chunk for a slow one,
-//! independent of the file's size — 1,000 slow downloads hold about 64 MiB of buffers. Each poll first checks the order's
+//! independent of the file's size — 1,000 slow downloads hold about 64 MiB of buffers. A mapped
+//! file on an HTTP/1 connection is the exception: its spans are slices of the mapping (no buffer
+//! at all), so it hands hyper [`MAPPED_CHUNK`] at a time, and the socket writer sends each span
+//! with as few `sendfile` calls as the socket allows — a chunk boundary would end a call early
+//! and push a short packet. A cut-off response is still charged only what the socket accepted
+//! (see [`ConnDownloads`]); over HTTP/2, where no socket count is per stream, spans stay small.
+//! Each poll first checks the order's
 //! [`Gate`]: once the order is revoked or suspended, the body fails and hyper closes the
 //! connection. When the body is dropped — finished, cut off by the client, revoked, or at
 //! shutdown — its [`Reservation`] is finished exactly once with the bytes actually handed to hyper.
@@ -29,6 +35,8 @@ use tokio::task::JoinHandle;
 pub const CHUNK: usize = 256 * 1024;
 /// The smallest read (and the first), for slow clients.
 pub const MIN_CHUNK: usize = 64 * 1024;
+/// The span a mapped body hands hyper at a time on an HTTP/1 connection (see [`FileStream`]).
+pub const MAPPED_CHUNK: usize = 4 << 20;
 /// A client that asks for more within this long after the last chunk counts as keeping up.
 pub const FAST: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -162,6 +170,10 @@ pub struct FileStream {
     chunk: usize,
     /// Whether to read ahead (the client kept up last time).
     read_ahead: bool,
+    /// Spans of [`MAPPED_CHUNK`], not adapted: a mapped body on a connection whose socket
+    /// counts what it accepted (HTTP/1). Its spans cost no buffer, and a cut-off response is
+    /// charged by the socket's count, not by what hyper was handed.
+    whole: bool,
     /// When the last chunk was handed to hyper.
     yielded_at: Option<std::time::Instant>,
     gate: Arc<Gate>,
@@ -185,6 +197,7 @@ impl FileStream {
         let in_stream = !exclusive_wire && STREAM.try_with(|s| s.register(gate.clone())).is_ok();
         let _registration = (!in_stream).then(|| conn.register(gate.clone()));
         let written = conn.written.as_ref().filter(|_| exclusive_wire).map(|w| (w.clone(), w.get()));
+        let whole = mapped.is_some() && written.is_some();
         let mut s = FileStream {
             file,
             offset: start,
@@ -194,8 +207,9 @@ impl FileStream {
             pending: None,
             memory,
             mapped,
-            chunk: MIN_CHUNK,
-            read_ahead: false,
+            chunk: if whole { MAPPED_CHUNK } else { MIN_CHUNK },
+            read_ahead: whole,
+            whole,
             yielded_at: None,
             gate,
             outcome: None,
@@ -276,7 +290,7 @@ impl http_body::Body for FileStream {
             crate::store::Access::Suspended => return this.fail(Outcome::Suspended, "order suspended"),
             crate::store::Access::Revoked => return this.fail(Outcome::Revoked, "order revoked"),
         }
-        if let Some(at) = this.yielded_at.take() {
+        if let Some(at) = this.yielded_at.take().filter(|_| !this.whole) {
             // How fast did hyper come back for more? Adapt the read size and read-ahead.
             if at.elapsed() <= FAST {
                 this.read_ahead = true;
