@@ -3,6 +3,7 @@
 #
 #   benches/ab.sh BIN_A BIN_B [PAIRS] [SECONDS]     (default 8 pairs of 5 s rounds)
 #   SIZE=1m benches/ab.sh …                         (1 MiB downloads instead of 4 KiB)
+#   SIZE=1g benches/ab.sh …                         (one stream of 1 GiB a round, curl, warm cache)
 #
 # On this shared 2-core VM the rate of one server moves by a quarter within minutes, so two full
 # `compare-nginx.sh` runs an hour apart cannot tell a 3 % change. Here both builds run at once,
@@ -17,6 +18,7 @@ PAIRS=${3:-8}
 SECS=${4:-5}
 SIZE=${SIZE:-4k}
 LINKS=${LINKS:-30000}
+[ "$SIZE" = 1g ] && LINKS=${LINKS_1G:-2}
 WORK=$(mktemp -d /tmp/keydrop-ab.XXXXXX)
 command -v wrk >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 PIDS=()
@@ -28,8 +30,13 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$WORK/files"
-case "$SIZE" in 1m) head -c 1048576 /dev/urandom >"$WORK/files/f.bin" ;; *) head -c 4096 /dev/urandom >"$WORK/files/f.bin" ;; esac
+case "$SIZE" in
+  1m) head -c 1048576 /dev/urandom >"$WORK/files/f.bin" ;;
+  1g) head -c 1073741824 /dev/urandom >"$WORK/files/f.bin" ;;
+  *) head -c 4096 /dev/urandom >"$WORK/files/f.bin" ;;
+esac
 sync
+cat "$WORK/files/f.bin" >/dev/null   # a warm page cache for both
 
 # start NAME BIN PORT: a server with a global admin and a partner agent; prints nothing.
 start() {
@@ -96,8 +103,19 @@ wait "$la" && wait "$lb" || { echo "issuing links failed" >&2; exit 1; }
 WALK="$(dirname "$(realpath "$0")")/walk.lua"   # the compare script's walker
 
 ticks() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
+# round1g NAME PORT: one stream of the 1 GiB file; appends its bytes per second to NAME.rps.
+round1g() {
+  local t0 t1 bps
+  t0=$(ticks "$1")
+  bps=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$2$(head -1 "$WORK/$1/links.txt")")
+  t1=$(ticks "$1")
+  echo "$bps" >>"$WORK/$1.rps"
+  awk -v n="$1" -v b="$bps" -v a="$t0" -v c="$t1" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {printf "  %s %9.2f GB/s  cpu %5.0f µs/MiB\n", n, b / 1e9, (c - a) / hz * 1e6 / 1024}'
+}
 # round NAME PORT: one wrk round; appends "rate" to NAME.rps and prints the round.
 round() {
+  [ "$SIZE" = 1g ] && { round1g "$@"; return; }
   sync
   local t0 t1
   t0=$(ticks "$1")
@@ -113,7 +131,8 @@ round() {
     'BEGIN {printf "  %s %9.0f req/s  p99 %8s  cpu %3.0f µs/req  non-2xx %s\n", n, r, p, (b - a) / hz * 1e6 / q, x}'
 }
 
-echo "wrk -t2 -c64 -d${SECS}s, $PAIRS pairs, A = $A_BIN, B = $B_BIN"
+if [ "$SIZE" = 1g ]; then echo "curl, one 1 GiB stream a round, $PAIRS pairs, A = $A_BIN, B = $B_BIN"
+else echo "wrk -t2 -c64 -d${SECS}s, $PAIRS pairs, A = $A_BIN, B = $B_BIN"; fi
 for i in $(seq 1 "$PAIRS"); do
   round a 18601
   round b 18611
@@ -123,5 +142,5 @@ paste -d' ' "$WORK/a.rps" "$WORK/b.rps" | awk '
   END {
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) {t = r[i]; r[i] = r[j]; r[j] = t}
     m = (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
-    printf "B/A by pair: %.3f–%.3f, median %.3f; means A %.0f, B %.0f req/s (%.3f)\n", r[1], r[n], m, sa / n, sb / n, sb / sa
+    printf "B/A by pair: %.3f–%.3f, median %.3f; means A %.0f, B %.0f (req/s, or B/s at 1g) (%.3f)\n", r[1], r[n], m, sa / n, sb / n, sb / sa
   }'
