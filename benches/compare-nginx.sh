@@ -19,7 +19,10 @@
 #                                                           PROFILE_SYSTEM=1 records every process
 #                                                           and kernel thread, not only keydrop;
 #                                                           PROFILE_SERVER=nginx records nginx's
-#                                                           processes in its round instead)
+#                                                           processes in its round instead,
+#                                                           PROFILE_SERVER=both each server in its
+#                                                           first round: perf-keydrop.data and
+#                                                           perf-nginx.data)
 #   PROFILE=strace benches/compare-nginx.sh                (system calls by kind, `strace -c`,
 #                                                           over the first 4 KiB round: strace.txt)
 #
@@ -301,10 +304,12 @@ run() { # name url listfile
   # durable writes wait for is its own.
   sync
   local perf_pid=""
-  if [ "${PROFILE:-}" = perf ] && [ "$1" = "${PROFILE_SERVER:-keydrop}-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/perf.data" ]; then
+  local server=${PROFILE_SERVER:-keydrop} pdata="$WORK/perf.data"
+  [ "$server" = both ] && { server=${1%%-*}; pdata="$WORK/perf-$server.data"; }
+  if [ "${PROFILE:-}" = perf ] && [ "$1" = "$server-${PROFILE_SIZE:-4k}" ] && [ ! -f "$pdata" ]; then
     local scope=(-p "$(server_pids "$1" | xargs | tr ' ' ,)")
     [ -n "${PROFILE_SYSTEM:-}" ] && scope=(-a)
-    perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} "${scope[@]}" -o "$WORK/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf record -e cpu-clock -F "${PROFILE_FREQ:-499}" ${PROFILE_CALLGRAPH:--g} "${scope[@]}" -o "$pdata" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   if [ "${PROFILE:-}" = strace ] && [ "$1" = "keydrop-${PROFILE_SIZE:-4k}" ] && [ ! -f "$WORK/strace.txt" ]; then
@@ -330,8 +335,8 @@ run() { # name url listfile
   fi
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
-    perf report -i "$WORK/perf.data" --no-children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$WORK/perf-top.txt" || true
-    perf report -i "$WORK/perf.data" --children --stdio --sort symbol -g none 2>/dev/null | grep -E '^ +[0-9]' | head -60 >"$WORK/perf-children.txt" || true
+    perf report -i "$pdata" --no-children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"${pdata%.data}-top.txt" || true
+    perf report -i "$pdata" --children --stdio --sort symbol -g none 2>/dev/null | grep -E '^ +[0-9]' | head -60 >"${pdata%.data}-children.txt" || true
   fi
   local rps tps p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.out")

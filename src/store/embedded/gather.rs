@@ -5,6 +5,11 @@
 //! waits for first lingers ([`LINGER`]) for a batch somebody does, so settlements share a
 //! reservation's commit instead of paying a durable write of their own.
 //!
+//! A lingering writer is not woken by every settlement that comes: it parks until the linger
+//! ends, and only a sender of a batch somebody waits for (or of a reader's publish, or of the
+//! stop) rings its [`Doorbell`]. At 1 MiB a download's settlement comes on its own, between
+//! reservations, and each used to cost a futex wake-up on the worker and a switch on the writer.
+//!
 //! Under load — the first take already held [`FILL_FROM`] batches or more — the writer then
 //! sleeps [`FILL`] and takes what came meanwhile, once. A group's costs are mostly its own, not
 //! its batches' (a durable journal write, a redb transaction, the writer's sleep and wake-ups
@@ -12,7 +17,10 @@
 //! sleeps, a sender's message wakes nobody. A lone request (an idle server) is never held.
 
 use super::writer::{Batch, Reply};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// The most batches one transaction takes.
@@ -37,14 +45,43 @@ pub(super) enum Gathered {
     Due,
 }
 
+/// How the sender of a message somebody waits for wakes a lingering writer (see [`linger`]).
+/// The sender sends first, then rings; the writer marks itself lingering, then looks at the
+/// channel, then parks — each side's second step after a full fence, so either the writer
+/// sees the message or the sender sees the mark and unparks it (a park token is never lost).
+#[derive(Default)]
+pub(super) struct Doorbell {
+    lingering: AtomicBool,
+    writer: OnceLock<Thread>,
+}
+
+impl Doorbell {
+    /// Names the writer's thread (called on it, once, before it gathers).
+    pub(super) fn answer_here(&self) {
+        let _ = self.writer.set(std::thread::current());
+    }
+
+    /// Wakes the writer if it lingers. Call after sending an awaited message.
+    pub(super) fn ring(&self) {
+        fence(Ordering::SeqCst);
+        if self.lingering.load(Ordering::Relaxed) {
+            if let Some(t) = self.writer.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
 /// Gathers the next group into `group` (empty on entry): waits for a first message, no longer
 /// than `due` if given, then takes what else is waiting, then lets a group nobody waits for
-/// [`linger`], or a group under load fill for `fill` (the writer passes [`FILL`]).
+/// [`linger`] for `waits.1`, or a group under load fill for `waits.0` (the writer passes
+/// [`FILL`] and [`LINGER`]).
 pub(super) fn gather(
     rx: &mpsc::Receiver<Msg>,
+    bell: &Doorbell,
     due: Option<Instant>,
     group: &mut Vec<Batch>,
-    fill: Duration,
+    (fill, lingers): (Duration, Duration),
 ) -> Gathered {
     let first = match due {
         None => rx.recv().ok(),
@@ -57,7 +94,7 @@ pub(super) fn gather(
     let mut force = false;
     let mut stopping = !first.is_some_and(|m| join(m, group, &mut force)) || take_waiting(rx, group, &mut force);
     if !stopping && !force && group.iter().all(|b| b.reply.is_none()) {
-        stopping = linger(rx, group, &mut force);
+        stopping = linger(rx, bell, group, &mut force, lingers);
     } else if !stopping && !force && (FILL_FROM..MAX_BATCH).contains(&group.len()) {
         std::thread::sleep(fill);
         stopping = take_waiting(rx, group, &mut force);
@@ -82,25 +119,40 @@ fn take_waiting(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bo
 }
 
 /// A group nobody waits for — settlements (a refund and a `download.finished` record) and
-/// refusal records — waits up to [`LINGER`] for a batch somebody does wait for (a reservation, an
+/// refusal records — waits up to `lingers` ([`LINGER`]) for a batch somebody does wait for (a reservation, an
 /// admin command, a reader's publish) and rides along with its commit, instead of paying a
-/// durable write of its own. Returns `true` if the writer was told to stop.
-fn linger(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bool) -> bool {
-    let until = Instant::now() + LINGER;
-    while group.len() < MAX_BATCH {
-        let Ok(m) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) else {
-            return false;
-        };
-        let awaited = !matches!(&m, Msg::Batch(b) if b.reply.is_none());
-        if !join(m, group, force) {
-            return true;
+/// durable write of its own. Meanwhile the writer takes what comes whenever it wakes and parks in
+/// between: more settlements do not wake it, a [`Doorbell`] ring does. Returns `true` if the
+/// writer was told to stop.
+fn linger(
+    rx: &mpsc::Receiver<Msg>,
+    bell: &Doorbell,
+    group: &mut Vec<Batch>,
+    force: &mut bool,
+    lingers: Duration,
+) -> bool {
+    let until = Instant::now() + lingers;
+    bell.lingering.store(true, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    let stopping = loop {
+        let mut awaited = false;
+        let mut stopping = false;
+        while group.len() < MAX_BATCH {
+            let Ok(m) = rx.try_recv() else { break };
+            awaited |= !matches!(&m, Msg::Batch(b) if b.reply.is_none());
+            if !join(m, group, force) {
+                stopping = true;
+                break;
+            }
         }
-        if awaited {
-            // Whatever else came meanwhile goes too.
-            return take_waiting(rx, group, force);
+        let now = Instant::now();
+        if stopping || awaited || group.len() >= MAX_BATCH || now >= until {
+            break stopping;
         }
-    }
-    false
+        std::thread::park_timeout(until - now);
+    };
+    bell.lingering.store(false, Ordering::Relaxed);
+    stopping
 }
 
 /// How long a group of batches nobody waits for may wait for one somebody does (see `linger`):
@@ -149,7 +201,10 @@ mod tests {
             batch(&tx);
         });
         let mut group = Vec::new();
-        assert!(matches!(gather(&rx, None, &mut group, Duration::from_millis(400)), Gathered::Group { .. }));
+        assert!(matches!(
+            gather(&rx, &Doorbell::default(), None, &mut group, (Duration::from_millis(400), LINGER)),
+            Gathered::Group { .. }
+        ));
         late.join().unwrap();
         group.len()
     }
@@ -163,5 +218,57 @@ mod tests {
     fn a_group_below_the_load_mark_is_committed_at_once() {
         assert_eq!(gathered_with_one_late(1), 1, "a lone request is never held");
         assert_eq!(gathered_with_one_late(FILL_FROM - 1), FILL_FROM - 1);
+    }
+
+    fn settlement(tx: &mpsc::Sender<Msg>) {
+        tx.send(Msg::Batch(Batch { ops: Vec::new(), reply: None })).unwrap();
+    }
+
+    /// A writer lingering for `lingers` on a first settlement, in its own thread, as the real
+    /// writer does; `then` sends more from this thread. The group's size and how long the
+    /// gather took.
+    fn lingered(lingers: Duration, then: impl FnOnce(&mpsc::Sender<Msg>, &Doorbell)) -> (usize, Duration) {
+        let (tx, rx) = mpsc::channel();
+        let bell = std::sync::Arc::new(Doorbell::default());
+        let (ready_tx, ready) = mpsc::channel();
+        let writer_bell = bell.clone();
+        let writer = std::thread::spawn(move || {
+            writer_bell.answer_here();
+            ready_tx.send(()).unwrap();
+            let mut group = Vec::new();
+            let started = Instant::now();
+            let g = gather(&rx, &writer_bell, None, &mut group, (FILL, lingers));
+            assert!(matches!(g, Gathered::Group { stopping: false, .. }));
+            (group.len(), started.elapsed())
+        });
+        ready.recv().unwrap();
+        settlement(&tx);
+        then(&tx, &bell);
+        writer.join().unwrap()
+    }
+
+    #[test]
+    fn a_ring_wakes_a_lingering_writer_long_before_its_linger_ends() {
+        let (n, took) = lingered(Duration::from_secs(30), |tx, bell| {
+            std::thread::sleep(Duration::from_millis(20));
+            settlement(tx);
+            batch(tx);
+            bell.ring();
+        });
+        assert_eq!(n, 3, "the settlements ride along with the awaited batch");
+        assert!(took < Duration::from_secs(15), "woken by the ring, not by the linger's end: {took:?}");
+    }
+
+    #[test]
+    fn more_settlements_do_not_end_a_linger_and_go_with_its_group() {
+        let lingers = Duration::from_millis(300);
+        let (n, took) = lingered(lingers, |tx, _| {
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(10));
+                settlement(tx);
+            }
+        });
+        assert_eq!(n, 6);
+        assert!(took >= lingers, "a group nobody waits for waits out its linger: {took:?}");
     }
 }

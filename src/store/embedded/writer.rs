@@ -23,7 +23,7 @@
 use super::answers::Answers;
 use super::commit::{apply, healthy, publish_alone, Logs};
 use super::disk::{DbHandle, DiskSwitch};
-use super::gather::{gather, Gathered, Msg};
+use super::gather::{gather, Doorbell, Gathered, Msg};
 pub use super::gather::{FILL, LINGER, MAX_BATCH};
 use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal};
@@ -111,6 +111,8 @@ pub struct Batch {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
+    /// Rung after each message somebody waits for (see [`Doorbell`]).
+    bell: Arc<Doorbell>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     pub stats: Arc<WriterStats>,
     /// Filter index entries the index table does not hold yet (see [`index`]).
@@ -158,7 +160,10 @@ impl Writer {
         let gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>> = Arc::default();
         let sink = gate_sink.clone();
         let answers = Answers::start();
+        let bell = Arc::new(Doorbell::default());
+        let writer_bell = bell.clone();
         let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
+            writer_bell.answer_here();
             let logs = Logs {
                 mirror,
                 journal,
@@ -170,9 +175,9 @@ impl Writer {
                 gates: Vec::new(),
                 gate_sink: sink,
             };
-            run(db, rx, chain, Shared { epoch, stats: st, clock, answers }, logs)
+            run(db, rx, chain, Shared { epoch, stats: st, clock, answers, bell: writer_bell }, logs)
         })?;
-        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, unapplied, gate_sink })
+        Ok(Writer { tx, bell, thread: Arc::new(Mutex::new(Some(handle))), stats, recent, unapplied, gate_sink })
     }
 
     /// Names who hears of committed gate changes (once; later calls change nothing).
@@ -190,6 +195,7 @@ impl Writer {
     pub fn send_durable(&self, ops: Vec<Op>) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Batch(Batch { ops, reply: Some(reply) })).map_err(|_| StoreError::Closed)?;
+        self.bell.ring();
         Ok(rx)
     }
 
@@ -213,6 +219,7 @@ impl Writer {
     pub async fn publish(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Publish(reply)).map_err(|_| StoreError::Closed)?;
+        self.bell.ring();
         rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
     }
 
@@ -225,6 +232,7 @@ impl Writer {
     /// sends fail with [`StoreError::Closed`]. Used at shutdown.
     pub async fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
+        self.bell.ring();
         let handle = self.thread.lock().expect("not poisoned").take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
@@ -252,13 +260,14 @@ pub(super) fn load_chain(db: &Database, records_path: &Path) -> Result<Chain, St
 /// What the writer thread shares with the rest of the process besides its channel.
 struct Shared {
     epoch: Arc<AtomicU64>,
+    bell: Arc<Doorbell>,
     stats: Arc<WriterStats>,
     clock: crate::clock::Clock,
     answers: Answers,
 }
 
 fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared: Shared, mut logs: Logs) {
-    let Shared { epoch, stats, clock, answers } = shared;
+    let Shared { epoch, stats, clock, answers, bell } = shared;
     let mut group: Vec<Batch> = Vec::with_capacity(256);
     let mut stopping = false;
     // Set by a failed commit: redb refuses every later call on that database, so the next
@@ -266,7 +275,7 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
     let mut broken = false;
     while !stopping {
         // With records gathered, wait no longer than until they are due.
-        let force = match gather(&rx, logs.pending.deadline(), &mut group, FILL) {
+        let force = match gather(&rx, &bell, logs.pending.deadline(), &mut group, (FILL, LINGER)) {
             Gathered::Due => {
                 publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, Vec::new());
                 continue;
