@@ -119,11 +119,11 @@ fn take_waiting(rx: &mpsc::Receiver<Msg>, group: &mut Vec<Batch>, force: &mut bo
 }
 
 /// A group nobody waits for — settlements (a refund and a `download.finished` record) and
-/// refusal records — waits up to `lingers` ([`LINGER`]) for a batch somebody does wait for (a reservation, an
-/// admin command, a reader's publish) and rides along with its commit, instead of paying a
-/// durable write of its own. Meanwhile the writer takes what comes whenever it wakes and parks in
-/// between: more settlements do not wake it, a [`Doorbell`] ring does. Returns `true` if the
-/// writer was told to stop.
+/// refusal records — waits up to `lingers` ([`LINGER`]) for a batch somebody does wait for (a
+/// reservation, an admin command, a reader's publish) and rides along with its commit, instead
+/// of paying a durable write of its own. Meanwhile the writer takes what comes whenever it wakes
+/// and parks in between: more settlements do not wake it, a [`Doorbell`] ring does. Returns
+/// `true` if the writer was told to stop.
 fn linger(
     rx: &mpsc::Receiver<Msg>,
     bell: &Doorbell,

@@ -44,7 +44,7 @@ use std::path::Path;
 /// The journal file's size: it is written with zeros once, so appends never allocate blocks.
 pub const CAPACITY: u64 = 8 << 20;
 /// Past this offset the writer makes redb durable and starts the journal over.
-pub const CHECKPOINT_AT: u64 = 4 << 20;
+pub const CHECKPOINT_AT: u64 = 2 << 20;
 
 /// The layout written: a CRC-32 checksum.
 const MAGIC: &[u8; 4] = b"KDJ2";
