@@ -135,19 +135,14 @@ fn linger(
     bell.lingering.store(true, Ordering::Relaxed);
     fence(Ordering::SeqCst);
     let stopping = loop {
-        let mut awaited = false;
-        let mut stopping = false;
-        while group.len() < MAX_BATCH {
-            let Ok(m) = rx.try_recv() else { break };
-            awaited |= !matches!(&m, Msg::Batch(b) if b.reply.is_none());
-            if !join(m, group, force) {
-                stopping = true;
-                break;
-            }
+        if take_waiting(rx, group, force) {
+            break true;
         }
+        // A reader's publish joins with a reply slot too.
+        let awaited = group.iter().any(|b| b.reply.is_some());
         let now = Instant::now();
-        if stopping || awaited || group.len() >= MAX_BATCH || now >= until {
-            break stopping;
+        if awaited || group.len() >= MAX_BATCH || now >= until {
+            break false;
         }
         std::thread::park_timeout(until - now);
     };
