@@ -3,12 +3,16 @@
 //! [`apply`] runs a group's batches. A group made only of the download path's ops is journalled:
 //! one frame written and fsynced ([`super::journal`]); its records, counter changes and time
 //! index entries reach redb when they are published, in a commit without an fsync, every few
-//! groups ([`super::pending`], [`super::unapplied`]). Any other group — and the first one after
-//! the journal passes [`CHECKPOINT_AT`] — runs in one redb transaction committed durably, after
-//! the record file is fsynced, and the journal starts over. [`publish_alone`] makes gathered records visible when nothing else is
-//! queued; [`healthy`] reopens the database after a failed commit.
+//! groups ([`super::pending`], [`super::unapplied`]). Once the journal passes [`CHECKPOINT_AT`],
+//! [`start_checkpoint`] hands a durable commit of all of it to another thread
+//! ([`super::checkpointer`]) and the journal goes on in its other file; [`settle`] takes the
+//! outcome. Any other group — and a journalled one whose frame no longer fits — runs in one redb
+//! transaction committed durably on the writer, after the record file is fsynced, and the journal
+//! starts over. [`publish_alone`] makes gathered records visible when nothing else is queued;
+//! [`healthy`] reopens the database after a failed commit.
 
 use super::disk::DbHandle;
+use super::checkpointer::{Covers, InFlight};
 use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
 use super::mirror::Mirror;
@@ -38,6 +42,8 @@ pub(super) struct Logs {
     /// The group's gate changes, and who hears of them once committed.
     pub(super) gates: Vec<(String, OrderGate, u64)>,
     pub(super) gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
+    /// The checkpoint committing on another thread, if one is.
+    pub(super) inflight: InFlight,
 }
 
 /// A transaction that only publishes the gathered records (see [`super::pending`]): when they
@@ -59,7 +65,9 @@ pub(super) fn publish_alone(
         }
         return;
     }
-    let result = healthy(handle, broken, chain, epoch, logs).and_then(|db| publish(&db, chain, logs));
+    let result = settle(logs, true)
+        .and_then(|()| healthy(handle, broken, chain, epoch, logs))
+        .and_then(|db| publish(&db, chain, logs));
     if let Err(e) = &result {
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
         stats.metrics.failed_commits.inc();
@@ -86,6 +94,8 @@ pub(super) fn healthy(
     logs: &mut Logs,
 ) -> Result<Arc<Database>, StoreError> {
     if *broken {
+        // Whatever a checkpoint still committing did, recovery redoes from the journal.
+        let _ = logs.inflight.finish(true);
         // Recovery writes them from the journal.
         logs.pending.clear();
         handle.reopen()?;
@@ -111,9 +121,9 @@ pub(super) fn healthy(
 /// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is written and
 /// fsynced, and redb sees nothing of it until the records are due for publication (see
 /// [`super::pending`]) — its counter changes wait in [`super::unapplied`], where readers add them.
-/// Any other group, or one arriving when the journal is past [`CHECKPOINT_AT`] (or whose frame
-/// would not fit), is a durable redb commit — which also makes every earlier journalled group
-/// durable in redb, so the journal starts over after it.
+/// Any other group, or one whose frame would not fit, is a durable redb commit (once a
+/// checkpoint committing on another thread has ended) — which also makes every earlier
+/// journalled group durable in redb, so the journal starts over after it.
 pub(super) fn apply(
     db: &Database,
     group: &mut [Batch],
@@ -123,11 +133,12 @@ pub(super) fn apply(
     logs: &mut Logs,
     appended: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
-    let hot = logs.journal.offset() < CHECKPOINT_AT && group.iter().all(|b| b.ops.iter().all(Op::is_hot));
+    let hot = group.iter().all(|b| b.ops.iter().all(Op::is_hot));
     logs.frame.clear();
     logs.pending.start_group(chain.next_seq);
     logs.group_ix.clear();
     if !hot {
+        settle(logs, true)?;
         let tx = db.begin_write()?;
         let results = run_group(Some(&tx), group, chain, now_us, logs, appended)?;
         checkpoint(tx, chain, logs)?;
@@ -135,18 +146,66 @@ pub(super) fn apply(
     }
     let results = run_group(None, group, chain, now_us, logs, appended)?;
     if !logs.journal.fits(logs.frame.frame_len()) {
+        settle(logs, true)?;
         checkpoint(db.begin_write()?, chain, logs)?;
         return Ok(results);
     }
     // Durable before redb makes any of it visible: a reader never sees what a crash could take back.
     logs.journal.append(&logs.frame)?;
     let at = std::time::Instant::now();
-    if force_publish || logs.pending.due(at) {
+    // A reader waits for a checkpoint's commit to end; gathered records do not (they are due
+    // again in the next group after it).
+    if force_publish || (logs.pending.due(at) && logs.inflight.is_idle()) {
+        settle(logs, true)?;
         publish(db, chain, logs)?;
     }
     logs.recent.add(&logs.group_ix);
     logs.pending.committed(at);
     Ok(results)
+}
+
+/// After a journalled group was answered: once the journal is past [`CHECKPOINT_AT`] and no
+/// checkpoint is committing, publishes everything gathered into a transaction (and the filter
+/// index entries, when due), hands its durable commit to another thread, and switches the journal
+/// to its other file (see [`super::checkpointer`]).
+pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) -> Result<(), StoreError> {
+    if logs.journal.offset() < CHECKPOINT_AT || !logs.inflight.is_idle() {
+        return Ok(());
+    }
+    let tx = db.begin_write()?;
+    let applied = logs.journal.next_frame() - 1;
+    logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
+    let index_through = if logs.recent.due() {
+        logs.recent.write_into(&tx, &[])?;
+        Some(logs.recent.last_seq())
+    } else {
+        None
+    };
+    let records = logs.records.syncer()?;
+    let covers = Covers { applied, records_len: records.len, index_through };
+    logs.inflight.start(tx, records, covers)?;
+    logs.pending.seal(applied);
+    logs.journal.switch();
+    Ok(())
+}
+
+/// Takes the outcome of the checkpoint committing on another thread, if it has ended — or, with
+/// `wait`, once it has — and forgets what it made durable. An `Err` is a failed commit: the
+/// caller marks the database broken, and recovery replays the journal.
+pub(super) fn settle(logs: &mut Logs, wait: bool) -> Result<(), StoreError> {
+    match logs.inflight.finish(wait) {
+        None => Ok(()),
+        Some(Ok(covers)) => {
+            tracing::debug!(applied = covers.applied, "checkpoint committed");
+            logs.pending.settled();
+            logs.records.synced_to(covers.records_len);
+            if let Some(seq) = covers.index_through {
+                logs.recent.forget_through(seq);
+            }
+            Ok(())
+        }
+        Some(Err(e)) => Err(e),
+    }
 }
 
 /// Publishes what journalled groups left (records, counter changes, time index entries) in a

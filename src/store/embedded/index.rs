@@ -185,6 +185,22 @@ impl Recent {
         *self.0.write().expect("not poisoned") = Lists::default();
     }
 
+    /// The last `seq` held (what [`Recent::write_into`] with no group makes the table cover).
+    pub(super) fn last_seq(&self) -> u64 {
+        self.0.read().expect("not poisoned").last_seq
+    }
+
+    /// After a durable commit that wrote the held entries up to `seq` (a checkpoint committed
+    /// on another thread while later ones came): drops those, keeps the later ones.
+    pub(super) fn forget_through(&self, seq: u64) {
+        let mut lists = self.0.write().expect("not poisoned");
+        lists.by_tag.retain(|_, l| {
+            l.retain(|(s, _)| *s > seq);
+            !l.is_empty()
+        });
+        lists.entries = lists.by_tag.values().map(Vec::len).sum();
+    }
+
     /// `(seq, offset)` of the held entries of `tag` from `from_seq` on.
     pub(super) fn of(&self, tag: u64, from_seq: u64) -> Vec<(u64, u64)> {
         let held = self.0.read().expect("not poisoned");

@@ -9,9 +9,14 @@
 //! next durable commit). Every durable redb commit stores the number of the last frame whose
 //! changes it contains (`meta/journal_applied`), after which the journal starts again at offset 0.
 //!
+//! The journal is two files (`journal.wal`, `journal.1.wal`). A checkpoint's durable commit runs
+//! on a thread of its own ([`super::checkpointer`]): when it starts, frames go on at offset 0 of
+//! the other file ([`Journal::switch`]), and the next switch back waits until that commit has
+//! ended — so a file is written over only once redb durably holds every frame in it.
+//!
 //! After a crash, redb holds the state of its last durable commit; [`Journal::read_back`] reads
 //! every intact frame, and the writer re-applies, in one durable transaction, those numbered past
-//! `journal_applied`. Replaying is exact: records are stored sealed (seq, time, hash) and counter
+//! `journal_applied`, from both files in number order. Replaying is exact: records are stored sealed (seq, time, hash) and counter
 //! changes are deltas applied in their original order to the same starting state.
 //!
 //! ## Frame layout (little-endian)
@@ -39,10 +44,10 @@ use super::disk::DiskSwitch;
 use super::SpentKey;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The journal file's size: it is written with zeros once, so appends never allocate blocks.
-pub const CAPACITY: u64 = 8 << 20;
+/// Each journal file's size: it is written with zeros once, so appends never allocate blocks.
+pub const CAPACITY: u64 = 4 << 20;
 /// Past this offset the writer makes redb durable and starts the journal over.
 pub const CHECKPOINT_AT: u64 = 2 << 20;
 
@@ -121,16 +126,23 @@ impl FrameBuf {
     }
 }
 
-/// The open journal.
+/// The open journal: two files, written in turn (see the module's notes on checkpoints).
 pub struct Journal {
-    /// Buffered: zero-filling, reading back, and writing where `O_DIRECT` is refused.
-    file: File,
-    /// The same file opened `O_DIRECT | O_DSYNC`, if the filesystem allows it.
-    direct: Option<File>,
+    sides: [Side; 2],
+    /// The side frames are appended to.
+    cur: usize,
     offset: u64,
     next_frame: u64,
     switch: Option<DiskSwitch>,
     frame: Vec<u8>,
+}
+
+/// One of the journal's two files.
+struct Side {
+    /// Buffered: zero-filling, reading back, and writing where `O_DIRECT` is refused.
+    file: File,
+    /// The same file opened `O_DIRECT | O_DSYNC`, if the filesystem allows it.
+    direct: Option<File>,
 }
 
 /// An intact frame read back.
@@ -141,45 +153,39 @@ pub struct Frame {
 }
 
 impl Journal {
-    /// Opens `path`, creating and zero-filling it if needed. The caller reads back what it holds
-    /// ([`Journal::read_back`]), replays what its database lacks, makes that durable, then calls
-    /// [`Journal::restart`]; until then appends are refused.
+    /// Opens `path` and its second file ([`second_path`]), creating and zero-filling them if
+    /// needed. The caller reads back what they hold ([`Journal::read_back`]), replays what its
+    /// database lacks, makes that durable, then calls [`Journal::restart`]; until then appends
+    /// are refused.
     pub fn open(path: &Path, switch: Option<DiskSwitch>) -> std::io::Result<Journal> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let len = file.metadata()?.len();
-        if len < CAPACITY {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = len;
-            while at < CAPACITY {
-                let n = (CAPACITY - at).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
-            file.sync_all()?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-        }
-        let flags = (rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32;
-        let direct = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(path).ok();
-        Ok(Journal { file, direct, offset: CAPACITY, next_frame: 1, switch, frame: Vec::new() })
+        let sides = [Side::open(path)?, Side::open(&second_path(path))?];
+        Ok(Journal { sides, cur: 0, offset: CAPACITY, next_frame: 1, switch, frame: Vec::new() })
     }
 
-    /// Every intact frame in the file, in order (see the module's notes on where reading stops).
-    /// Also moves frame numbering past them.
+    /// Every intact frame of both files, in number order (see the module's notes on where
+    /// reading stops). Also moves frame numbering past them.
     pub fn read_back(&mut self) -> std::io::Result<Vec<Frame>> {
-        let frames = read_frames(&self.file, CAPACITY)?;
+        let frames = merge(read_frames(&self.sides[0].file)?, read_frames(&self.sides[1].file)?);
         if let Some(last) = frames.last() {
             self.next_frame = self.next_frame.max(last.number + 1);
         }
         Ok(frames)
     }
 
-    /// Starts writing at offset 0 again, numbering frames after `applied` (and after anything
-    /// already in the file). Only call once redb durably holds every frame written so far.
+    /// Starts writing at offset 0 of the current file again, numbering frames after `applied`
+    /// (and after anything already read). Only call once redb durably holds every frame written
+    /// so far, in either file.
     pub fn restart(&mut self, applied: u64) {
         self.offset = 0;
         self.next_frame = self.next_frame.max(applied + 1);
+    }
+
+    /// Goes on at offset 0 of the other file, with the next number: what a checkpoint does when
+    /// it starts, so that its durable commit can run while frames are still appended. Only call
+    /// once redb durably holds every frame in the other file (the checkpoint before has ended).
+    pub fn switch(&mut self) {
+        self.cur ^= 1;
+        self.offset = 0;
     }
 
     /// Where the next frame goes.
@@ -215,7 +221,8 @@ impl Journal {
         out[16..HEADER].copy_from_slice(&checksum(number, len as u32, &payload.buf));
         out[HEADER..HEADER + len].copy_from_slice(&payload.buf);
         out[HEADER + len..].fill(0);
-        let written = match &self.direct {
+        let side = &mut self.sides[self.cur];
+        let written = match &side.direct {
             Some(direct) => direct.write_all_at(out, self.offset),
             None => Err(std::io::ErrorKind::Unsupported.into()),
         };
@@ -223,11 +230,11 @@ impl Journal {
             Ok(()) => {}
             // Not allowed here after all (or not opened): buffered, then fsynced.
             Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => {
-                if self.direct.take().is_some() {
+                if side.direct.take().is_some() {
                     tracing::info!(error = %e, "journal: O_DIRECT writes refused; writing buffered");
                 }
-                self.file.write_all_at(out, self.offset)?;
-                self.file.sync_data()?;
+                side.file.write_all_at(out, self.offset)?;
+                side.file.sync_data()?;
             }
             Err(e) => return Err(e),
         }
@@ -235,6 +242,55 @@ impl Journal {
         self.next_frame += 1;
         Ok(number)
     }
+}
+
+impl Side {
+    fn open(path: &Path) -> std::io::Result<Side> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len();
+        if len < CAPACITY {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = len;
+            while at < CAPACITY {
+                let n = (CAPACITY - at).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            file.sync_all()?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        let flags = (rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32;
+        let direct = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(path).ok();
+        Ok(Side { file, direct })
+    }
+}
+
+/// The journal's second file, next to `path`: `journal.wal` → `journal.1.wal`.
+pub fn second_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.1.{}", ext.to_string_lossy()),
+        None => format!("{stem}.1"),
+    };
+    path.with_file_name(name)
+}
+
+/// Two files' runs of frames as one, in number order. Each run is contiguous; a run left from
+/// before the other file's last start is numbered below it (every frame of it is already in
+/// redb), so the runs never interleave, and a frame read twice is taken once.
+fn merge(a: Vec<Frame>, b: Vec<Frame>) -> Vec<Frame> {
+    let (mut first, second) = match (a.first(), b.first()) {
+        (Some(x), Some(y)) if y.number < x.number => (b, a),
+        _ => (a, b),
+    };
+    for f in second {
+        if first.last().is_none_or(|l| f.number > l.number) {
+            first.push(f);
+        }
+    }
+    first
 }
 
 /// A `len`-byte window of `buf` at a [`BLOCK`]-aligned address (what `O_DIRECT` asks of memory).
@@ -248,11 +304,12 @@ pub(super) fn aligned_window(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut buf[off..off + len]
 }
 
-/// The intact frames of a journal file, read without opening it for writing (`verify-log`).
+/// The intact frames of a journal (the file at `path` and its [`second_path`], if there),
+/// read without opening them for writing (`verify-log`).
 pub fn read_file(path: &Path) -> std::io::Result<Vec<Frame>> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    read_frames(&file, len)
+    let second = second_path(path);
+    let other = if second.exists() { read_frames(&File::open(second)?)? } else { Vec::new() };
+    Ok(merge(read_frames(&File::open(path)?)?, other))
 }
 
 /// A frame's checksum field: CRC-32 of its number, length and payload, then zeros.
@@ -277,9 +334,10 @@ fn checksum_sha(number: u64, len: u32, payload: &[u8]) -> [u8; 16] {
     out
 }
 
-/// Every intact frame from offset 0, stopping at the first torn, corrupt or out-of-sequence one.
-fn read_frames(file: &File, len: u64) -> std::io::Result<Vec<Frame>> {
-    let mut data = vec![0u8; len as usize];
+/// Every intact frame of a file from offset 0, stopping at the first torn, corrupt or
+/// out-of-sequence one.
+fn read_frames(file: &File) -> std::io::Result<Vec<Frame>> {
+    let mut data = vec![0u8; file.metadata()?.len() as usize];
     file.read_exact_at(&mut data, 0)?;
     let mut frames: Vec<Frame> = Vec::new();
     let mut at = 0usize;
@@ -377,7 +435,7 @@ mod tests {
         let path = dir.path().join("j");
         let mut j = open(&path);
         if !direct {
-            j.direct = None;
+            j.sides[0].direct = None;
         }
         assert!(j.read_back().unwrap().is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY, "preallocated");
@@ -443,7 +501,7 @@ mod tests {
         j.offset = 2 * BLOCK as u64;
         assert_eq!(j.append(&payload(3)).unwrap(), 3);
         let mut head = [0u8; 4];
-        j.file.read_exact_at(&mut head, 2 * BLOCK as u64).unwrap();
+        j.sides[0].file.read_exact_at(&mut head, 2 * BLOCK as u64).unwrap();
         assert_eq!(&head, b"KDJ2", "new frames carry the CRC layout");
         drop(j);
         let frames = Journal::open(&path, None).unwrap().read_back().unwrap();
@@ -474,6 +532,40 @@ mod tests {
         assert_eq!(frames.len(), 1, "only frame 6; frames 1–5 behind it are stale");
         assert_eq!(frames[0].ops, vec![JournalOp::Reserve { key: [9; 24], bytes: 1 }]);
         assert_eq!(j.next_frame(), 7);
+    }
+
+    #[test]
+    fn after_a_switch_both_files_read_back_as_one_run_and_a_later_switch_writes_over_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.wal");
+        let mut j = open(&path);
+        for i in 1..=3 {
+            j.append(&payload(i)).unwrap();
+        }
+        // A checkpoint of frames 1–3 starts: 4 and 5 go to the second file while it commits.
+        j.switch();
+        assert_eq!(j.offset(), 0);
+        assert_eq!(j.append(&payload(4)).unwrap(), 4);
+        assert_eq!(j.append(&payload(5)).unwrap(), 5);
+        assert!(second_path(&path).ends_with("journal.1.wal"));
+        assert_eq!(std::fs::metadata(second_path(&path)).unwrap().len(), CAPACITY, "preallocated too");
+        // A crash before the commit: every frame is read back, in order, from both files.
+        let numbers = |frames: Vec<Frame>| frames.iter().map(|f| f.number).collect::<Vec<_>>();
+        assert_eq!(numbers(read_file(&path).unwrap()), vec![1, 2, 3, 4, 5]);
+        // The next checkpoint starts (the first one ended): frame 6 goes over frame 1.
+        j.switch();
+        assert_eq!(j.append(&payload(6)).unwrap(), 6);
+        drop(j);
+        let mut j = Journal::open(&path, None).unwrap();
+        assert_eq!(numbers(j.read_back().unwrap()), vec![4, 5, 6], "frames 2 and 3 behind frame 6 are stale");
+        assert_eq!(j.next_frame(), 7);
+        // The runs are merged by number whichever file holds the older one.
+        let mut j = open(&path);
+        j.append(&payload(7)).unwrap();
+        j.switch();
+        j.append(&payload(8)).unwrap();
+        drop(j);
+        assert_eq!(numbers(read_file(&path).unwrap()), vec![7, 8]);
     }
 
     #[test]

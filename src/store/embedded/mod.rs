@@ -9,9 +9,12 @@
 //! the download path's ops (reservations, refunds, activity records) is written as one frame to
 //! the preallocated [`journal`] and fsynced there, and reaches redb later, with its records'
 //! publication ([`pending`]), in a commit without an fsync (`Durability::None`) — until then
-//! readers of a link's counter add the journalled changes from memory ([`unapplied`]); any other group — and the first group after
-//! the journal passes [`journal::CHECKPOINT_AT`] — is a redb `Durability::Immediate` commit, which
-//! also makes every journalled commit before it durable in redb and lets the journal start over.
+//! readers of a link's counter add the journalled changes from memory ([`unapplied`]); any other
+//! group is a redb `Durability::Immediate` commit, which also makes every journalled commit before
+//! it durable in redb and lets the journal start over. Once the journal passes
+//! [`journal::CHECKPOINT_AT`], such a commit of everything journalled (a checkpoint) runs on a
+//! thread of its own while the writer goes on journalling into the journal's other file
+//! ([`checkpointer`]).
 //! A crash loses only redb's non-durable commits, and the next open replays them from the journal
 //! before anything else runs. A request that
 //! must be durable before the client sees anything (a reservation, a link issue, a revocation)
@@ -40,6 +43,7 @@
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
 mod answers;
+mod checkpointer;
 pub mod budgets;
 mod commands;
 mod commit;
@@ -411,3 +415,5 @@ pub(crate) fn scan_prefix_in(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod checkpoint_tests;

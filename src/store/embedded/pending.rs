@@ -158,6 +158,17 @@ impl Pending {
         self.unapplied.rebase(applied);
     }
 
+    /// A checkpoint's transaction with `applied` was given what [`Pending::publish`] had and
+    /// commits on another thread: later counter changes are kept apart (see [`Unapplied::seal`]).
+    pub(super) fn seal(&mut self, applied: u64) {
+        self.unapplied.seal(applied);
+    }
+
+    /// That transaction committed.
+    pub(super) fn settled(&mut self) {
+        self.unapplied.settle();
+    }
+
     /// Forgets what is gathered (after a failed commit: recovery writes it from the journal, then
     /// calls [`Pending::published`] with what it applied).
     pub(super) fn clear(&mut self) {

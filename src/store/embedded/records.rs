@@ -219,6 +219,24 @@ pub(super) fn last(tx: &ReadTransaction, path: &Path) -> Result<Option<(u64, Vec
     Ok(out)
 }
 
+/// An fsync of the record file to run on another thread: `None` if nothing is unsynced.
+pub(super) struct RecordSync {
+    file: Option<File>,
+    switch: Option<DiskSwitch>,
+    /// How much of the file it covers.
+    pub(super) len: u64,
+}
+
+impl RecordSync {
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        if let Some(f) = &self.file {
+            self.switch.as_ref().map_or(Ok(()), DiskSwitch::check)?;
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
 /// The writer's handle on the record file.
 pub struct RecordFile {
     path: PathBuf,
@@ -338,6 +356,18 @@ impl RecordFile {
             self.synced = self.len;
         }
         Ok(())
+    }
+
+    /// What syncs the file as it is now from another thread (a checkpoint's, see
+    /// [`super::checkpointer`]); tell [`RecordFile::synced_to`] once it has.
+    pub(super) fn syncer(&self) -> std::io::Result<RecordSync> {
+        let file = if self.synced == self.len { None } else { Some(self.file.try_clone()?) };
+        Ok(RecordSync { file, switch: self.switch.clone(), len: self.len })
+    }
+
+    /// A [`RecordSync`] of the file up to `len` succeeded.
+    pub(super) fn synced_to(&mut self, len: u64) {
+        self.synced = self.synced.max(len);
     }
 
     /// Places the next append at `len` — the durable [`End`] — so whatever a crash or a failed

@@ -19,6 +19,12 @@
 //! all): it adds them exactly when its snapshot lacks them. A change is added only once its frame
 //! is durable, before anyone is answered; after a failed commit the writer replays the journal
 //! into redb and starts the set over at the marker recovery reports.
+//!
+//! A checkpoint's durable commit runs while the writer goes on journalling (see
+//! [`super::checkpointer`]), so its changes are *sealed* when it starts: they are what that commit
+//! applies, and what a snapshot with its marker already has; changes added later are in no
+//! snapshot until the next publication. Once it has committed, the writer drops the sealed set
+//! and moves `base` to its marker — under the write lock, as above.
 
 use super::SpentKey;
 use std::collections::HashMap;
@@ -34,15 +40,36 @@ pub struct Unapplied {
 struct Inner {
     /// The `meta/journal_applied` of the redb state these changes sit on.
     base: u64,
-    deltas: HashMap<SpentKey, i64, crate::ledger::Fast>,
+    /// The changes of a checkpoint being committed, and the marker it sets.
+    sealed: Option<(u64, Deltas)>,
+    deltas: Deltas,
 }
+
+type Deltas = HashMap<SpentKey, i64, crate::ledger::Fast>;
 
 impl Unapplied {
     /// Starts over on top of the redb state whose marker is `base` (at open, after recovery).
     pub(super) fn rebase(&self, base: u64) {
         let mut g = self.inner.write().expect("not poisoned");
         g.base = base;
+        g.sealed = None;
         g.deltas.clear();
+    }
+
+    /// A checkpoint that applies every change held and sets the marker `applied` starts
+    /// committing: later changes are kept apart from them.
+    pub(super) fn seal(&self, applied: u64) {
+        let mut g = self.inner.write().expect("not poisoned");
+        let deltas = std::mem::take(&mut g.deltas);
+        g.sealed = Some((applied, deltas));
+    }
+
+    /// That checkpoint has committed: its changes are in redb, whose marker is now its own.
+    pub(super) fn settle(&self) {
+        let mut g = self.inner.write().expect("not poisoned");
+        if let Some((applied, _)) = g.sealed.take() {
+            g.base = applied;
+        }
     }
 
     /// Adds a durable group's changes.
@@ -66,7 +93,8 @@ impl Unapplied {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.inner.read().expect("not poisoned").deltas.is_empty()
+        let g = self.inner.read().expect("not poisoned");
+        g.deltas.is_empty() && g.sealed.is_none()
     }
 
     /// Counters as the journal has them. `read` opens a read transaction and returns what it
@@ -78,11 +106,18 @@ impl Unapplied {
     ) -> Result<(T, Vec<u64>), E> {
         let g = self.inner.read().expect("not poisoned");
         let (value, stored, marker) = read()?;
-        let now = stored
-            .iter()
-            .map(|(k, s)| apply(*s, if marker == g.base { g.deltas.get(k).copied().unwrap_or(0) } else { 0 }))
-            .collect();
-        Ok((value, now))
+        let delta = |k: &SpentKey| {
+            let open = g.deltas.get(k).copied().unwrap_or(0);
+            match &g.sealed {
+                // A snapshot from before the checkpoint's commit lacks both sets; one from after
+                // it, only the open one (nothing is published while a checkpoint commits).
+                Some((_, sealed)) if marker == g.base => sealed.get(k).copied().unwrap_or(0) + open,
+                Some(_) => open,
+                None if marker == g.base => open,
+                None => 0,
+            }
+        };
+        Ok((value, stored.iter().map(|(k, s)| apply(*s, delta(k))).collect()))
     }
 }
 
@@ -116,6 +151,27 @@ mod tests {
         u.rebase(9);
         assert!(u.is_empty());
         assert_eq!(u.spent(read(1200, 9)), Ok(((), vec![1200, 1200])));
+    }
+
+    #[test]
+    fn while_a_checkpoint_commits_a_snapshot_gets_what_it_lacks_on_either_side_of_the_commit() {
+        let u = Unapplied::default();
+        u.rebase(7);
+        u.add(&[([1; 24], 300)]);
+        u.seal(9);
+        // Journalled while the checkpoint commits.
+        u.add(&[([1; 24], 50), ([3; 24], 20)]);
+        assert!(!u.is_empty());
+        // Before the commit (marker 7): both sets.
+        assert_eq!(u.spent(read(1000, 7)), Ok(((), vec![1350, 1020])));
+        // After it (marker 9), before the writer settles: the open set only.
+        assert_eq!(u.spent(read(1300, 9)), Ok(((), vec![1350, 1320])));
+        u.settle();
+        assert_eq!(u.spent(read(1300, 9)), Ok(((), vec![1350, 1320])));
+        // The next publication (marker 12) applies the open set and rebases.
+        assert_eq!(u.spent(read(1350, 12)), Ok(((), vec![1350, 1350])));
+        u.rebase(12);
+        assert!(u.is_empty());
     }
 
     #[test]

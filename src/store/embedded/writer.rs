@@ -21,7 +21,7 @@
 //! bumped so caches reload from disk.
 
 use super::answers::Answers;
-use super::commit::{apply, healthy, publish_alone, Logs};
+use super::commit::{apply, healthy, publish_alone, settle, start_checkpoint, Logs};
 use super::disk::{DbHandle, DiskSwitch};
 use super::gather::{gather, Doorbell, Gathered, Msg};
 pub use super::gather::{FILL, LINGER, MAX_BATCH};
@@ -174,6 +174,7 @@ impl Writer {
                 recent: held,
                 gates: Vec::new(),
                 gate_sink: sink,
+                inflight: Default::default(),
             };
             run(db, rx, chain, Shared { epoch, stats: st, clock, answers, bell: writer_bell }, logs)
         })?;
@@ -293,6 +294,9 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
             publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, replies);
             continue;
         }
+        if let Err(e) = settle(&mut logs, false) {
+            checkpoint_failed(&e, &mut broken, &epoch, &stats);
+        }
         let before = Chain { prev_hash: chain.prev_hash.clone(), ..chain };
         let now = clock.now();
         let mut appended = Vec::new();
@@ -318,6 +322,9 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
                     }
                 }
                 answers.send(group.drain(..).zip(results).filter_map(|(b, c)| b.reply.map(|r| (r, c))).collect());
+                if let Err(e) = handle.get().and_then(|db| start_checkpoint(&db, &chain, &mut logs)) {
+                    checkpoint_failed(&e, &mut broken, &epoch, &stats);
+                }
             }
             Err(e) => {
                 logs.gates.clear();
@@ -335,6 +342,9 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
                 }
             }
         }
+    }
+    if let Err(e) = settle(&mut logs, true) {
+        checkpoint_failed(&e, &mut broken, &epoch, &stats);
     }
     // redb makes its last (journalled, not yet durable) commit durable when it closes cleanly;
     // the records that commit vouches for must be on disk before that.
@@ -359,6 +369,17 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// A checkpoint failed to start or to commit on its thread: the groups it covered are answered
+/// and durable in the journal, so nobody is told; the next transaction reopens the database and
+/// replays the journal ([`healthy`]).
+fn checkpoint_failed(e: &StoreError, broken: &mut bool, epoch: &AtomicU64, stats: &WriterStats) {
+    stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+    stats.metrics.failed_commits.inc();
+    tracing::error!(error = %e, "checkpoint failed; the journal is replayed before the next transaction");
+    *broken = true;
+    epoch.fetch_add(1, Ordering::AcqRel);
 }
 
 impl Op {

@@ -1,0 +1,116 @@
+//! Checkpoints committing on their own thread while journalled groups go on
+//! ([`super::checkpointer`]): counters read exactly on either side of each commit, every record
+//! kept and found by the filter index, and after a restart redb alone holds all of it.
+
+use super::*;
+use crate::activity::{Entry, Kind, Query};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const LINKS: u8 = 8;
+
+fn link(i: u8) -> LinkRecord {
+    LinkRecord {
+        link_id: hex::encode([i; 16]),
+        order_id: format!("o{i}"),
+        tenant_id: None,
+        product_id: "p".into(),
+        file_id: "f".into(),
+        key_id: 1,
+        issued_at: 1_700_000_000,
+        expires_at: i64::MAX,
+        max_uses: 50,
+        unit: 100,
+    }
+}
+
+fn spent(store: &Embedded, i: u8) -> u64 {
+    store.link(&[i; 16]).unwrap().expect("the link is stored").1
+}
+
+/// How many records of order `o{i}` a filtered query finds.
+fn found(store: &Embedded, i: u8) -> usize {
+    let (mut n, mut after) = (0, 0);
+    loop {
+        let q = Query { order_id: Some(format!("o{i}")), after_seq: after, limit: 1000, ..Default::default() };
+        let (recs, next) = store.query_activity(&q).unwrap();
+        n += recs.len();
+        match next {
+            Some(s) => after = s,
+            None => return n,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_commit_beside_journalled_groups_and_nothing_is_counted_twice_or_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Embedded::open(dir.path()).unwrap());
+    let keys: Vec<SpentKey> = (0..LINKS).map(|i| spent_key(&link(i))).collect();
+    for i in 0..LINKS {
+        store.writer().commit(vec![Op::PutLink(link(i))]).await.unwrap();
+    }
+    // A reader beside the writer: a counter counted twice, even for a moment, would go above
+    // where it ends or come back down.
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seen = vec![0u64; usize::from(LINKS)];
+            let mut reads = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                for i in 0..LINKS {
+                    let now = spent(&store, i);
+                    assert!(now >= seen[usize::from(i)], "link {i} went back from {} to {now}", seen[usize::from(i)]);
+                    seen[usize::from(i)] = now;
+                    reads += 1;
+                }
+            }
+            (seen, reads)
+        })
+    };
+    // 400 groups of 50 downloads: about 12 KiB of journal each, so some four checkpoints (and
+    // two filter index flushes) commit while groups go on.
+    let mut expect = vec![0u64; usize::from(LINKS)];
+    for round in 0..400u64 {
+        let mut ops = Vec::with_capacity(100);
+        for d in 0..50u64 {
+            let i = ((round * 50 + d) % u64::from(LINKS)) as u8;
+            let bytes = 1 + (round * 7 + d) % 100;
+            let mut e = Entry::new(Kind::DownloadStarted);
+            e.order_id = Some(format!("o{i}"));
+            ops.extend([Op::Reserve { key: keys[usize::from(i)], bytes }, Op::append(e)]);
+            expect[usize::from(i)] += bytes;
+        }
+        store.writer().commit(ops).await.unwrap();
+        let i = (round % u64::from(LINKS)) as u8;
+        assert_eq!(spent(&store, i), expect[usize::from(i)], "link {i} after group {round}");
+    }
+    done.store(true, Ordering::Relaxed);
+    let (seen, reads) = reader.join().expect("the reader saw every counter only grow");
+    assert!(reads > 0);
+    for i in 0..LINKS {
+        assert!(seen[usize::from(i)] <= expect[usize::from(i)], "link {i} read above its total");
+        assert_eq!(spent(&store, i), expect[usize::from(i)]);
+    }
+    let second = journal::second_path(&dir.path().join(JOURNAL_FILE));
+    assert!(!journal::read_file(&second).unwrap().is_empty(), "checkpoints switched the journal to its second file");
+    assert!(store.writer.stats.commits.load(Ordering::Relaxed) >= 400 + u64::from(LINKS));
+
+    store.publish().await.unwrap();
+    assert_eq!(store.record_count().unwrap(), 20_000);
+    for i in 0..LINKS {
+        assert_eq!(found(&store, i), 2_500, "order o{i}'s records, filtered");
+    }
+    store.close().await;
+    drop(store);
+
+    // Reopened: redb holds every counter, and every record is where it was.
+    let store = Embedded::open(dir.path()).unwrap();
+    for i in 0..LINKS {
+        assert_eq!(spent(&store, i), expect[usize::from(i)]);
+        assert_eq!(found(&store, i), 2_500);
+    }
+    assert_eq!(store.record_count().unwrap(), 20_000);
+    store.close().await;
+}
