@@ -4,6 +4,7 @@
 
 pub mod contract;
 pub mod pg;
+pub mod proc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

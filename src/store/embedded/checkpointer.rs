@@ -45,7 +45,12 @@ impl InFlight {
 
     /// Commits `tx` durably on a new thread, after syncing the record file: redb's durable end
     /// must never cover bytes that are not on disk. Call only when idle.
-    pub(super) fn start(&mut self, tx: redb::WriteTransaction, records: RecordSync, covers: Covers) -> Result<(), StoreError> {
+    pub(super) fn start(
+        &mut self,
+        tx: redb::WriteTransaction,
+        records: RecordSync,
+        covers: Covers,
+    ) -> Result<(), StoreError> {
         debug_assert!(self.is_idle());
         let handle = std::thread::Builder::new().name("keydrop-checkpoint".into()).spawn(move || {
             records.sync()?;

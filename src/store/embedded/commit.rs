@@ -11,8 +11,8 @@
 //! starts over. [`publish_alone`] makes gathered records visible when nothing else is queued;
 //! [`healthy`] reopens the database after a failed commit.
 
-use super::disk::DbHandle;
 use super::checkpointer::{Covers, InFlight};
+use super::disk::DbHandle;
 use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
 use super::mirror::Mirror;

@@ -43,8 +43,8 @@
 //! and reloads from disk, so a failed batch can never leave memory believing something disk lost.
 
 mod answers;
-mod checkpointer;
 pub mod budgets;
+mod checkpointer;
 mod commands;
 mod commit;
 pub mod disk;
@@ -414,6 +414,6 @@ pub(crate) fn scan_prefix_in(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod tests;
