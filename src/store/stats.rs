@@ -9,6 +9,8 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     pub ops: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Checkpoints handed to a thread of their own (the embedded backend's, see its `checkpointer`).
+    pub checkpoints: AtomicU64,
     /// Commit latency and batch size, exported at `/metrics`.
     pub metrics: crate::metrics::WriterMetrics,
 }

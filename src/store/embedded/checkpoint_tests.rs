@@ -114,3 +114,58 @@ async fn checkpoints_commit_beside_journalled_groups_and_nothing_is_counted_twic
     assert_eq!(store.record_count().unwrap(), 20_000);
     store.close().await;
 }
+
+/// The disk fills for a moment, again and again, while groups are journalled and checkpoints
+/// start and commit on their thread: whichever step a failure hits (a group's frame, a
+/// publication, a checkpoint's start or its commit), the writer reopens redb and replays both
+/// journal files, and every download answered `Ok` is counted — once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filling_around_checkpoints_loses_no_answered_download_and_counts_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskSwitch::default();
+    let store = Embedded::open_with(dir.path(), Default::default(), None, Some(disk.clone())).unwrap();
+    let key = spent_key(&link(1));
+    store.writer().commit(vec![Op::PutLink(link(1))]).await.unwrap();
+    let (mut ok, mut failed, mut last, mut started) = (0u64, 0u64, 0u64, 0u64);
+    let stats = store.writer().stats.clone();
+    for round in 0..800u64 {
+        let ops = (0..50).flat_map(|_| [Op::Reserve { key, bytes: 10 }, Op::append(Entry::new(Kind::DownloadStarted))]);
+        // The disk fills 0–1.5 ms after a checkpoint started (while it commits, or just after),
+        // and now and then elsewhere, for one group.
+        let now_started = stats.checkpoints.load(Ordering::Relaxed);
+        let full = now_started > started || round % 97 == 96;
+        started = now_started;
+        if full {
+            std::thread::sleep(std::time::Duration::from_micros(round % 4 * 500));
+            disk.set_full(true);
+        }
+        match store.writer().commit(ops.collect()).await {
+            Ok(_) => ok += 500,
+            Err(_) => failed += 500,
+        }
+        if full {
+            disk.set_full(false);
+        }
+        // A read between failures: never below what was answered, never above what was sent.
+        if let Ok(Some((_, now))) = store.link(&[1; 16]) {
+            assert!(
+                now >= last && now >= ok && now <= ok + failed,
+                "round {round}: {now}, {ok} answered, {failed} failed"
+            );
+            last = now;
+        }
+    }
+    assert!(stats.checkpoints.load(Ordering::Relaxed) >= 2, "checkpoints started on their own thread");
+    assert!(stats.failed_commits.load(Ordering::Relaxed) > 0 && failed > 0, "the full disk failed something");
+    store.writer().flush().await.unwrap();
+    let now = spent(&store, 1);
+    assert!(now >= ok && now <= ok + failed, "{now}: {ok} answered, {failed} failed");
+    store.publish().await.unwrap();
+    assert_eq!(store.record_count().unwrap(), now / 10, "one record per download counted");
+    store.close().await;
+    drop(store);
+    let store = Embedded::open(dir.path()).unwrap();
+    assert_eq!(spent(&store, 1), now, "reopened, the same count");
+    assert_eq!(store.record_count().unwrap(), now / 10);
+    store.close().await;
+}

@@ -168,9 +168,10 @@ pub(super) fn apply(
 /// checkpoint is committing, publishes everything gathered into a transaction (and the filter
 /// index entries, when due), hands its durable commit to another thread, and switches the journal
 /// to its other file (see [`super::checkpointer`]).
-pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) -> Result<(), StoreError> {
+/// Says whether it started one.
+pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) -> Result<bool, StoreError> {
     if logs.journal.offset() < CHECKPOINT_AT || !logs.inflight.is_idle() {
-        return Ok(());
+        return Ok(false);
     }
     let tx = db.begin_write()?;
     let applied = logs.journal.next_frame() - 1;
@@ -186,7 +187,7 @@ pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) ->
     logs.inflight.start(tx, records, covers)?;
     logs.pending.seal(applied);
     logs.journal.switch();
-    Ok(())
+    Ok(true)
 }
 
 /// Takes the outcome of the checkpoint committing on another thread, if it has ended — or, with

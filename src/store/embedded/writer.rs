@@ -322,8 +322,11 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
                     }
                 }
                 answers.send(group.drain(..).zip(results).filter_map(|(b, c)| b.reply.map(|r| (r, c))).collect());
-                if let Err(e) = handle.get().and_then(|db| start_checkpoint(&db, &chain, &mut logs)) {
-                    checkpoint_failed(&e, &mut broken, &epoch, &stats);
+                match handle.get().and_then(|db| start_checkpoint(&db, &chain, &mut logs)) {
+                    Ok(started) => {
+                        stats.checkpoints.fetch_add(u64::from(started), Ordering::Relaxed);
+                    }
+                    Err(e) => checkpoint_failed(&e, &mut broken, &epoch, &stats),
                 }
             }
             Err(e) => {
