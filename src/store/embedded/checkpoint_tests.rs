@@ -2,27 +2,13 @@
 //! ([`super::checkpointer`]): counters read exactly on either side of each commit, every record
 //! kept and found by the filter index, and after a restart redb alone holds all of it.
 
+use super::tests::link;
 use super::*;
 use crate::activity::{Entry, Kind, Query};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const LINKS: u8 = 8;
-
-fn link(i: u8) -> LinkRecord {
-    LinkRecord {
-        link_id: hex::encode([i; 16]),
-        order_id: format!("o{i}"),
-        tenant_id: None,
-        product_id: "p".into(),
-        file_id: "f".into(),
-        key_id: 1,
-        issued_at: 1_700_000_000,
-        expires_at: i64::MAX,
-        max_uses: 50,
-        unit: 100,
-    }
-}
 
 fn spent(store: &Embedded, i: u8) -> u64 {
     store.link(&[i; 16]).unwrap().expect("the link is stored").1

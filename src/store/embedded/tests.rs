@@ -19,6 +19,22 @@ fn io_failures_are_transient_and_damage_or_bugs_are_not() {
     assert!(!StoreError::Encoding(undecodable).is_transient());
 }
 
+/// Link `[i; 16]` of order `o{i}`: 50 uses of 100 bytes, never expiring.
+pub(super) fn link(i: u8) -> LinkRecord {
+    LinkRecord {
+        link_id: hex::encode([i; 16]),
+        order_id: format!("o{i}"),
+        tenant_id: None,
+        product_id: "p".into(),
+        file_id: "f".into(),
+        key_id: 1,
+        issued_at: 1_700_000_000,
+        expires_at: i64::MAX,
+        max_uses: 50,
+        unit: 100,
+    }
+}
+
 fn pending_after_close(dir: &Path) -> bool {
     let db = redb::ReadOnlyDatabase::open(dir.join("keydrop.redb")).unwrap();
     journal_pending(&db.begin_read().unwrap(), &dir.join(JOURNAL_FILE)).unwrap()
@@ -368,18 +384,7 @@ async fn journalled_counter_changes_are_read_back_exactly_once_before_and_after_
     let dir = tempfile::tempdir().unwrap();
     let disk = DiskSwitch::default();
     let store = Embedded::open_with(dir.path(), Default::default(), None, Some(disk.clone())).unwrap();
-    let rec = LinkRecord {
-        link_id: hex::encode([5u8; 16]),
-        order_id: "o".into(),
-        tenant_id: None,
-        product_id: "p".into(),
-        file_id: "f".into(),
-        key_id: 1,
-        issued_at: 1_700_000_000,
-        expires_at: i64::MAX,
-        max_uses: 50,
-        unit: 100,
-    };
+    let rec = link(5);
     let key = spent_key(&rec);
     let in_redb = || {
         let tx = store.database().unwrap().begin_read().unwrap();
