@@ -4,7 +4,6 @@
 
 pub mod contract;
 pub mod pg;
-pub mod proc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -1,9 +1,13 @@
 //! Tests that need a real process: SIGTERM with a download in flight, `keydrop verify-log` on
-//! intact and tampered logs, and the log's formats. (`kill -9`: `tests/crash.rs`.)
+//! intact and tampered logs, and the log's formats here; `kill -9` in `crash.rs`; starting and
+//! stopping the binary in `binary.rs`. One test binary, so CI links it once.
 
+mod binary;
+#[path = "../common/mod.rs"]
 mod common;
+mod crash;
 
-use common::proc::*;
+use binary::*;
 use common::*;
 use http_body_util::BodyExt;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The built binary as a test drives it: a config on free ports, a data dir prepared
 //! in-process, the process started once it answers, stopped with SIGTERM or `kill -9`.
 
-use super::*;
+use crate::common::*;
 use keydrop::links::IssuedLink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -2,10 +2,8 @@
 //! beside the journal, and right after a term end — nothing acknowledged is lost, nothing is
 //! counted twice, and the activity log stays intact.
 
-mod common;
-
-use common::proc::*;
-use common::*;
+use crate::binary::*;
+use crate::common::*;
 use http_body_util::BodyExt;
 use std::time::Duration;
 
