@@ -7,6 +7,12 @@ use crate::common::*;
 use http_body_util::BodyExt;
 use std::time::Duration;
 
+/// How many `download.started` records the activity log holds.
+async fn downloads_started(state: &keydrop::AppState) -> u64 {
+    let records = state.store.records_after(0, 1_000_000).await.unwrap();
+    records.iter().filter(|r| r.kind == keydrop::activity::Kind::DownloadStarted).count() as u64
+}
+
 /// Reads a body slowly, returning the bytes received until the end or an error.
 async fn slow_read(url: String, delay_ms: u64) -> (u64, bool) {
     let Ok(resp) = client().request(request("GET", &url, &[])).await else { return (0, false) };
@@ -108,14 +114,7 @@ async fn kill_9_right_after_downloads_keeps_every_reservation_and_record_from_th
     let st = open_link_status(root.path(), &link).await;
     assert_eq!(st.bytes_spent, n * size as u64, "every acknowledged download is counted");
     let state = keydrop::AppState::open(test_config(root.path())).await.unwrap();
-    let started = state
-        .store
-        .records_after(0, 10_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.kind == keydrop::activity::Kind::DownloadStarted)
-        .count();
+    let started = downloads_started(&state).await;
     // The replayed records are in the filter index too.
     let q = keydrop::activity::Query {
         kind: Some(keydrop::activity::Kind::DownloadStarted),
@@ -126,7 +125,7 @@ async fn kill_9_right_after_downloads_keeps_every_reservation_and_record_from_th
     assert_eq!(state.store.query_activity(&q).await.unwrap().0.len() as u64, n, "{q:?}");
     state.store.close().await;
     drop(state);
-    assert_eq!(started as u64, n, "every acknowledged download has its download.started record");
+    assert_eq!(started, n, "every acknowledged download has its download.started record");
     // Replaying is idempotent: the server's start found nothing left to replay.
     let (ok, out) = verify_log(&p.config);
     assert!(ok && out.contains(&format!("intact: {records} records")), "{out}");
@@ -256,14 +255,7 @@ async fn kill_9_amid_downloads_while_checkpoints_commit_keeps_every_download_onc
         spent +=
             keydrop::links::link_status(&state, &l.link_id, chrono::Utc::now()).await.unwrap().unwrap().bytes_spent;
     }
-    let started = state
-        .store
-        .records_after(0, 1_000_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.kind == keydrop::activity::Kind::DownloadStarted)
-        .count() as u64;
+    let started = downloads_started(&state).await;
     state.store.close().await;
     drop(state);
     assert_eq!(spent % size as u64, 0, "no download was cut short before the kill");

@@ -69,11 +69,8 @@ pub(super) fn publish_alone(
         .and_then(|()| healthy(handle, broken, chain, epoch, logs))
         .and_then(|db| publish(&db, chain, logs));
     if let Err(e) = &result {
-        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-        stats.metrics.failed_commits.inc();
         tracing::error!(error = %e, "publishing activity records failed; recovery writes them from the journal");
-        *broken = true;
-        epoch.fetch_add(1, Ordering::AcqRel);
+        broke(broken, epoch, stats);
     }
     let msg = result.err().map(|e| e.to_string());
     for r in replies {
@@ -82,6 +79,16 @@ pub(super) fn publish_alone(
             Some(m) => Err(StoreError::CommitFailed(m.clone())),
         });
     }
+}
+
+/// After a failed commit (the caller logs why): counts it, marks the database broken — the next
+/// transaction reopens it and replays the journal ([`healthy`]) — and bumps the store epoch, so
+/// caches reload from disk.
+pub(super) fn broke(broken: &mut bool, epoch: &AtomicU64, stats: &WriterStats) {
+    stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+    stats.metrics.failed_commits.inc();
+    *broken = true;
+    epoch.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The database to write to; after a failed commit, reopens it first and reloads the chain

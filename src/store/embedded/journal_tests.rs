@@ -19,6 +19,15 @@ fn open(path: &Path) -> Journal {
     j
 }
 
+/// A new journal holding frames 1–3.
+fn open_with_three(path: &Path) -> Journal {
+    let mut j = open(path);
+    for i in 1..=3 {
+        j.append(&payload(i)).unwrap();
+    }
+    j
+}
+
 fn ops(i: u8) -> Vec<JournalOp> {
     vec![
         JournalOp::Reserve { key: [i; 24], bytes: 4096 },
@@ -59,10 +68,7 @@ fn frames_read_back(direct: bool) {
 fn a_torn_or_corrupt_tail_ends_the_journal_there() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j");
-    let mut j = open(&path);
-    for i in 1..=3 {
-        j.append(&payload(i)).unwrap();
-    }
+    let j = open_with_three(&path);
     let third_at = 2 * payload(1).frame_len();
     drop(j);
     // Flip one payload byte of the third frame: a torn write looks the same to the checksum.
@@ -139,10 +145,7 @@ fn after_a_restart_stale_frames_behind_the_new_ones_are_not_read() {
 fn after_a_switch_both_files_read_back_as_one_run_and_a_later_switch_writes_over_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal.wal");
-    let mut j = open(&path);
-    for i in 1..=3 {
-        j.append(&payload(i)).unwrap();
-    }
+    let mut j = open_with_three(&path);
     // A checkpoint of frames 1–3 starts: 4 and 5 go to the second file while it commits.
     j.switch();
     assert_eq!(j.offset(), 0);

@@ -21,7 +21,7 @@
 //! bumped so caches reload from disk.
 
 use super::answers::Answers;
-use super::commit::{apply, healthy, publish_alone, settle, start_checkpoint, Logs};
+use super::commit::{apply, broke, healthy, publish_alone, settle, start_checkpoint, Logs};
 use super::disk::{DbHandle, DiskSwitch};
 use super::gather::{gather, Doorbell, Gathered, Msg};
 pub use super::gather::{FILL, LINGER, MAX_BATCH};
@@ -331,12 +331,9 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
             }
             Err(e) => {
                 logs.gates.clear();
-                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                stats.metrics.failed_commits.inc();
                 tracing::error!(error = %e, batches = group.len(), "store commit failed");
                 chain = before;
-                broken = true;
-                epoch.fetch_add(1, Ordering::AcqRel);
+                broke(&mut broken, &epoch, &stats);
                 let msg = e.to_string();
                 for b in group.drain(..) {
                     if let Some(r) = b.reply {
@@ -378,11 +375,8 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
 /// and durable in the journal, so nobody is told; the next transaction reopens the database and
 /// replays the journal ([`healthy`]).
 fn checkpoint_failed(e: &StoreError, broken: &mut bool, epoch: &AtomicU64, stats: &WriterStats) {
-    stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-    stats.metrics.failed_commits.inc();
     tracing::error!(error = %e, "checkpoint failed; the journal is replayed before the next transaction");
-    *broken = true;
-    epoch.fetch_add(1, Ordering::AcqRel);
+    broke(broken, epoch, stats);
 }
 
 impl Op {
