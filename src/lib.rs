@@ -21,10 +21,11 @@
 // `deny`, not `forbid`: `mapped` is the one module allowed `unsafe` (read-only file mappings).
 #![deny(unsafe_code)]
 
-/// mimalloc, not glibc's allocator: a download allocates a few dozen small buffers on one
-/// worker and frees some on another (records go to the writer), and glibc spent about 9 % of a
-/// 4 KiB round in `malloc`, `free` and their consolidations (README, "Benchmarks"). Declared in
-/// the library so that tests and benches run on the allocator the binary ships with.
+/// mimalloc, not glibc's allocator: a download allocates a few dozen small buffers on one worker
+/// and frees some of them on another thread (records go to the writer), which glibc's arenas
+/// handle with consolidations and locks that showed up in every 4 KiB profile (README,
+/// "Benchmarks"). Declared in the library so that tests and benches run on the allocator the
+/// binary ships with.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
