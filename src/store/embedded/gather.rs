@@ -157,7 +157,7 @@ fn linger(
 pub const LINGER: Duration = Duration::from_millis(2);
 
 /// How long a group under load fills before it is committed (see the module's notes).
-pub const FILL: Duration = Duration::from_micros(300);
+pub const FILL: Duration = Duration::from_micros(100);
 
 /// A first take of this many batches or more means load: the group fills for [`FILL`].
 pub const FILL_FROM: usize = 4;
