@@ -134,9 +134,8 @@ round() {
 
 if [ "$SIZE" = 1g ]; then
   # The first download after the file was cached is slow for whoever makes it: one each, unmeasured.
-  for n in a:18601 b:18611; do
-    curl -s -o /dev/null "http://127.0.0.1:${n#*:}$(head -1 "$WORK/${n%%:*}/links.txt")"
-  done
+  curl -s -o /dev/null "http://127.0.0.1:18601$(head -1 "$WORK/a/links.txt")"
+  curl -s -o /dev/null "http://127.0.0.1:18611$(head -1 "$WORK/b/links.txt")"
   echo "curl, one 1 GiB stream a round after one unmeasured each, $PAIRS pairs, A = $A_BIN, B = $B_BIN"
 else echo "wrk -t2 -c64 -d${SECS}s, $PAIRS pairs, A = $A_BIN, B = $B_BIN"; fi
 for i in $(seq 1 "$PAIRS"); do
