@@ -5,6 +5,9 @@
 #   SIZE=1m benches/ab.sh …                         (1 MiB downloads instead of 4 KiB)
 #   SIZE=1g benches/ab.sh …                         (one stream of 1 GiB a round, curl, warm cache,
 #                                                    after one unmeasured download from each build)
+#   COLD=1 benches/ab.sh …                          (each server restarted before each of its rounds:
+#                                                    every round starts with no link in memory, as
+#                                                    the compare script's first round does)
 #
 # On this shared 2-core VM the rate of one server moves by a quarter within minutes, so two full
 # `compare-nginx.sh` runs an hour apart cannot tell a 3 % change. Here both builds run at once,
@@ -66,12 +69,27 @@ name = "bench-agent"
 role = "admin_agent"
 token_sha256 = "$(awk -F'"' '/token_sha256/ {print $2}' <<<"$agent")"
 TOML
-  (cd "$dir" && exec "$2" serve --config keydrop.toml >"$dir/keydrop.log" 2>&1) &
+  serve "$@"
+}
+
+# serve NAME BIN PORT: runs the server in NAME's directory and waits until it answers.
+serve() {
+  local dir="$WORK/$1" port=$3
+  (cd "$dir" && exec "$2" serve --config keydrop.toml >>"$dir/keydrop.log" 2>&1) &
   PIDS+=($!)
   echo $! >"$dir/pid"
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
   echo "$1 did not start" >&2
   exit 1
+}
+
+# restart NAME BIN PORT: stops the server (a clean stop) and serves again from the same data.
+restart() {
+  local pid
+  pid=$(cat "$WORK/$1/pid")
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  serve "$@"
 }
 
 # links NAME PORT: the product, a customer, an order and LINKS download links (paths in links.txt).
@@ -139,7 +157,9 @@ if [ "$SIZE" = 1g ]; then
   echo "curl, one 1 GiB stream a round after one unmeasured each, $PAIRS pairs, A = $A_BIN, B = $B_BIN"
 else echo "wrk -t2 -c64 -d${SECS}s, $PAIRS pairs, A = $A_BIN, B = $B_BIN"; fi
 for i in $(seq 1 "$PAIRS"); do
+  [ -n "${COLD:-}" ] && restart a "$A_BIN" 18601
   round a 18601
+  [ -n "${COLD:-}" ] && restart b "$B_BIN" 18611
   round b 18611
 done
 paste -d' ' "$WORK/a.rps" "$WORK/b.rps" | awk '
