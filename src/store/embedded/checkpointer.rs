@@ -11,12 +11,14 @@
 //! only what needs redb's write lock — a publication, an admin change, another checkpoint — waits
 //! for the commit to end ([`InFlight::finish`] with `wait`). The writer then settles it: the
 //! sealed changes, the synced length of the record file and the index entries it wrote are
-//! dropped from memory.
+//! dropped from memory. The filter index's entries, when due, are written into the transaction
+//! here too, not on the writer ([`super::index::Recent::take_flush`]).
 //!
 //! If the commit fails, the journal still holds every frame it covered (the switch never writes
 //! over a file whose frames redb lacks), so the writer treats it as any failed commit: it reopens
 //! the database and replays both files ([`super::commit::healthy`]).
 
+use super::index::Flush;
 use super::records::RecordSync;
 use super::StoreError;
 use std::thread::JoinHandle;
@@ -28,8 +30,8 @@ pub(super) struct Covers {
     pub(super) applied: u64,
     /// How much of the record file it synced.
     pub(super) records_len: u64,
-    /// The last `seq` of the filter index entries it wrote, if it wrote them.
-    pub(super) index_through: Option<u64>,
+    /// Whether it wrote the filter index entries held when it started.
+    pub(super) index: bool,
 }
 
 /// The checkpoint whose commit is running, if one is.
@@ -43,16 +45,21 @@ impl InFlight {
         self.job.is_none()
     }
 
-    /// Commits `tx` durably on a new thread, after syncing the record file: redb's durable end
-    /// must never cover bytes that are not on disk. Call only when idle.
+    /// Commits `tx` durably on a new thread — with `index`'s entries written into it first —
+    /// after syncing the record file: redb's durable end must never cover bytes that are not on
+    /// disk. Call only when idle.
     pub(super) fn start(
         &mut self,
         tx: redb::WriteTransaction,
         records: RecordSync,
+        index: Option<Flush>,
         covers: Covers,
     ) -> Result<(), StoreError> {
         debug_assert!(self.is_idle());
         let handle = std::thread::Builder::new().name("keydrop-checkpoint".into()).spawn(move || {
+            if let Some(f) = index {
+                f.write(&tx)?;
+            }
             records.sync()?;
             tx.commit()?;
             Ok(())

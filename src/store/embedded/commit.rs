@@ -172,8 +172,8 @@ pub(super) fn apply(
 }
 
 /// After a journalled group was answered: once the journal is past [`CHECKPOINT_AT`] and no
-/// checkpoint is committing, publishes everything gathered into a transaction (and the filter
-/// index entries, when due), hands its durable commit to another thread, and switches the journal
+/// checkpoint is committing, publishes everything gathered into a transaction, hands it (with the
+/// filter index entries, when due, for that thread to write) and its durable commit to another thread, and switches the journal
 /// to its other file (see [`super::checkpointer`]).
 /// Says whether it started one.
 pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) -> Result<bool, StoreError> {
@@ -183,15 +183,10 @@ pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) ->
     let tx = db.begin_write()?;
     let applied = logs.journal.next_frame() - 1;
     logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;
-    let index_through = if logs.recent.due() {
-        logs.recent.write_into(&tx, &[])?;
-        Some(logs.recent.last_seq())
-    } else {
-        None
-    };
+    let index = logs.recent.due().then(|| logs.recent.take_flush());
     let records = logs.records.syncer()?;
-    let covers = Covers { applied, records_len: records.len, index_through };
-    logs.inflight.start(tx, records, covers)?;
+    let covers = Covers { applied, records_len: records.len, index: index.is_some() };
+    logs.inflight.start(tx, records, index, covers)?;
     logs.pending.seal(applied);
     logs.journal.switch();
     Ok(true)
@@ -207,8 +202,8 @@ pub(super) fn settle(logs: &mut Logs, wait: bool) -> Result<(), StoreError> {
             tracing::debug!(applied = covers.applied, "checkpoint committed");
             logs.pending.settled();
             logs.records.synced_to(covers.records_len);
-            if let Some(seq) = covers.index_through {
-                logs.recent.forget_through(seq);
+            if covers.index {
+                logs.recent.flushed();
             }
             Ok(())
         }

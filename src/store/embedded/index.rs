@@ -15,7 +15,8 @@
 //! `(tag, first seq) → packed (seq, offset) pairs`. A flush costs one insert per tag seen since
 //! the last one — a few thousand for thousands of orders — whatever the number of records.
 //!
-//! A flush happens inside a durable redb commit once [`FLUSH_AT`] entries are held, and at stop;
+//! A flush happens inside a durable redb commit once [`FLUSH_AT`] entries are held — a
+//! checkpoint's, written on the checkpoint's own thread, or one on the writer — and at stop;
 //! the same commit sets `meta/activity_ix_through`, the last `seq` the table covers. Nothing is
 //! lost to a crash: on start (`catch_up`) the records after `activity_ix_through` are read back
 //! from the record file (journal replay has already put them there) and indexed into the table —
@@ -35,10 +36,12 @@ use std::sync::{Arc, RwLock};
 pub(crate) const ACTIVITY_IX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("activity_ix_chunks");
 
 /// Entries held in memory (16 bytes each) before the next durable commit writes them out: about
-/// 21,000 downloads' records, which a start after a crash reads back. Writing them out makes that
-/// commit longer, and every download waiting for it waits too: eight times as many (the earlier
-/// value) made commits of 100–200 ms under load, the 4 KiB benchmark's p99 (the README has the
-/// figures). Smaller in the crate's unit tests, so that they cross it.
+/// 21,000 downloads' records, which a start after a crash reads back. A checkpoint writes them on
+/// its own thread ([`Recent::take_flush`]); a durable commit on the writer (an admin change, a
+/// frame that no longer fits) writes them itself, and every download waiting for it waits too:
+/// eight times as many (the earlier value) made such commits of 100–200 ms under load, the 4 KiB
+/// benchmark's p99 (the README has the figures). Smaller in the crate's unit tests, so that they
+/// cross it.
 pub const FLUSH_AT: usize = if cfg!(test) { 16 * 1024 } else { 64 * 1024 };
 
 /// `meta` key: the last `seq` whose entries the table holds (u64, big-endian; absent = none).
@@ -150,66 +153,93 @@ fn set_through(tx: &redb::WriteTransaction, seq: u64) -> Result<(), StoreError> 
 
 /// The entries of records the table does not cover yet (see the module docs). Written by the
 /// writer thread only; read by queries.
+///
+/// A flush's entries move out of the open lists into `flushing` when a checkpoint takes them
+/// ([`Recent::take_flush`]): the checkpoint's own thread writes them into its transaction, so the
+/// writer — and every download waiting on its next group — no longer waits for that write (6–23
+/// ms at [`FLUSH_AT`] entries). Queries read both until the checkpoint has committed.
 #[derive(Debug, Clone, Default)]
-pub struct Recent(Arc<RwLock<Lists>>);
+pub struct Recent(Arc<RwLock<Held>>);
+
+#[derive(Debug, Default)]
+struct Held {
+    open: Lists,
+    /// Entries a checkpoint committing on another thread is writing (all before `open`'s).
+    flushing: Option<Arc<Lists>>,
+}
+
+/// Held entries handed to a checkpoint, which writes them into its transaction ([`Flush::write`]).
+pub(super) struct Flush(Arc<Lists>);
+
+impl Flush {
+    /// Writes one chunk per tag and moves the `seq` the table covers to the last one's.
+    pub(super) fn write(&self, tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        self.0.write(tx)
+    }
+}
 
 impl Recent {
     /// After a commit: the entries of its records.
     pub(super) fn add(&self, group: &[(Tags, u64, u64)]) {
-        let mut lists = self.0.write().expect("not poisoned");
+        let mut held = self.0.write().expect("not poisoned");
         for (tags, seq, offset) in group {
-            lists.add(tags, *seq, *offset);
+            held.open.add(tags, *seq, *offset);
         }
     }
 
     /// Whether the next durable commit should write the held entries out.
     pub(super) fn due(&self) -> bool {
-        self.0.read().expect("not poisoned").entries >= FLUSH_AT
+        self.0.read().expect("not poisoned").open.entries >= FLUSH_AT
     }
 
-    /// Inside a durable commit: everything held, plus `group` (this commit's records).
+    /// Inside a durable commit on the writer: everything held, plus `group` (this commit's records).
     pub(super) fn write_into(&self, tx: &redb::WriteTransaction, group: &[(Tags, u64, u64)]) -> Result<(), StoreError> {
         let held = self.0.read().expect("not poisoned");
-        if group.is_empty() {
-            return held.write(tx);
+        if let Some(f) = &held.flushing {
+            f.write(tx)?;
         }
-        let mut all = Lists { by_tag: held.by_tag.clone(), entries: held.entries, last_seq: held.last_seq };
+        if group.is_empty() {
+            return held.open.write(tx);
+        }
+        let mut all =
+            Lists { by_tag: held.open.by_tag.clone(), entries: held.open.entries, last_seq: held.open.last_seq };
         for (tags, seq, offset) in group {
             all.add(tags, *seq, *offset);
         }
         all.write(tx)
     }
 
-    /// After that durable commit succeeded.
+    /// For a checkpoint that commits on another thread: takes the held entries for it to write.
+    /// Queries still see them until [`Recent::flushed`]. Call only with no flush in progress.
+    pub(super) fn take_flush(&self) -> Flush {
+        let mut held = self.0.write().expect("not poisoned");
+        debug_assert!(held.flushing.is_none());
+        let lists = Arc::new(std::mem::take(&mut held.open));
+        held.flushing = Some(lists.clone());
+        Flush(lists)
+    }
+
+    /// That checkpoint has committed: the table holds what it took.
+    pub(super) fn flushed(&self) {
+        self.0.write().expect("not poisoned").flushing = None;
+    }
+
+    /// After a durable commit that wrote everything held.
     pub(super) fn clear(&self) {
-        *self.0.write().expect("not poisoned") = Lists::default();
-    }
-
-    /// The last `seq` held (what [`Recent::write_into`] with no group makes the table cover).
-    pub(super) fn last_seq(&self) -> u64 {
-        self.0.read().expect("not poisoned").last_seq
-    }
-
-    /// After a durable commit that wrote the held entries up to `seq` (a checkpoint committed
-    /// on another thread while later ones came): drops those, keeps the later ones.
-    pub(super) fn forget_through(&self, seq: u64) {
-        let mut lists = self.0.write().expect("not poisoned");
-        lists.by_tag.retain(|_, l| {
-            l.retain(|(s, _)| *s > seq);
-            !l.is_empty()
-        });
-        lists.entries = lists.by_tag.values().map(Vec::len).sum();
+        *self.0.write().expect("not poisoned") = Held::default();
     }
 
     /// `(seq, offset)` of the held entries of `tag` from `from_seq` on.
     pub(super) fn of(&self, tag: u64, from_seq: u64) -> Vec<(u64, u64)> {
         let held = self.0.read().expect("not poisoned");
-        held.by_tag.get(&tag).map_or_else(Vec::new, |l| l.iter().copied().filter(|(s, _)| *s >= from_seq).collect())
+        let lists = held.flushing.as_deref().into_iter().chain([&held.open]);
+        lists.filter_map(|l| l.by_tag.get(&tag)).flatten().copied().filter(|(s, _)| *s >= from_seq).collect()
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.0.read().expect("not poisoned").entries
+        let held = self.0.read().expect("not poisoned");
+        held.open.entries + held.flushing.as_ref().map_or(0, |f| f.entries)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -319,6 +349,48 @@ mod tests {
         assert_eq!(kinds, 5);
         recent.clear();
         assert!(recent.is_empty());
+    }
+
+    #[test]
+    fn entries_a_checkpoint_takes_stay_found_until_it_has_committed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let recent = Recent::default();
+        let tag = order_tag("o7");
+        let t = [kind_tag(Kind::DownloadStarted), 0, tag];
+        recent.add(&[(t, 1, 10), (t, 2, 20)]);
+        let flush = recent.take_flush();
+        assert!(!recent.due() && recent.len() == 4, "taken, not forgotten: both tags of both records");
+        recent.add(&[(t, 3, 30)]);
+        assert_eq!(recent.of(tag, 2), vec![(2, 20), (3, 30)], "the taken entries, then the open ones");
+        // The checkpoint's thread writes them into its transaction and commits.
+        let tx = db.begin_write().unwrap();
+        flush.write(&tx).unwrap();
+        tx.commit().unwrap();
+        // A query that took the held entries before that commit and reads the table after it
+        // reads each record once.
+        let held = recent.of(tag, 1);
+        let rtx = db.begin_read().unwrap();
+        let ix = rtx.open_table(ACTIVITY_IX).unwrap();
+        let mut seen = Vec::new();
+        scan(&ix, held, tag, 1, |seq, _| {
+            seen.push(seq);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![1, 2, 3]);
+        recent.flushed();
+        assert_eq!(recent.of(tag, 1), vec![(3, 30)], "only what came after the flush is held");
+        assert_eq!(recent.len(), 2);
+        let mut after = Vec::new();
+        scan(&ix, recent.of(tag, 1), tag, 1, |seq, _| {
+            after.push(seq);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(after, vec![1, 2, 3]);
+        let wtx = db.begin_write().unwrap();
+        assert_eq!(through(&wtx).unwrap(), 2, "the table covers what the flush wrote");
     }
 
     #[test]
