@@ -6,8 +6,8 @@
 #   SIZE=1g benches/ab.sh …                         (one stream of 1 GiB a round, curl, warm cache,
 #                                                    after one unmeasured download from each build)
 #   COLD=1 benches/ab.sh …                          (each server restarted before each of its rounds:
-#                                                    every round starts with no link in memory, as
-#                                                    the compare script's first round does)
+#                                                    every round starts with no link in memory, each
+#                                                    loaded from redb on first use, as after a restart)
 #
 # On this shared 2-core VM the rate of one server moves by a quarter within minutes, so two full
 # `compare-nginx.sh` runs an hour apart cannot tell a 3 % change. Here both builds run at once,

@@ -172,9 +172,9 @@ pub(super) fn apply(
 }
 
 /// After a journalled group was answered: once the journal is past [`CHECKPOINT_AT`] and no
-/// checkpoint is committing, publishes everything gathered into a transaction, hands it (with the
-/// filter index entries, when due, for that thread to write) and its durable commit to another thread, and switches the journal
-/// to its other file (see [`super::checkpointer`]).
+/// checkpoint is committing, publishes everything gathered into a transaction, hands it to
+/// another thread for its durable commit — with the filter index entries, when due, for that
+/// thread to write — and switches the journal to its other file (see [`super::checkpointer`]).
 /// Says whether it started one.
 pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) -> Result<bool, StoreError> {
     if logs.journal.offset() < CHECKPOINT_AT || !logs.inflight.is_idle() {

@@ -156,8 +156,8 @@ fn set_through(tx: &redb::WriteTransaction, seq: u64) -> Result<(), StoreError> 
 ///
 /// A flush's entries move out of the open lists into `flushing` when a checkpoint takes them
 /// ([`Recent::take_flush`]): the checkpoint's own thread writes them into its transaction, so the
-/// writer — and every download waiting on its next group — no longer waits for that write (6–23
-/// ms at [`FLUSH_AT`] entries). Queries read both until the checkpoint has committed.
+/// writer — and every download waiting on its next group — no longer waits for that write.
+/// Queries read both until the checkpoint has committed.
 #[derive(Debug, Clone, Default)]
 pub struct Recent(Arc<RwLock<Held>>);
 
