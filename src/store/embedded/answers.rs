@@ -10,10 +10,11 @@ use super::StoreError;
 /// Who answers a durable group's reply slots: a task on the multi-threaded runtime the store was
 /// opened on, or — without one (tools, tests on a current-thread runtime), or once that runtime
 /// is gone — the writer itself. Either way only after the group is durable, and in group order.
+#[derive(Clone)]
 pub(super) struct Answers(Option<tokio::sync::mpsc::UnboundedSender<Answered>>);
 
 /// A group's reply slots, each with its batch's result.
-type Answered = Vec<(Reply, Result<Committed, StoreError>)>;
+pub(super) type Answered = Vec<(Reply, Result<Committed, StoreError>)>;
 
 impl Answers {
     pub(super) fn start() -> Answers {

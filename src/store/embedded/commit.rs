@@ -13,8 +13,9 @@
 
 use super::checkpointer::{Covers, InFlight};
 use super::disk::DbHandle;
+use super::flusher::Flusher;
 use super::index::{self, Tags};
-use super::journal::{FrameBuf, Journal, CHECKPOINT_AT};
+use super::journal::{FrameBuf, Journal, Sealed, CHECKPOINT_AT};
 use super::mirror::Mirror;
 use super::pending::Pending;
 use super::records::RecordFile;
@@ -44,6 +45,8 @@ pub(super) struct Logs {
     pub(super) gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>>,
     /// The checkpoint committing on another thread, if one is.
     pub(super) inflight: InFlight,
+    /// The thread that writes sealed journal frames.
+    pub(super) flusher: Flusher,
 }
 
 /// A transaction that only publishes the gathered records (see [`super::pending`]): when they
@@ -59,13 +62,16 @@ pub(super) fn publish_alone(
     logs: &mut Logs,
     replies: Vec<Reply>,
 ) {
-    if logs.pending.is_empty() {
+    // Nothing is published before its frame is on disk.
+    let drained = logs.flusher.drain();
+    if drained.is_ok() && logs.pending.is_empty() {
         for r in replies {
             let _ = r.send(Ok(Committed::default()));
         }
         return;
     }
-    let result = settle(logs, true)
+    let result = drained
+        .and_then(|()| settle(logs, true))
         .and_then(|()| healthy(handle, broken, chain, epoch, logs))
         .and_then(|db| publish(&db, chain, logs));
     if let Err(e) = &result {
@@ -101,8 +107,10 @@ pub(super) fn healthy(
     logs: &mut Logs,
 ) -> Result<Arc<Database>, StoreError> {
     if *broken {
-        // Whatever a checkpoint still committing did, recovery redoes from the journal.
+        // Whatever a checkpoint still committing did, recovery redoes from the journal; and no
+        // frame may still be on its way while the journal is read back.
         let _ = logs.inflight.finish(true);
+        let _ = logs.flusher.drain();
         // Recovery writes them from the journal.
         logs.pending.clear();
         handle.reopen()?;
@@ -110,6 +118,7 @@ pub(super) fn healthy(
         let frames = logs.journal.read_back()?;
         let applied = recover(&db, &frames, &mut logs.records)?;
         logs.journal.restart(applied);
+        logs.flusher.reset();
         logs.pending.published(applied);
         // Recovery indexed every record the index table lacked.
         logs.recent.clear();
@@ -123,52 +132,65 @@ pub(super) fn healthy(
     handle.get()
 }
 
-/// Applies a group; returns what each batch reports.
+/// What each batch of an applied group reports, and a journalled group's sealed frame.
+pub(super) type Applied = (Vec<Result<Committed, StoreError>>, Option<Sealed>);
+
+/// Applies a group; returns what each batch reports, and — for a journalled group — its sealed
+/// frame, which the caller hands to [`super::flusher`] and then calls [`after_frame`].
 ///
-/// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is written and
-/// fsynced, and redb sees nothing of it until the records are due for publication (see
-/// [`super::pending`]) — its counter changes wait in [`super::unapplied`], where readers add them.
-/// Any other group, or one whose frame would not fit, is a durable redb commit (once a
-/// checkpoint committing on another thread has ended) — which also makes every earlier
-/// journalled group durable in redb, so the journal starts over after it.
+/// A group made only of download ops ([`Op::is_hot`]) is journalled: its frame is sealed here and
+/// written by another thread, and redb sees nothing of it until the records are due for
+/// publication (see [`super::pending`]) — its counter changes wait in [`super::unapplied`], where
+/// readers add them once the frame is durable. Any other group, or one whose frame would not fit,
+/// is a durable redb commit (once every frame handed over is written and a checkpoint committing
+/// on another thread has ended) — which also makes every earlier journalled group durable in
+/// redb, so the journal starts over after it.
 pub(super) fn apply(
     db: &Database,
     group: &mut [Batch],
     chain: &mut Chain,
     now_us: u64,
-    force_publish: bool,
     logs: &mut Logs,
     appended: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+) -> Result<Applied, StoreError> {
     let hot = group.iter().all(|b| b.ops.iter().all(Op::is_hot));
     logs.frame.clear();
     logs.pending.start_group(chain.next_seq);
     logs.group_ix.clear();
     if !hot {
+        logs.flusher.drain()?;
         settle(logs, true)?;
         let tx = db.begin_write()?;
         let results = run_group(Some(&tx), group, chain, now_us, logs, appended)?;
         checkpoint(tx, chain, logs)?;
-        return Ok(results);
+        return Ok((results, None));
     }
     let results = run_group(None, group, chain, now_us, logs, appended)?;
     if !logs.journal.fits(logs.frame.frame_len()) {
+        logs.flusher.drain()?;
         settle(logs, true)?;
         checkpoint(db.begin_write()?, chain, logs)?;
-        return Ok(results);
+        return Ok((results, None));
     }
-    // Durable before redb makes any of it visible: a reader never sees what a crash could take back.
-    logs.journal.append(&logs.frame)?;
+    let frame = logs.journal.seal(&logs.frame)?;
+    Ok((results, Some(frame)))
+}
+
+/// After a journalled group's frame was handed over: publishes what is gathered if a reader
+/// asked (`force`) or it is due — once every frame is on disk: a reader never sees what a crash
+/// could take back — and keeps the group's index entries and the clock of what it left.
+pub(super) fn after_frame(db: &Database, chain: &Chain, force: bool, logs: &mut Logs) -> Result<(), StoreError> {
     let at = std::time::Instant::now();
     // A reader waits for a checkpoint's commit to end; gathered records do not (they are due
     // again in the next group after it).
-    if force_publish || (logs.pending.due(at) && logs.inflight.is_idle()) {
+    if force || (logs.pending.due(at) && logs.inflight.is_idle()) {
+        logs.flusher.drain()?;
         settle(logs, true)?;
         publish(db, chain, logs)?;
     }
     logs.recent.add(&logs.group_ix);
     logs.pending.committed(at);
-    Ok(results)
+    Ok(())
 }
 
 /// After a journalled group was answered: once the journal is past [`CHECKPOINT_AT`] and no
@@ -180,6 +202,8 @@ pub(super) fn start_checkpoint(db: &Database, chain: &Chain, logs: &mut Logs) ->
     if logs.journal.offset() < CHECKPOINT_AT || !logs.inflight.is_idle() {
         return Ok(false);
     }
+    // The checkpoint covers every frame sealed so far: each must be on disk first.
+    logs.flusher.drain()?;
     let tx = db.begin_write()?;
     let applied = logs.journal.next_frame() - 1;
     logs.pending.publish(&tx, &mut logs.records, chain.next_seq, applied)?;

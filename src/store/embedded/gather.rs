@@ -10,11 +10,12 @@
 //! stop) rings its [`Doorbell`]. At 1 MiB a download's settlement comes on its own, between
 //! reservations, and each used to cost a futex wake-up on the worker and a switch on the writer.
 //!
-//! Under load — the first take already held [`FILL_FROM`] batches or more — the writer then
-//! sleeps [`FILL`] and takes what came meanwhile, once. A group's costs are mostly its own, not
-//! its batches' (a durable journal write, a redb transaction, the writer's sleep and wake-ups
-//! around both), so a group twice as large halves them per download; and while the writer
-//! sleeps, a sender's message wakes nobody. A lone request (an idle server) is never held.
+//! A group somebody waits for is never held: it is sealed at once with whatever was waiting.
+//! (Until the eighteenth session a group under load first slept 100 µs — 300 before — to grow,
+//! because each group paid a durable write of its own on the writer's thread. Now frames are
+//! written on another thread, which takes every frame sealed meanwhile in one write
+//! ([`super::flusher`]), so the groups that queue behind a write share it without waiting for a
+//! fill.)
 
 use super::writer::{Batch, Reply};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -74,14 +75,13 @@ impl Doorbell {
 
 /// Gathers the next group into `group` (empty on entry): waits for a first message, no longer
 /// than `due` if given, then takes what else is waiting, then lets a group nobody waits for
-/// [`linger`] for `waits.1`, or a group under load fill for `waits.0` (the writer passes
-/// [`FILL`] and [`LINGER`]).
+/// [`linger`] for `lingers` (the writer passes [`LINGER`]).
 pub(super) fn gather(
     rx: &mpsc::Receiver<Msg>,
     bell: &Doorbell,
     due: Option<Instant>,
     group: &mut Vec<Batch>,
-    (fill, lingers): (Duration, Duration),
+    lingers: Duration,
 ) -> Gathered {
     let first = match due {
         None => rx.recv().ok(),
@@ -95,9 +95,6 @@ pub(super) fn gather(
     let mut stopping = !first.is_some_and(|m| join(m, group, &mut force)) || take_waiting(rx, group, &mut force);
     if !stopping && !force && group.iter().all(|b| b.reply.is_none()) {
         stopping = linger(rx, bell, group, &mut force, lingers);
-    } else if !stopping && !force && (FILL_FROM..MAX_BATCH).contains(&group.len()) {
-        std::thread::sleep(fill);
-        stopping = take_waiting(rx, group, &mut force);
     }
     Gathered::Group { force, stopping }
 }
@@ -156,12 +153,6 @@ fn linger(
 /// download's `download.started` is durable before its first byte regardless).
 pub const LINGER: Duration = Duration::from_millis(2);
 
-/// How long a group under load fills before it is committed (see the module's notes).
-pub const FILL: Duration = Duration::from_micros(100);
-
-/// A first take of this many batches or more means load: the group fills for [`FILL`].
-pub const FILL_FROM: usize = 4;
-
 /// Adds a message to the group: a reader's publish joins as a batch without ops and makes the
 /// group publish (`force`). `false` for [`Msg::Stop`].
 fn join(m: Msg, group: &mut Vec<Batch>, force: &mut bool) -> bool {
@@ -185,7 +176,7 @@ mod tests {
         tx.send(Msg::Batch(Batch { ops: Vec::new(), reply: Some(reply) })).unwrap();
     }
 
-    /// Gathers with a long fill while another thread sends one more batch 50 ms in.
+    /// Gathers `queued` waiting batches while another thread sends one more 50 ms in.
     fn gathered_with_one_late(queued: usize) -> usize {
         let (tx, rx) = mpsc::channel();
         for _ in 0..queued {
@@ -196,23 +187,16 @@ mod tests {
             batch(&tx);
         });
         let mut group = Vec::new();
-        assert!(matches!(
-            gather(&rx, &Doorbell::default(), None, &mut group, (Duration::from_millis(400), LINGER)),
-            Gathered::Group { .. }
-        ));
+        assert!(matches!(gather(&rx, &Doorbell::default(), None, &mut group, LINGER), Gathered::Group { .. }));
         late.join().unwrap();
         group.len()
     }
 
     #[test]
-    fn a_group_under_load_fills_and_takes_what_came_meanwhile() {
-        assert_eq!(gathered_with_one_late(FILL_FROM), FILL_FROM + 1);
-    }
-
-    #[test]
-    fn a_group_below_the_load_mark_is_committed_at_once() {
+    fn a_group_somebody_waits_for_is_sealed_at_once_with_what_was_waiting() {
         assert_eq!(gathered_with_one_late(1), 1, "a lone request is never held");
-        assert_eq!(gathered_with_one_late(FILL_FROM - 1), FILL_FROM - 1);
+        assert_eq!(gathered_with_one_late(40), 40, "nor is a group under load");
+        assert_eq!(gathered_with_one_late(MAX_BATCH + 3), MAX_BATCH, "at most MAX_BATCH in one group");
     }
 
     fn settlement(tx: &mpsc::Sender<Msg>) {
@@ -232,7 +216,7 @@ mod tests {
             ready_tx.send(()).unwrap();
             let mut group = Vec::new();
             let started = Instant::now();
-            let g = gather(&rx, &writer_bell, None, &mut group, (FILL, lingers));
+            let g = gather(&rx, &writer_bell, None, &mut group, lingers);
             assert!(matches!(g, Gathered::Group { stopping: false, .. }));
             (group.len(), started.elapsed())
         });

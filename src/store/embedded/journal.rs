@@ -138,7 +138,7 @@ pub struct Journal {
 }
 
 /// One of the journal's two files.
-struct Side {
+pub(super) struct Side {
     /// Buffered: zero-filling, reading back, and writing where `O_DIRECT` is refused.
     file: File,
     /// The same file opened `O_DIRECT | O_DSYNC`, if the filesystem allows it.
@@ -204,47 +204,117 @@ impl Journal {
     }
 
     /// Writes `payload` as the next frame and waits until it is on disk; returns its number.
+    /// (The writer instead [`Journal::seal`]s frames for [`super::flusher`] to write.)
     pub fn append(&mut self, payload: &FrameBuf) -> std::io::Result<u64> {
         if let Some(s) = &self.switch {
             s.check()?;
         }
-        let number = self.next_frame;
-        let len = payload.buf.len();
-        let total = padded(len);
+        let (offset, number) = (self.offset, self.next_frame);
+        let total = self.take_place(payload)?;
+        let out = aligned_window(&mut self.frame, total);
+        lay_out(out, number, payload);
+        if let Err(e) = self.sides[self.cur].write(offset, out) {
+            (self.offset, self.next_frame) = (offset, number);
+            return Err(e);
+        }
+        Ok(number)
+    }
+
+    /// Numbers `payload` as the next frame and lays it out in a buffer of its own, for another
+    /// thread to write ([`Sealed::write`]): the journal counts it as written from here on, so
+    /// the caller must not build on it until that write has succeeded.
+    pub(super) fn seal(&mut self, payload: &FrameBuf) -> std::io::Result<Sealed> {
+        let (offset, number, side) = (self.offset, self.next_frame, self.cur);
+        let total = self.take_place(payload)?;
+        let mut buf = Vec::new();
+        lay_out(aligned_window(&mut buf, total), number, payload);
+        Ok(Sealed { side, offset, buf, len: total })
+    }
+
+    /// Handles on both files for the thread that writes sealed frames ([`super::flusher`]).
+    pub(super) fn writers(&self) -> std::io::Result<[Side; 2]> {
+        Ok([self.sides[0].try_clone()?, self.sides[1].try_clone()?])
+    }
+
+    /// The disk switch tests fail writes with, if any.
+    pub(super) fn switch_handle(&self) -> Option<DiskSwitch> {
+        self.switch.clone()
+    }
+
+    /// Reserves the place of `payload`'s frame: its padded size, if it fits.
+    fn take_place(&mut self, payload: &FrameBuf) -> std::io::Result<usize> {
+        let total = padded(payload.buf.len());
         if !self.fits(total as u64) {
             return Err(std::io::Error::other("journal frame does not fit"));
         }
-        let out = aligned_window(&mut self.frame, total);
-        out[..4].copy_from_slice(MAGIC);
-        out[4..12].copy_from_slice(&number.to_le_bytes());
-        out[12..16].copy_from_slice(&(len as u32).to_le_bytes());
-        out[16..HEADER].copy_from_slice(&checksum(number, len as u32, &payload.buf));
-        out[HEADER..HEADER + len].copy_from_slice(&payload.buf);
-        out[HEADER + len..].fill(0);
-        let side = &mut self.sides[self.cur];
-        let written = match &side.direct {
-            Some(direct) => direct.write_all_at(out, self.offset),
-            None => Err(std::io::ErrorKind::Unsupported.into()),
-        };
-        match written {
-            Ok(()) => {}
-            // Not allowed here after all (or not opened): buffered, then fsynced.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => {
-                if side.direct.take().is_some() {
-                    tracing::info!(error = %e, "journal: O_DIRECT writes refused; writing buffered");
-                }
-                side.file.write_all_at(out, self.offset)?;
-                side.file.sync_data()?;
-            }
-            Err(e) => return Err(e),
-        }
         self.offset += total as u64;
         self.next_frame += 1;
-        Ok(number)
+        Ok(total)
+    }
+}
+
+/// Writes frame `number` with `payload` into `out` (its padded size): header, checksum, payload,
+/// zeros.
+fn lay_out(out: &mut [u8], number: u64, payload: &FrameBuf) {
+    let len = payload.buf.len();
+    out[..4].copy_from_slice(MAGIC);
+    out[4..12].copy_from_slice(&number.to_le_bytes());
+    out[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+    out[16..HEADER].copy_from_slice(&checksum(number, len as u32, &payload.buf));
+    out[HEADER..HEADER + len].copy_from_slice(&payload.buf);
+    out[HEADER + len..].fill(0);
+}
+
+/// A frame numbered and laid out by [`Journal::seal`], not yet written.
+pub(super) struct Sealed {
+    /// Which of the two files, and where in it.
+    pub(super) side: usize,
+    pub(super) offset: u64,
+    /// The frame is the `len` bytes at the [`BLOCK`]-aligned address inside `buf`.
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Sealed {
+    /// The frame's bytes, [`BLOCK`]-aligned in memory.
+    pub(super) fn bytes(&mut self) -> &mut [u8] {
+        aligned_window(&mut self.buf, self.len)
+    }
+
+    /// Where the frame ends in its file.
+    pub(super) fn end(&self) -> u64 {
+        self.offset + self.len as u64
     }
 }
 
 impl Side {
+    /// Writes `out` (whole [`BLOCK`]s, aligned in memory) at `offset` and waits until it is on
+    /// disk: one `O_DIRECT | O_DSYNC` write, or — where the filesystem refuses that — a buffered
+    /// write and `fdatasync`.
+    pub(super) fn write(&mut self, offset: u64, out: &[u8]) -> std::io::Result<()> {
+        let written = match &self.direct {
+            Some(direct) => direct.write_all_at(out, offset),
+            None => Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        match written {
+            Ok(()) => Ok(()),
+            // Not allowed here after all (or not opened): buffered, then fsynced.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => {
+                if self.direct.take().is_some() {
+                    tracing::info!(error = %e, "journal: O_DIRECT writes refused; writing buffered");
+                }
+                self.file.write_all_at(out, offset)?;
+                self.file.sync_data()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_clone(&self) -> std::io::Result<Side> {
+        let direct = self.direct.as_ref().map(File::try_clone).transpose()?;
+        Ok(Side { file: self.file.try_clone()?, direct })
+    }
+
     fn open(path: &Path) -> std::io::Result<Side> {
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len();

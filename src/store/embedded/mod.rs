@@ -7,7 +7,8 @@
 //! [`writer::MAX_BATCH`] batches), applies all of it together, makes it durable, and
 //! only then answers each batch's reply slot (through a task on the runtime, [`answers`]). "Durable" is one of two things: a group made only of
 //! the download path's ops (reservations, refunds, activity records) is written as one frame to
-//! the preallocated [`journal`] and fsynced there, and reaches redb later, with its records'
+//! the preallocated [`journal`] and fsynced there — by a thread of its own ([`flusher`]), while
+//! the writer seals the next group — and reaches redb later, with its records'
 //! publication ([`pending`]), in a commit without an fsync (`Durability::None`) — until then
 //! readers of a link's counter add the journalled changes from memory ([`unapplied`]); any other
 //! group is a redb `Durability::Immediate` commit, which also makes every journalled commit before
@@ -48,6 +49,7 @@ mod checkpointer;
 mod commands;
 mod commit;
 pub mod disk;
+mod flusher;
 mod gather;
 pub mod index;
 pub mod journal;

@@ -96,11 +96,16 @@ impl Pending {
         self.buf.is_empty() && self.at_index.is_empty() && self.group.is_empty() && self.unapplied.is_empty()
     }
 
-    /// After a group's frame is durable and it did not publish: its counter changes join the
-    /// unapplied ones (readers see them from now on), and the clock starts for what it left.
+    /// The current group's counter changes, for the thread that writes its frame to add to the
+    /// unapplied ones once the frame is durable (see [`super::flusher`]).
+    pub(super) fn take_group(&mut self) -> Vec<(SpentKey, i64)> {
+        std::mem::take(&mut self.group)
+    }
+
+    /// After a group's frame is sealed and it did not publish: the clock starts for what it left.
+    /// (Its counter changes went with its frame: [`Pending::take_group`].)
     pub(super) fn committed(&mut self, now: Instant) {
-        self.unapplied.add(&self.group);
-        self.group.clear();
+        debug_assert!(self.group.is_empty());
         if !self.is_empty() && self.since.is_none() {
             self.since = Some(now);
         }

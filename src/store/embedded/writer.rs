@@ -4,13 +4,15 @@
 //! send is synchronous and never blocks, so callers may send while holding a short lock (the
 //! ledger relies on this to keep memory's order and the channel's order the same). The thread
 //! blocks for the first batch, then takes whatever else is already waiting, up to [`MAX_BATCH`]
-//! (`gather`; under load it first lets the group fill for [`FILL`]), applies all of it together
-//! and makes it durable — as one [`super::journal`] frame for a group of download ops (redb gets
-//! it later, with the records' publication), in one redb transaction and its fsync otherwise
-//! (`commit`). Only then are the reply slots answered (by a task on
-//! the runtime, [`super::answers`]) — so "replied `Ok`" means "on disk". Under load many requests
-//! share one fsync; when idle a lone request pays one. A group nobody waits for (settlements,
-//! refusal records) first waits up to [`LINGER`] for a batch somebody does, and shares its commit.
+//! (`gather`), applies all of it together and makes it durable — as one [`super::journal`] frame
+//! for a group of download ops (redb gets it later, with the records' publication), in one redb
+//! transaction and its fsync otherwise (`commit`). A frame is only sealed here: a thread of its
+//! own writes it ([`super::flusher`]) while this one gathers and seals the next group, and every
+//! frame sealed meanwhile goes down in that thread's next write. Only once a group is on disk are
+//! its reply slots answered (by a task on the runtime, [`super::answers`]) — so "replied `Ok`"
+//! means "on disk". Under load many requests share one fsync; when idle a lone request pays one.
+//! A group nobody waits for (settlements, refusal records) first waits up to [`LINGER`] for a
+//! batch somebody does, and shares its commit.
 //!
 //! Records reach the record file in batches, after their journal frames ([`super::pending`]):
 //! the thread also wakes, with no work queued, when gathered records fall due.
@@ -18,13 +20,15 @@
 //! Activity records are sealed here, in apply order: the writer assigns `seq` (gap-free), `at`
 //! (never decreasing) and the hash chain. If a commit fails, the chain position is rolled back to
 //! the last durable record, every reply in the group gets the error, and the store epoch is
-//! bumped so caches reload from disk.
+//! bumped so caches reload from disk. If a frame's write fails, so does every group sealed after
+//! it; the writer then reopens redb and replays the journal, which reloads the chain.
 
 use super::answers::Answers;
-use super::commit::{apply, broke, healthy, publish_alone, settle, start_checkpoint, Logs};
+use super::commit::{after_frame, apply, broke, healthy, publish_alone, settle, start_checkpoint, Logs};
 use super::disk::{DbHandle, DiskSwitch};
+use super::flusher::{self, Flusher, Job};
 use super::gather::{gather, Doorbell, Gathered, Msg};
-pub use super::gather::{FILL, LINGER, MAX_BATCH};
+pub use super::gather::{LINGER, MAX_BATCH};
 use super::index::{self, Tags};
 use super::journal::{FrameBuf, Journal};
 use super::pending::Pending;
@@ -160,6 +164,14 @@ impl Writer {
         let gate_sink: Arc<std::sync::OnceLock<std::sync::Weak<dyn GateSink>>> = Arc::default();
         let sink = gate_sink.clone();
         let answers = Answers::start();
+        let flusher = Flusher::start(flusher::Context {
+            sides: journal.writers()?,
+            switch: journal.switch_handle(),
+            unapplied: unapplied.clone(),
+            answers: answers.clone(),
+            epoch: epoch.clone(),
+            stats: stats.clone(),
+        })?;
         let bell = Arc::new(Doorbell::default());
         let writer_bell = bell.clone();
         let handle = std::thread::Builder::new().name("keydrop-writer".into()).spawn(move || {
@@ -175,6 +187,7 @@ impl Writer {
                 gates: Vec::new(),
                 gate_sink: sink,
                 inflight: Default::default(),
+                flusher,
             };
             run(db, rx, chain, Shared { epoch, stats: st, clock, answers, bell: writer_bell }, logs)
         })?;
@@ -276,7 +289,7 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
     let mut broken = false;
     while !stopping {
         // With records gathered, wait no longer than until they are due.
-        let force = match gather(&rx, &bell, logs.pending.deadline(), &mut group, (FILL, LINGER)) {
+        let force = match gather(&rx, &bell, logs.pending.deadline(), &mut group, LINGER) {
             Gathered::Due => {
                 publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, Vec::new());
                 continue;
@@ -294,6 +307,11 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
             publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, replies);
             continue;
         }
+        if logs.flusher.failed() {
+            // A frame's write failed (its waiters have been told): replay before going on.
+            let _ = logs.flusher.drain();
+            broke(&mut broken, &epoch, &stats);
+        }
         if let Err(e) = settle(&mut logs, false) {
             checkpoint_failed(&e, &mut broken, &epoch, &stats);
         }
@@ -303,13 +321,34 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
         let started = std::time::Instant::now();
         let now_us = now.timestamp_micros().max(0) as u64;
         let result = healthy(&handle, &mut broken, &mut chain, &epoch, &mut logs)
-            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, force, &mut logs, &mut appended));
-        stats.observe_commit(group.len(), started.elapsed());
-        stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+            .and_then(|db| apply(&db, &mut group, &mut chain, now_us, &mut logs, &mut appended));
+        let batches = group.len();
+        stats.batches.fetch_add(batches as u64, Ordering::Relaxed);
         stats.ops.fetch_add(group.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
         match result {
-            Ok(results) => {
+            Ok((results, frame)) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
+                let mut answered: Vec<_> =
+                    group.drain(..).zip(results).filter_map(|(b, c)| b.reply.map(|r| (r, c))).collect();
+                if let Some(frame) = frame {
+                    // The frame's thread answers once it is on disk — unless a reader asked to see
+                    // the records (they are published below, after it) or the mirror must have
+                    // them first: then this thread answers, after both.
+                    let later = force || logs.mirror.is_some();
+                    let answers = if later { Vec::new() } else { std::mem::take(&mut answered) };
+                    let changes = logs.pending.take_group();
+                    logs.flusher.submit(Job { frame, changes, answers, batches, started });
+                    let done = handle.get().and_then(|db| after_frame(&db, &chain, force, &mut logs));
+                    let done = done.and_then(|()| if later { logs.flusher.drain() } else { Ok(()) });
+                    if let Err(e) = done {
+                        // The frame was handed over: whether it is durable is its thread's to say.
+                        tracing::error!(error = %e, "publishing activity records failed; recovery writes them from the journal");
+                        broke(&mut broken, &epoch, &stats);
+                        fail_all(&mut answered, &e);
+                    }
+                } else {
+                    stats.observe_commit(batches, started.elapsed());
+                }
                 if let (Some(m), Ok(db)) = (logs.mirror.as_mut(), handle.get()) {
                     m.append(&db, &appended);
                 }
@@ -321,7 +360,7 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
                         s.gate_committed(&order_id, &gate, version);
                     }
                 }
-                answers.send(group.drain(..).zip(results).filter_map(|(b, c)| b.reply.map(|r| (r, c))).collect());
+                answers.send(answered);
                 match handle.get().and_then(|db| start_checkpoint(&db, &chain, &mut logs)) {
                     Ok(started) => {
                         stats.checkpoints.fetch_add(u64::from(started), Ordering::Relaxed);
@@ -330,8 +369,9 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
                 }
             }
             Err(e) => {
+                stats.observe_commit(batches, started.elapsed());
                 logs.gates.clear();
-                tracing::error!(error = %e, batches = group.len(), "store commit failed");
+                tracing::error!(error = %e, batches, "store commit failed");
                 chain = before;
                 broke(&mut broken, &epoch, &stats);
                 let msg = e.to_string();
@@ -342,6 +382,9 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
                 }
             }
         }
+    }
+    if logs.flusher.drain().is_err() {
+        broken = true;
     }
     if let Err(e) = settle(&mut logs, true) {
         checkpoint_failed(&e, &mut broken, &epoch, &stats);
@@ -369,6 +412,14 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// Turns every answer of a group into the failure `e` (its frame may be durable, but what the
+/// caller waited for — a publication, the mirror — did not happen).
+fn fail_all(answered: &mut [(Reply, Result<Committed, StoreError>)], e: &StoreError) {
+    for (_, result) in answered.iter_mut() {
+        *result = Err(StoreError::CommitFailed(e.to_string()));
+    }
 }
 
 /// A checkpoint failed to start or to commit on its thread: the groups it covered are answered
