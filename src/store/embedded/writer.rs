@@ -307,7 +307,7 @@ fn run(handle: Arc<DbHandle>, rx: mpsc::Receiver<Msg>, mut chain: Chain, shared:
             publish_alone(&handle, &mut broken, &mut chain, &epoch, &stats, &mut logs, replies);
             continue;
         }
-        if logs.flusher.failed() {
+        if !broken && logs.flusher.failed() {
             // A frame's write failed (its waiters have been told): replay before going on.
             let _ = logs.flusher.drain();
             broke(&mut broken, &epoch, &stats);
