@@ -91,9 +91,10 @@ impl Flusher {
             if let Err(unsent) = tx.send(job) {
                 // The thread is gone (it panicked): nothing of this group can become durable.
                 let msg = "the journal's thread has stopped".to_owned();
-                self.shared.state.lock().expect("not poisoned").failed.get_or_insert(msg.clone());
                 fail(unsent.0.answers, &msg);
-                self.shared.state.lock().expect("not poisoned").finished += 1;
+                let mut g = self.shared.state.lock().expect("not poisoned");
+                g.failed.get_or_insert(msg);
+                g.finished += 1;
             }
         }
     }

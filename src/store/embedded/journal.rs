@@ -134,7 +134,6 @@ pub struct Journal {
     offset: u64,
     next_frame: u64,
     switch: Option<DiskSwitch>,
-    frame: Vec<u8>,
 }
 
 /// One of the journal's two files.
@@ -159,7 +158,7 @@ impl Journal {
     /// are refused.
     pub fn open(path: &Path, switch: Option<DiskSwitch>) -> std::io::Result<Journal> {
         let sides = [Side::open(path)?, Side::open(&second_path(path))?];
-        Ok(Journal { sides, cur: 0, offset: CAPACITY, next_frame: 1, switch, frame: Vec::new() })
+        Ok(Journal { sides, cur: 0, offset: CAPACITY, next_frame: 1, switch })
     }
 
     /// Every intact frame of both files, in number order (see the module's notes on where
@@ -203,17 +202,15 @@ impl Journal {
         self.next_frame
     }
 
-    /// Writes `payload` as the next frame and waits until it is on disk; returns its number.
-    /// (The writer instead [`Journal::seal`]s frames for [`super::flusher`] to write.)
+    /// Writes `payload` as the next frame on this thread and waits until it is on disk; returns
+    /// its number. (The writer instead [`Journal::seal`]s frames for [`super::flusher`] to write.)
     pub fn append(&mut self, payload: &FrameBuf) -> std::io::Result<u64> {
         if let Some(s) = &self.switch {
             s.check()?;
         }
         let (offset, number) = (self.offset, self.next_frame);
-        let total = self.take_place(payload)?;
-        let out = aligned_window(&mut self.frame, total);
-        lay_out(out, number, payload);
-        if let Err(e) = self.sides[self.cur].write(offset, out) {
+        let mut frame = self.seal(payload)?;
+        if let Err(e) = self.sides[frame.side].write(frame.offset, frame.bytes()) {
             (self.offset, self.next_frame) = (offset, number);
             return Err(e);
         }
@@ -234,11 +231,6 @@ impl Journal {
     /// Handles on both files for the thread that writes sealed frames ([`super::flusher`]).
     pub(super) fn writers(&self) -> std::io::Result<[Side; 2]> {
         Ok([self.sides[0].try_clone()?, self.sides[1].try_clone()?])
-    }
-
-    /// The disk switch tests fail writes with, if any.
-    pub(super) fn switch_handle(&self) -> Option<DiskSwitch> {
-        self.switch.clone()
     }
 
     /// Reserves the place of `payload`'s frame: its padded size, if it fits.

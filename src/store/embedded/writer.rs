@@ -143,7 +143,7 @@ impl Writer {
         files: Files,
     ) -> Result<Writer, StoreError> {
         let mut journal = Journal::open(&files.journal, files.disk.clone())?;
-        let mut records = RecordFile::open(&files.records, files.disk)?;
+        let mut records = RecordFile::open(&files.records, files.disk.clone())?;
         let frames = journal.read_back()?;
         let applied = recover(&*db.get()?, &frames, &mut records)?;
         journal.restart(applied);
@@ -166,7 +166,7 @@ impl Writer {
         let answers = Answers::start();
         let flusher = Flusher::start(flusher::Context {
             sides: journal.writers()?,
-            switch: journal.switch_handle(),
+            switch: files.disk,
             unapplied: unapplied.clone(),
             answers: answers.clone(),
             epoch: epoch.clone(),
